@@ -1,0 +1,1 @@
+//! UFM REST simulator: under construction.

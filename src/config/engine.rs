@@ -1,0 +1,296 @@
+//! Engine and controller settings: the GUID pool, batching, drift repair, pkey budget, policy,
+//! and the controller's Kubernetes identity.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, parse_duration};
+use crate::alloc::{DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, GuidRange};
+use crate::ib::Guid;
+
+/// What the tenant pkey policy does with a violation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyMode {
+    /// No policy (as ib-kubernetes).
+    #[default]
+    Off,
+    /// Report violations as Events and metrics, configure anyway.
+    Warn,
+    /// Refuse violating attachments.
+    Enforce,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// First GUID of the pool (inclusive).
+    #[arg(long = "guid-pool-range-start", env = "GUID_POOL_RANGE_START", default_value = "02:00:00:00:00:00:00:00")]
+    pub guid_range_start: String,
+    /// Last GUID of the pool (inclusive).
+    #[arg(long = "guid-pool-range-end", env = "GUID_POOL_RANGE_END", default_value = "02:FF:FF:FF:FF:FF:FF:FF")]
+    pub guid_range_end: String,
+    /// Longest a pending change waits before it is pushed (bare number = seconds, as ib-kubernetes).
+    #[arg(long = "periodic-update", env = "DAEMON_PERIODIC_UPDATE", default_value = "5")]
+    pub periodic_update: String,
+    /// How long changes are collected into one batch after the first arrives.
+    #[arg(long = "batch-window", env = "FABRIC_SYNC_BATCH_WINDOW", default_value = "20ms")]
+    pub batch_window: String,
+    /// A batch closes early once it holds this many GUID changes.
+    #[arg(long = "batch-max-guids", env = "FABRIC_SYNC_BATCH_MAX_GUIDS", default_value = "2000")]
+    pub batch_max_guids: String,
+    /// pkeys changed in parallel (one change in flight per pkey).
+    #[arg(long = "max-parallel-pkeys", env = "FABRIC_SYNC_MAX_PARALLEL_PKEYS", default_value = "8")]
+    pub max_parallel_pkeys: String,
+    /// Pod annotation patches in flight at once.
+    #[arg(long = "patch-concurrency", env = "FABRIC_SYNC_PATCH_CONCURRENCY", default_value = "16")]
+    pub patch_concurrency: String,
+    /// Period of the full drift repair against UFM.
+    #[arg(long = "resync-interval", env = "FABRIC_SYNC_RESYNC_INTERVAL", default_value = "60s")]
+    pub resync_interval: String,
+    /// pkey-table entries per node when its agent has not reported any.
+    #[arg(long = "pkey-capacity", env = "FABRIC_SYNC_PKEY_CAPACITY", default_value_t = DEFAULT_PKEY_CAPACITY)]
+    pub pkey_capacity: u16,
+    /// pkey-table entries per node kept for the default partition.
+    #[arg(long = "pkey-reserved-slots", env = "FABRIC_SYNC_PKEY_RESERVED_SLOTS", default_value_t = DEFAULT_RESERVED_SLOTS)]
+    pub pkey_reserved_slots: u16,
+    /// Refuse a removal that would take more than this share of a pkey's members at once.
+    #[arg(long = "mass-removal-share", env = "FABRIC_SYNC_MASS_REMOVAL_SHARE", default_value = "0.5")]
+    pub mass_removal_share: String,
+    /// The mass-removal breaker ignores removals of at most this many GUIDs.
+    #[arg(long = "mass-removal-min", env = "FABRIC_SYNC_MASS_REMOVAL_MIN", default_value = "32")]
+    pub mass_removal_min: String,
+    /// Tenant pkey policy file (YAML).
+    #[arg(long = "policy-file", env = "FABRIC_SYNC_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// What the policy does with a violation.
+    #[arg(long = "policy-mode", env = "FABRIC_SYNC_POLICY_MODE", value_enum, default_value_t = PolicyMode::Off)]
+    pub policy_mode: PolicyMode,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSettings {
+    pub guid_range: GuidRange,
+    pub periodic_update: Duration,
+    pub batch_window: Duration,
+    pub batch_max_guids: usize,
+    pub max_parallel_pkeys: usize,
+    pub patch_concurrency: usize,
+    pub resync_interval: Duration,
+    pub pkey_capacity: u16,
+    pub pkey_reserved_slots: u16,
+    pub mass_removal_share: f64,
+    pub mass_removal_min: usize,
+    pub policy_file: Option<PathBuf>,
+    pub policy_mode: PolicyMode,
+}
+
+impl EngineSettings {
+    pub fn from_args(a: &EngineArgs) -> Result<EngineSettings, ConfigError> {
+        let guid =
+            |env: &str, flag: &str, v: &str| v.parse::<Guid>().map_err(|e| ConfigError::new(env, flag, e.to_string()));
+        let start = guid("GUID_POOL_RANGE_START", "guid-pool-range-start", &a.guid_range_start)?;
+        let end = guid("GUID_POOL_RANGE_END", "guid-pool-range-end", &a.guid_range_end)?;
+        let guid_range = GuidRange::new(start, end)
+            .map_err(|e| ConfigError::new("GUID_POOL_RANGE_END", "guid-pool-range-end", e.to_string()))?;
+        let duration = |env: &str, flag: &str, v: &str, bare: bool| {
+            let d = parse_duration(v, bare).map_err(|e| ConfigError::new(env, flag, e))?;
+            if d.is_zero() {
+                return Err(ConfigError::new(env, flag, "must be more than 0"));
+            }
+            Ok(d)
+        };
+        let count = |env: &str, flag: &str, v: &str, max: usize| match v.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::new(env, flag, format!("{v:?} must be a whole number from 1 to {max}"))),
+        };
+        let periodic_update = duration("DAEMON_PERIODIC_UPDATE", "periodic-update", &a.periodic_update, true)?;
+        let batch_window = duration("FABRIC_SYNC_BATCH_WINDOW", "batch-window", &a.batch_window, false)?;
+        if batch_window > periodic_update {
+            return Err(ConfigError::new(
+                "FABRIC_SYNC_BATCH_WINDOW",
+                "batch-window",
+                "is longer than DAEMON_PERIODIC_UPDATE, which bounds how long a change may wait",
+            ));
+        }
+        if a.pkey_capacity == 0 || a.pkey_reserved_slots >= a.pkey_capacity {
+            return Err(ConfigError::new(
+                "FABRIC_SYNC_PKEY_RESERVED_SLOTS",
+                "pkey-reserved-slots",
+                format!(
+                    "{} reserved of {} pkey-table entries leaves no room for tenants",
+                    a.pkey_reserved_slots, a.pkey_capacity
+                ),
+            ));
+        }
+        let share: f64 = match a.mass_removal_share.trim().parse::<f64>() {
+            Ok(s) if s > 0.0 && s <= 1.0 => s,
+            _ => {
+                return Err(ConfigError::new(
+                    "FABRIC_SYNC_MASS_REMOVAL_SHARE",
+                    "mass-removal-share",
+                    format!(
+                        "{:?} must be a fraction above 0 and at most 1 (1 turns the breaker off)",
+                        a.mass_removal_share
+                    ),
+                ));
+            }
+        };
+        let mass_removal_min = match a.mass_removal_min.trim().parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => {
+                return Err(ConfigError::new(
+                    "FABRIC_SYNC_MASS_REMOVAL_MIN",
+                    "mass-removal-min",
+                    format!("{:?} must be a whole number", a.mass_removal_min),
+                ));
+            }
+        };
+        if a.policy_mode != PolicyMode::Off && a.policy_file.is_none() {
+            return Err(ConfigError::new(
+                "FABRIC_SYNC_POLICY_FILE",
+                "policy-file",
+                "is required when FABRIC_SYNC_POLICY_MODE is warn or enforce",
+            ));
+        }
+        Ok(EngineSettings {
+            guid_range,
+            periodic_update,
+            batch_window,
+            batch_max_guids: count("FABRIC_SYNC_BATCH_MAX_GUIDS", "batch-max-guids", &a.batch_max_guids, 1_000_000)?,
+            max_parallel_pkeys: count(
+                "FABRIC_SYNC_MAX_PARALLEL_PKEYS",
+                "max-parallel-pkeys",
+                &a.max_parallel_pkeys,
+                256,
+            )?,
+            patch_concurrency: count("FABRIC_SYNC_PATCH_CONCURRENCY", "patch-concurrency", &a.patch_concurrency, 1024)?,
+            resync_interval: duration("FABRIC_SYNC_RESYNC_INTERVAL", "resync-interval", &a.resync_interval, false)?,
+            pkey_capacity: a.pkey_capacity,
+            pkey_reserved_slots: a.pkey_reserved_slots,
+            mass_removal_share: share,
+            mass_removal_min,
+            policy_file: a.policy_file.clone(),
+            policy_mode: a.policy_mode,
+        })
+    }
+}
+
+impl Default for EngineArgs {
+    fn default() -> EngineArgs {
+        EngineArgs {
+            guid_range_start: "02:00:00:00:00:00:00:00".into(),
+            guid_range_end: "02:FF:FF:FF:FF:FF:FF:FF".into(),
+            periodic_update: "5".into(),
+            batch_window: "20ms".into(),
+            batch_max_guids: "2000".into(),
+            max_parallel_pkeys: "8".into(),
+            patch_concurrency: "16".into(),
+            resync_interval: "60s".into(),
+            pkey_capacity: DEFAULT_PKEY_CAPACITY,
+            pkey_reserved_slots: DEFAULT_RESERVED_SLOTS,
+            mass_removal_share: "0.5".into(),
+            mass_removal_min: "32".into(),
+            policy_file: None,
+            policy_mode: PolicyMode::Off,
+        }
+    }
+}
+
+/// The controller's place in the cluster.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// kubeconfig file; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader-election Lease (ib-kubernetes used the pod's namespace).
+    #[arg(long = "namespace", env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long = "lease-name", env = "FABRIC_SYNC_LEASE_NAME", default_value = "fabric-sync-leader")]
+    pub lease_name: String,
+    /// Node this replica runs on (part of the leader identity).
+    #[arg(long = "node-name", env = "K8S_NODE")]
+    pub node_name: Option<String>,
+    /// UID of this pod (part of the leader identity).
+    #[arg(long = "pod-uid", env = "POD_UID")]
+    pub pod_uid: Option<String>,
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long = "admin-listen", env = "FABRIC_SYNC_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerSettings {
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub lease_name: String,
+    /// `<node>_<pod uid>`, as ib-kubernetes.
+    pub identity: String,
+    pub admin_listen: SocketAddr,
+}
+
+impl ControllerSettings {
+    pub fn from_args(a: &ControllerArgs, hostname: &str) -> Result<ControllerSettings, ConfigError> {
+        let admin_listen = a.admin_listen.parse().map_err(|_| {
+            ConfigError::new(
+                "FABRIC_SYNC_ADMIN_LISTEN",
+                "admin-listen",
+                format!("{:?} is not an address:port such as 0.0.0.0:8080", a.admin_listen),
+            )
+        })?;
+        if !crate::netdef::is_dns1123_label(&a.namespace) {
+            return Err(ConfigError::new(
+                "POD_NAMESPACE",
+                "namespace",
+                format!("{:?} is not a namespace name", a.namespace),
+            ));
+        }
+        if !crate::netdef::is_dns1123_subdomain(&a.lease_name) {
+            return Err(ConfigError::new(
+                "FABRIC_SYNC_LEASE_NAME",
+                "lease-name",
+                format!("{:?} is not a valid object name", a.lease_name),
+            ));
+        }
+        let node = a.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| hostname.to_string());
+        let identity = match a.pod_uid.as_deref().filter(|u| !u.is_empty()) {
+            Some(uid) => format!("{node}_{uid}"),
+            None => node,
+        };
+        Ok(ControllerSettings {
+            kubeconfig: a.kubeconfig.clone(),
+            namespace: a.namespace.clone(),
+            lease_name: a.lease_name.clone(),
+            identity,
+            admin_listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_match_ib_kubernetes() {
+        let s = EngineSettings::from_args(&EngineArgs::default()).unwrap();
+        assert_eq!(s.guid_range, GuidRange::DEFAULT);
+        assert_eq!(s.periodic_update, Duration::from_secs(5));
+        assert_eq!(s.batch_window, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn identity_is_node_and_pod_uid() {
+        let a = ControllerArgs {
+            kubeconfig: None,
+            namespace: "kube-system".into(),
+            lease_name: "fabric-sync-leader".into(),
+            node_name: Some("cp-1".into()),
+            pod_uid: Some("1234".into()),
+            admin_listen: "0.0.0.0:8080".into(),
+        };
+        assert_eq!(ControllerSettings::from_args(&a, "host").unwrap().identity, "cp-1_1234");
+        let a = ControllerArgs { node_name: None, pod_uid: None, ..a };
+        assert_eq!(ControllerSettings::from_args(&a, "host").unwrap().identity, "host");
+    }
+}

@@ -1,0 +1,522 @@
+//! UFM connection settings: ib-kubernetes' secret keys, our additions (token, CA file, client
+//! certificate, explicit insecure mode), and a secret directory that is re-read when it changes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use super::{ConfigError, Secret, parse_duration};
+
+/// Which subnet-manager backend to drive (`DAEMON_SM_PLUGIN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmPlugin {
+    /// NVIDIA UFM over REST.
+    Ufm,
+    /// Allocate GUIDs, touch no fabric (as ib-kubernetes' noop plugin).
+    Noop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UfmScheme {
+    Http,
+    Https,
+}
+
+impl UfmScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UfmScheme::Http => "http",
+            UfmScheme::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            UfmScheme::Http => 80,
+            UfmScheme::Https => 443,
+        }
+    }
+}
+
+/// The secret keys, as ib-kubernetes' UFM Secret names them (plus `UFM_TOKEN`).
+const SECRET_KEYS: [&str; 7] =
+    ["UFM_USERNAME", "UFM_PASSWORD", "UFM_TOKEN", "UFM_ADDRESS", "UFM_HTTP_SCHEMA", "UFM_PORT", "UFM_CERTIFICATE"];
+
+/// UFM flags and environment. Values given in `--ufm-secret-dir` files win over the environment,
+/// because a mounted Secret is updated in place when rotated while env vars are not.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct UfmArgs {
+    /// Subnet-manager backend: `ufm` or `noop`.
+    #[arg(long = "sm-plugin", env = "DAEMON_SM_PLUGIN", default_value = "ufm")]
+    pub sm_plugin: String,
+    /// Accepted for ib-kubernetes compatibility and ignored (plugins are built in).
+    #[arg(long = "sm-plugin-path", env = "DAEMON_SM_PLUGIN_PATH", hide = true)]
+    pub sm_plugin_path: Option<String>,
+    /// UFM host name or IP address.
+    #[arg(long = "ufm-address", env = "UFM_ADDRESS")]
+    pub address: Option<String>,
+    /// `https` (default) or `http`.
+    #[arg(long = "ufm-http-schema", env = "UFM_HTTP_SCHEMA")]
+    pub scheme: Option<String>,
+    /// UFM port; 0 or unset means 443 for https, 80 for http.
+    #[arg(long = "ufm-port", env = "UFM_PORT")]
+    pub port: Option<String>,
+    /// User for basic auth on /ufmRest.
+    #[arg(long = "ufm-username", env = "UFM_USERNAME")]
+    pub username: Option<String>,
+    /// Password for basic auth.
+    #[arg(long = "ufm-password", env = "UFM_PASSWORD", hide_env_values = true)]
+    pub password: Option<Secret>,
+    /// Access token for /ufmRestV3 (preferred over basic auth when set).
+    #[arg(long = "ufm-token", env = "UFM_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// PEM of the CA that signed UFM's certificate (ib-kubernetes' key).
+    #[arg(long = "ufm-certificate", env = "UFM_CERTIFICATE", hide_env_values = true)]
+    pub certificate: Option<String>,
+    /// File with the PEM of the CA that signed UFM's certificate.
+    #[arg(long = "ufm-ca-file", env = "UFM_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS on /ufmRest.
+    #[arg(long = "ufm-client-cert", env = "UFM_CLIENT_CERT_FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long = "ufm-client-key", env = "UFM_CLIENT_KEY_FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Skip TLS verification of UFM (never the default; logs a warning).
+    #[arg(long = "ufm-insecure-skip-verify", env = "UFM_INSECURE_SKIP_VERIFY", default_value = "false")]
+    pub insecure_skip_verify: String,
+    /// Directory of a mounted UFM Secret (files named UFM_USERNAME, UFM_PASSWORD, …), re-read on change.
+    #[arg(long = "ufm-secret-dir", env = "UFM_SECRET_DIR")]
+    pub secret_dir: Option<PathBuf>,
+    /// TCP+TLS connect timeout.
+    #[arg(long = "ufm-connect-timeout", env = "UFM_CONNECT_TIMEOUT", default_value = "5s")]
+    pub connect_timeout: String,
+    /// Timeout of each UFM request.
+    #[arg(long = "ufm-request-timeout", env = "UFM_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: String,
+    /// Attempts per UFM request for retryable failures (timeouts, 5xx), including the first.
+    #[arg(long = "ufm-max-attempts", env = "UFM_MAX_ATTEMPTS", default_value = "4")]
+    pub max_attempts: String,
+    /// Largest number of GUIDs in one UFM request; larger changes are split.
+    #[arg(long = "ufm-max-guids-per-request", env = "UFM_MAX_GUIDS_PER_REQUEST", default_value = "2000")]
+    pub max_guids_per_request: String,
+}
+
+/// How fabric-sync proves who it is to UFM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UfmAuth {
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// `/ufmRestV3` with `Authorization: Basic <token>`.
+    Token(Secret),
+    /// Client certificate only, on `/ufmRest`.
+    ClientCertificate,
+}
+
+/// The parts of the UFM settings that can change at run time (rotated Secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub auth: UfmAuth,
+}
+
+/// Validated UFM settings. `Debug` shows no secret.
+#[derive(Clone, Debug)]
+pub struct UfmSettings {
+    pub plugin: SmPlugin,
+    pub scheme: UfmScheme,
+    pub address: String,
+    pub port: u16,
+    /// PEM text of the CA bundle to trust (from `UFM_CERTIFICATE` or `UFM_CA_FILE`); `None` = system roots.
+    pub ca_pem: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_attempts: usize,
+    pub max_guids_per_request: usize,
+    pub credentials: CredentialSource,
+    /// Things accepted but worth telling the operator about (e.g. ignored settings).
+    pub warnings: Vec<String>,
+}
+
+impl UfmSettings {
+    /// `scheme://address:port`, with IPv6 literals bracketed.
+    pub fn base_url(&self) -> String {
+        let host = if self.address.contains(':') && !self.address.starts_with('[') {
+            format!("[{}]", self.address)
+        } else {
+            self.address.clone()
+        };
+        format!("{}://{}:{}", self.scheme.as_str(), host, self.port)
+    }
+
+    pub fn from_args(args: &UfmArgs) -> Result<UfmSettings, ConfigError> {
+        let mut warnings = Vec::new();
+        let plugin = match args.sm_plugin.trim().to_ascii_lowercase().as_str() {
+            "ufm" => SmPlugin::Ufm,
+            "noop" => SmPlugin::Noop,
+            other => {
+                return Err(ConfigError::new(
+                    "DAEMON_SM_PLUGIN",
+                    "sm-plugin",
+                    format!("{other:?} is not a known plugin: use \"ufm\" or \"noop\""),
+                ));
+            }
+        };
+        if args.sm_plugin_path.as_deref().is_some_and(|p| !p.is_empty()) {
+            warnings.push("DAEMON_SM_PLUGIN_PATH is ignored: fabric-sync has its plugins built in".to_string());
+        }
+        let files = match &args.secret_dir {
+            Some(dir) => read_secret_dir(dir)?,
+            None => BTreeMap::new(),
+        };
+        let value = |key: &str, env: Option<&str>| -> Option<String> {
+            files
+                .get(key)
+                .map(|s| s.expose().to_string())
+                .or_else(|| env.map(str::to_string))
+                .filter(|v| !v.trim().is_empty())
+        };
+        let scheme = match value("UFM_HTTP_SCHEMA", args.scheme.as_deref()).map(|s| s.trim().to_ascii_lowercase()) {
+            None => UfmScheme::Https,
+            Some(s) if s == "https" => UfmScheme::Https,
+            Some(s) if s == "http" => UfmScheme::Http,
+            Some(s) => {
+                return Err(ConfigError::new(
+                    "UFM_HTTP_SCHEMA",
+                    "ufm-http-schema",
+                    format!("{s:?} is neither \"https\" nor \"http\""),
+                ));
+            }
+        };
+        let port = match value("UFM_PORT", args.port.as_deref()) {
+            None => scheme.default_port(),
+            Some(p) => match p.trim().parse::<u16>() {
+                Ok(0) => scheme.default_port(),
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        "UFM_PORT",
+                        "ufm-port",
+                        format!("{p:?} is not a port number (1-65535)"),
+                    ));
+                }
+            },
+        };
+        let address = value("UFM_ADDRESS", args.address.as_deref()).unwrap_or_default().trim().to_string();
+        if plugin == SmPlugin::Ufm {
+            if address.is_empty() {
+                return Err(ConfigError::new(
+                    "UFM_ADDRESS",
+                    "ufm-address",
+                    "is required with DAEMON_SM_PLUGIN=ufm: set the UFM host name or IP",
+                ));
+            }
+            if address.contains(['/', ' ', '@']) || address.contains("://") {
+                return Err(ConfigError::new(
+                    "UFM_ADDRESS",
+                    "ufm-address",
+                    format!(
+                        "{address:?} must be a bare host name or IP; put the scheme in UFM_HTTP_SCHEMA and the port in UFM_PORT"
+                    ),
+                ));
+            }
+        }
+        let insecure_skip_verify =
+            parse_bool_setting("UFM_INSECURE_SKIP_VERIFY", "ufm-insecure-skip-verify", &args.insecure_skip_verify)?;
+        let ca_pem = match (value("UFM_CERTIFICATE", args.certificate.as_deref()), &args.ca_file) {
+            (Some(pem), _) => Some(check_pem("UFM_CERTIFICATE", "ufm-certificate", pem)?),
+            (None, Some(path)) => {
+                let pem = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new("UFM_CA_FILE", "ufm-ca-file", format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some(check_pem("UFM_CA_FILE", "ufm-ca-file", pem)?)
+            }
+            (None, None) => None,
+        };
+        let client_cert = match (&args.client_cert, &args.client_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "UFM_CLIENT_KEY_FILE",
+                    "ufm-client-key",
+                    "is required with UFM_CLIENT_CERT_FILE",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "UFM_CLIENT_CERT_FILE",
+                    "ufm-client-cert",
+                    "is required with UFM_CLIENT_KEY_FILE",
+                ));
+            }
+        };
+        let static_creds = StaticCredentials {
+            username: args.username.clone().filter(|u| !u.is_empty()),
+            password: args.password.clone().filter(|p| !p.is_empty()),
+            token: args.token.clone().filter(|t| !t.is_empty()),
+            client_cert: client_cert.is_some(),
+        };
+        let credentials = CredentialSource::new(static_creds, args.secret_dir.clone());
+        if plugin == SmPlugin::Ufm {
+            credentials.resolve(&files)?;
+        }
+        let duration = |env: &str, flag: &str, v: &str| {
+            parse_duration(v, false)
+                .map_err(|e| ConfigError::new(env, flag, e))
+                .and_then(|d| if d.is_zero() { Err(ConfigError::new(env, flag, "must be more than 0")) } else { Ok(d) })
+        };
+        let count = |env: &str, flag: &str, v: &str, max: usize| match v.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::new(env, flag, format!("{v:?} must be a whole number from 1 to {max}"))),
+        };
+        Ok(UfmSettings {
+            plugin,
+            scheme,
+            address,
+            port,
+            ca_pem,
+            insecure_skip_verify,
+            client_cert,
+            connect_timeout: duration("UFM_CONNECT_TIMEOUT", "ufm-connect-timeout", &args.connect_timeout)?,
+            request_timeout: duration("UFM_REQUEST_TIMEOUT", "ufm-request-timeout", &args.request_timeout)?,
+            max_attempts: count("UFM_MAX_ATTEMPTS", "ufm-max-attempts", &args.max_attempts, 20)?,
+            max_guids_per_request: count(
+                "UFM_MAX_GUIDS_PER_REQUEST",
+                "ufm-max-guids-per-request",
+                &args.max_guids_per_request,
+                100_000,
+            )?,
+            credentials,
+            warnings,
+        })
+    }
+}
+
+pub(crate) fn parse_bool_setting(env: &str, flag: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(ConfigError::new(env, flag, format!("{v:?} is not true or false"))),
+    }
+}
+
+/// Checks that the text holds at least one PEM certificate, every one of which parses.
+fn check_pem(env: &str, flag: &str, pem: String) -> Result<String, ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        cert.map_err(|e| ConfigError::new(env, flag, format!("holds a PEM block that does not parse ({e})")))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(ConfigError::new(
+            env,
+            flag,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----): put the CA's PEM text here, not base64 of it or a path",
+        ));
+    }
+    Ok(pem)
+}
+
+/// Reads the files of a mounted Secret directory (only the known keys; Kubernetes adds `..data` links).
+fn read_secret_dir(dir: &Path) -> Result<BTreeMap<String, Secret>, ConfigError> {
+    let meta = std::fs::metadata(dir);
+    if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+        return Err(ConfigError::new(
+            "UFM_SECRET_DIR",
+            "ufm-secret-dir",
+            format!("{} is not a readable directory", dir.display()),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for key in SECRET_KEYS {
+        let path = dir.join(key);
+        match std::fs::read_to_string(&path) {
+            Ok(v) => {
+                // Secrets created with `echo` carry a trailing newline; certificates keep theirs.
+                let v = if key == "UFM_CERTIFICATE" { v } else { v.trim_end_matches(['\n', '\r']).to_string() };
+                out.insert(key.to_string(), Secret::new(v));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "UFM_SECRET_DIR",
+                    "ufm-secret-dir",
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, Default)]
+struct StaticCredentials {
+    username: Option<String>,
+    password: Option<Secret>,
+    token: Option<Secret>,
+    client_cert: bool,
+}
+
+/// Credentials from flags/env, overridden by a Secret directory that is re-read whenever one
+/// of its files changes (Kubernetes swaps the `..data` link on rotation).
+#[derive(Debug)]
+pub struct CredentialSource {
+    fixed: StaticCredentials,
+    dir: Option<PathBuf>,
+    cache: Mutex<Option<(Vec<Option<SystemTime>>, Credentials)>>,
+}
+
+impl Clone for CredentialSource {
+    fn clone(&self) -> CredentialSource {
+        CredentialSource::new(self.fixed.clone(), self.dir.clone())
+    }
+}
+
+impl CredentialSource {
+    fn new(fixed: StaticCredentials, dir: Option<PathBuf>) -> CredentialSource {
+        CredentialSource { fixed, dir, cache: Mutex::new(None) }
+    }
+
+    /// Fixed credentials (tests, the `ufm` commands with flags).
+    pub fn basic(username: &str, password: &str) -> CredentialSource {
+        CredentialSource::new(
+            StaticCredentials {
+                username: Some(username.to_string()),
+                password: Some(Secret::new(password)),
+                ..StaticCredentials::default()
+            },
+            None,
+        )
+    }
+
+    /// The credentials in force now; re-reads the Secret directory if it changed.
+    pub fn current(&self) -> Result<Credentials, ConfigError> {
+        let Some(dir) = &self.dir else {
+            return self.resolve(&BTreeMap::new());
+        };
+        let stamps: Vec<Option<SystemTime>> =
+            SECRET_KEYS.iter().map(|k| std::fs::metadata(dir.join(k)).and_then(|m| m.modified()).ok()).collect();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, creds)) = cache.as_ref() {
+            if *seen == stamps {
+                return Ok(creds.clone());
+            }
+        }
+        let creds = self.resolve(&read_secret_dir(dir)?)?;
+        *cache = Some((stamps, creds.clone()));
+        Ok(creds)
+    }
+
+    fn resolve(&self, files: &BTreeMap<String, Secret>) -> Result<Credentials, ConfigError> {
+        let token = files.get("UFM_TOKEN").cloned().or_else(|| self.fixed.token.clone()).filter(|t| !t.is_empty());
+        let username = files
+            .get("UFM_USERNAME")
+            .map(|s| s.expose().to_string())
+            .or_else(|| self.fixed.username.clone())
+            .filter(|u| !u.is_empty());
+        let password =
+            files.get("UFM_PASSWORD").cloned().or_else(|| self.fixed.password.clone()).filter(|p| !p.is_empty());
+        let auth = match (token, username, password) {
+            (Some(t), _, _) => UfmAuth::Token(t),
+            (None, Some(username), Some(password)) => UfmAuth::Basic { username, password },
+            (None, Some(_), None) => {
+                return Err(ConfigError::new("UFM_PASSWORD", "ufm-password", "is required with UFM_USERNAME"));
+            }
+            (None, None, Some(_)) => {
+                return Err(ConfigError::new("UFM_USERNAME", "ufm-username", "is required with UFM_PASSWORD"));
+            }
+            (None, None, None) if self.fixed.client_cert => UfmAuth::ClientCertificate,
+            (None, None, None) => {
+                return Err(ConfigError::new(
+                    "UFM_USERNAME",
+                    "ufm-username",
+                    "no UFM credentials: set UFM_USERNAME and UFM_PASSWORD, or UFM_TOKEN, or a client certificate",
+                ));
+            }
+        };
+        Ok(Credentials { auth })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> UfmArgs {
+        UfmArgs {
+            sm_plugin: "ufm".into(),
+            address: Some("ufm.example".into()),
+            username: Some("admin".into()),
+            password: Some(Secret::new("s3cret-pw")),
+            insecure_skip_verify: "false".into(),
+            connect_timeout: "5s".into(),
+            request_timeout: "30s".into(),
+            max_attempts: "4".into(),
+            max_guids_per_request: "2000".into(),
+            ..UfmArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_ib_kubernetes() {
+        let s = UfmSettings::from_args(&args()).unwrap();
+        assert_eq!(s.base_url(), "https://ufm.example:443");
+        let mut a = args();
+        a.scheme = Some("HTTP".into());
+        a.port = Some("0".into());
+        assert_eq!(UfmSettings::from_args(&a).unwrap().base_url(), "http://ufm.example:80");
+        a.address = Some("fd00::1".into());
+        assert_eq!(UfmSettings::from_args(&a).unwrap().base_url(), "http://[fd00::1]:80");
+    }
+
+    #[test]
+    fn debug_print_shows_no_secret() {
+        let mut a = args();
+        a.token = Some(Secret::new("tok-abc123"));
+        let s = UfmSettings::from_args(&a).unwrap();
+        let shown = format!("{s:?} {:?} {a:?}", s.credentials.current().unwrap());
+        assert!(!shown.contains("s3cret-pw") && !shown.contains("tok-abc123"), "{shown}");
+    }
+
+    #[test]
+    fn secret_dir_wins_and_is_reread_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("UFM_USERNAME"), "admin\n").unwrap();
+        std::fs::write(dir.path().join("UFM_PASSWORD"), "first\n").unwrap();
+        let mut a = args();
+        a.secret_dir = Some(dir.path().to_path_buf());
+        let s = UfmSettings::from_args(&a).unwrap();
+        let pw = |s: &UfmSettings| match s.credentials.current().unwrap().auth {
+            UfmAuth::Basic { password, .. } => password.expose().to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pw(&s), "first");
+        // Rotation: new file content with a new modification time.
+        std::fs::remove_file(dir.path().join("UFM_PASSWORD")).unwrap();
+        std::fs::write(dir.path().join("UFM_PASSWORD"), "second").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("UFM_PASSWORD"))
+            .and_then(|f| f.set_modified(later))
+            .unwrap();
+        assert_eq!(pw(&s), "second");
+    }
+
+    #[test]
+    fn token_wins_over_basic_and_noop_needs_nothing() {
+        let mut a = args();
+        a.token = Some(Secret::new("t"));
+        assert!(matches!(UfmSettings::from_args(&a).unwrap().credentials.current().unwrap().auth, UfmAuth::Token(_)));
+        let noop = UfmArgs { sm_plugin: "noop".into(), ..args() };
+        let noop = UfmArgs { address: None, username: None, password: None, ..noop };
+        assert_eq!(UfmSettings::from_args(&noop).unwrap().plugin, SmPlugin::Noop);
+    }
+}

@@ -1,0 +1,179 @@
+//! Bad input of every kind the foundation parses: each case must give its specific error
+//! (checked by reason and by words of the message a person acts on) and none may panic.
+
+use std::collections::BTreeMap;
+
+use fabric_sync::config::{EngineArgs, EngineSettings, UfmArgs, UfmSettings};
+use fabric_sync::ib::{Guid, PKey};
+use fabric_sync::netdef::{parse_nad, parse_network_status, parse_networks, parse_smc};
+
+/// (what is fed, the error it must give)
+struct Case {
+    name: &'static str,
+    run: fn() -> Result<(), (String, String)>,
+    reason: &'static str,
+    says: &'static str,
+}
+
+fn guid(s: &str) -> Result<(), (String, String)> {
+    s.parse::<Guid>().map(drop).map_err(|e| (e.reason().to_string(), e.to_string()))
+}
+
+fn pkey(s: &str) -> Result<(), (String, String)> {
+    PKey::parse_tenant(s).map(drop).map_err(|e| (e.reason().to_string(), e.to_string()))
+}
+
+fn networks(s: &str) -> Result<(), (String, String)> {
+    let nets = parse_networks(s).map_err(|e| (e.reason().to_string(), e.to_string()))?;
+    for n in nets {
+        n.requested_guid().map_err(|e| (e.reason().to_string(), e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn nad(config: &str) -> Result<(), (String, String)> {
+    nad_ann(&[], config)
+}
+
+fn nad_ann(ann: &[(&str, &str)], config: &str) -> Result<(), (String, String)> {
+    let ann: BTreeMap<String, String> = ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    match parse_nad("tenant-a", "ib-net", &ann, config) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(("NotOurs".into(), "not an ib-sriov network".into())),
+        Err(e) => Err((e.reason().to_string(), e.to_string())),
+    }
+}
+
+fn smc(spec: &str) -> Result<(), (String, String)> {
+    let v: serde_json::Value = serde_json::from_str(spec).map_err(|e| ("TestJson".into(), e.to_string()))?;
+    parse_smc("tenant-a", "ib-smc", &BTreeMap::new(), &v).map(drop).map_err(|e| (e.reason().to_string(), e.to_string()))
+}
+
+fn status(s: &str) -> Result<(), (String, String)> {
+    parse_network_status(s).map(drop).map_err(|e| (e.reason().to_string(), e.to_string()))
+}
+
+fn engine(f: fn(&mut EngineArgs)) -> Result<(), (String, String)> {
+    let mut a = EngineArgs::default();
+    f(&mut a);
+    EngineSettings::from_args(&a).map(drop).map_err(|e| (e.reason().to_string(), e.to_string()))
+}
+
+fn ufm(f: fn(&mut UfmArgs)) -> Result<(), (String, String)> {
+    let mut a = UfmArgs {
+        sm_plugin: "ufm".into(),
+        address: Some("ufm.example".into()),
+        username: Some("admin".into()),
+        password: Some("pw".parse().unwrap_or_default()),
+        insecure_skip_verify: "false".into(),
+        connect_timeout: "5s".into(),
+        request_timeout: "30s".into(),
+        max_attempts: "4".into(),
+        max_guids_per_request: "2000".into(),
+        ..UfmArgs::default()
+    };
+    f(&mut a);
+    UfmSettings::from_args(&a).map(drop).map_err(|e| (e.reason().to_string(), e.to_string()))
+}
+
+const CFG: &str = "InvalidConfiguration";
+
+#[rustfmt::skip]
+fn cases() -> Vec<Case> {
+    vec![
+        // GUIDs
+        Case { name: "guid empty", run: || guid(""), reason: "GuidEmpty", says: "empty" },
+        Case { name: "guid short", run: || guid("02:00:00:00:00:01"), reason: "GuidWrongLength", says: "12 hex digits" },
+        Case { name: "guid long", run: || guid("020000000000000001"), reason: "GuidWrongLength", says: "18 hex digits" },
+        Case { name: "guid non-hex", run: || guid("02:00:00:00:00:00:00:zz"), reason: "GuidNonHex", says: "'z'" },
+        Case { name: "guid zero", run: || guid("0000000000000000"), reason: "GuidZero", says: "reserved" },
+        Case { name: "guid all ones", run: || guid("FF:FF:FF:FF:FF:FF:FF:FF"), reason: "GuidAllOnes", says: "reserved" },
+        Case { name: "guid mixed separators", run: || guid("02:00-00:00:00:00:00:01"), reason: "GuidBadGrouping", says: "separators" },
+        Case { name: "guid 20-byte IPoIB address", run: || guid("00:00:10:49:fe:80:00:00:00:00:00:00:02:00:00:00:00:00:00:01"), reason: "GuidWrongLength", says: "40 hex digits" },
+        // pkeys
+        Case { name: "pkey decimal", run: || pkey("1000"), reason: "PKeyNotHexPrefixed", says: "\"0x1000\"" },
+        Case { name: "pkey zero", run: || pkey("0x0000"), reason: "PKeyZero", says: "0x0001..0x7ffe" },
+        Case { name: "pkey default partition", run: || pkey("0x7fff"), reason: "PKeyDefaultPartition", says: "management" },
+        Case { name: "pkey too large", run: || pkey("0x18000"), reason: "PKeyTooLarge", says: "16 bits" },
+        Case { name: "pkey not hex", run: || pkey("0xgg"), reason: "PKeyNotHex", says: "hex digits" },
+        Case { name: "pkey empty", run: || pkey(" "), reason: "PKeyEmpty", says: "empty" },
+        // networks annotation
+        Case { name: "networks bad json", run: || networks("[{\"name\": }]"), reason: "InvalidNetworksAnnotation", says: "not valid JSON" },
+        Case { name: "networks json object not list", run: || networks("{\"name\":\"a\"}"), reason: "InvalidNetworksAnnotation", says: "must be a list" },
+        Case { name: "networks element without name", run: || networks("[{\"interface\":\"net1\"}]"), reason: "InvalidNetworksAnnotation", says: "has no \"name\"" },
+        Case { name: "networks name not a string", run: || networks("[{\"name\":5}]"), reason: "InvalidNetworksAnnotation", says: "must be a string" },
+        Case { name: "networks uppercase name", run: || networks("Tenant/IB"), reason: "InvalidNetworksAnnotation", says: "not a valid" },
+        Case { name: "networks bad namespace", run: || networks("a_b/ib"), reason: "InvalidNetworksAnnotation", says: "namespace" },
+        Case { name: "networks empty element", run: || networks("ib,,ib2"), reason: "InvalidNetworksAnnotation", says: "element 1" },
+        Case { name: "networks cni-args not object", run: || networks("[{\"name\":\"a\",\"cni-args\":\"guid\"}]"), reason: "InvalidNetworksAnnotation", says: "cni-args" },
+        Case { name: "networks interface too long", run: || networks("ib@averyveryverylongname"), reason: "InvalidNetworksAnnotation", says: "interface" },
+        Case { name: "networks bad requested guid", run: || networks("[{\"name\":\"a\",\"infiniband-guid\":\"02:00\"}]"), reason: "InvalidGuid", says: "infiniband-guid" },
+        // NAD configs
+        Case { name: "nad numeric pkey", run: || nad(r#"{"type":"ib-sriov","pkey":4096}"#), reason: "InvalidNetwork", says: "spec.config.pkey" },
+        Case { name: "nad decimal string pkey", run: || nad(r#"{"type":"ib-sriov","pkey":"4096"}"#), reason: "InvalidPKey", says: "0x4096" },
+        Case { name: "nad broken json", run: || nad(r#"{"type":"ib-sriov","pkey":"0x1""#), reason: "InvalidNetwork", says: "not valid JSON" },
+        Case { name: "nad capability not bool", run: || nad(r#"{"type":"ib-sriov","capabilities":{"infinibandGUID":"yes"}}"#), reason: "InvalidNetwork", says: "capabilities.infinibandGUID" },
+        Case { name: "nad ibKubernetesEnabled not bool", run: || nad(r#"{"type":"ib-sriov","ibKubernetesEnabled":"true"}"#), reason: "InvalidNetwork", says: "ibKubernetesEnabled" },
+        Case { name: "nad plugin pkey 0x7fff", run: || nad(r#"{"plugins":[{"type":"ib-sriov","pkey":"0x7fff"}]}"#), reason: "InvalidPKey", says: "plugins[0].pkey" },
+        Case { name: "nad membership annotation", run: || nad_ann(&[("fabric-sync.io/membership", "partial")], r#"{"type":"ib-sriov","pkey":"0x5"}"#), reason: "InvalidNetwork", says: "fabric-sync.io/membership" },
+        Case { name: "nad membership conflicts with pkey bit", run: || nad_ann(&[("fabric-sync.io/membership", "limited")], r#"{"type":"ib-sriov","pkey":"0x8005"}"#), reason: "InvalidNetwork", says: "0x8000" },
+        Case { name: "nad service level 16", run: || nad_ann(&[("fabric-sync.io/service-level", "16")], r#"{"type":"ib-sriov","pkey":"0x5"}"#), reason: "InvalidNetwork", says: "0 to 15" },
+        Case { name: "nad mtu 1500", run: || nad_ann(&[("fabric-sync.io/mtu-limit", "1500")], r#"{"type":"ib-sriov","pkey":"0x5"}"#), reason: "InvalidNetwork", says: "2048" },
+        Case { name: "nad index0 yes", run: || nad_ann(&[("fabric-sync.io/index0", "yes")], r#"{"type":"ib-sriov","pkey":"0x5"}"#), reason: "InvalidNetwork", says: "\"true\" or \"false\"" },
+        Case { name: "nad rate limit negative", run: || nad_ann(&[("fabric-sync.io/rate-limit", "-5")], r#"{"type":"ib-sriov","pkey":"0x5"}"#), reason: "InvalidNetwork", says: "above 0" },
+        // SpiderMultusConfig
+        Case { name: "smc unquoted pkey", run: || smc(r#"{"cniType":"ib-sriov","ibsriov":{"pkey":1000}}"#), reason: "InvalidNetwork", says: "spec.ibsriov.pkey" },
+        Case { name: "smc pkey without 0x", run: || smc(r#"{"cniType":"ib-sriov","ibsriov":{"pkey":"1000"}}"#), reason: "InvalidPKey", says: "SpiderMultusConfig tenant-a/ib-smc" },
+        Case { name: "smc ibsriov not object", run: || smc(r#"{"cniType":"ib-sriov","ibsriov":[]}"#), reason: "InvalidNetwork", says: "spec.ibsriov" },
+        Case { name: "smc enableIbKubernetes string", run: || smc(r#"{"cniType":"ib-sriov","ibsriov":{"enableIbKubernetes":"yes"}}"#), reason: "InvalidNetwork", says: "enableIbKubernetes" },
+        // network-status
+        Case { name: "network-status not a list", run: || status("{\"name\":\"a\"}"), reason: "InvalidNetworkStatus", says: "JSON list" },
+        Case { name: "network-status bad pci", run: || status(r#"[{"name":"a","device-info":{"pci":{"pci-address":"zz"}}}]"#), reason: "InvalidNetworkStatus", says: "pci-address" },
+        // settings
+        Case { name: "setting range start bad", run: || engine(|a| a.guid_range_start = "02:00".into()), reason: CFG, says: "GUID_POOL_RANGE_START" },
+        Case { name: "setting range end zero", run: || engine(|a| a.guid_range_end = "00:00:00:00:00:00:00:00".into()), reason: CFG, says: "GUID_POOL_RANGE_END" },
+        Case { name: "setting range inverted", run: || engine(|a| a.guid_range_start = "03:00:00:00:00:00:00:00".into()), reason: CFG, says: "GUID_POOL_RANGE_START ≤ GUID_POOL_RANGE_END" },
+        Case { name: "setting periodic update zero", run: || engine(|a| a.periodic_update = "0".into()), reason: CFG, says: "DAEMON_PERIODIC_UPDATE" },
+        Case { name: "setting periodic update text", run: || engine(|a| a.periodic_update = "often".into()), reason: CFG, says: "DAEMON_PERIODIC_UPDATE" },
+        Case { name: "setting batch window unitless", run: || engine(|a| a.batch_window = "20".into()), reason: CFG, says: "FABRIC_SYNC_BATCH_WINDOW" },
+        Case { name: "setting reserved slots eat capacity", run: || engine(|a| a.pkey_reserved_slots = 128), reason: CFG, says: "no room" },
+        Case { name: "setting mass removal share", run: || engine(|a| a.mass_removal_share = "1.5".into()), reason: CFG, says: "FABRIC_SYNC_MASS_REMOVAL_SHARE" },
+        Case { name: "setting policy without file", run: || engine(|a| a.policy_mode = fabric_sync::config::PolicyMode::Enforce), reason: CFG, says: "FABRIC_SYNC_POLICY_FILE" },
+        Case { name: "setting sm plugin", run: || ufm(|a| a.sm_plugin = "opensm".into()), reason: CFG, says: "DAEMON_SM_PLUGIN" },
+        Case { name: "setting ufm address missing", run: || ufm(|a| a.address = None), reason: CFG, says: "UFM_ADDRESS" },
+        Case { name: "setting ufm address with scheme", run: || ufm(|a| a.address = Some("https://ufm".into())), reason: CFG, says: "bare host name" },
+        Case { name: "setting ufm schema", run: || ufm(|a| a.scheme = Some("ftp".into())), reason: CFG, says: "UFM_HTTP_SCHEMA" },
+        Case { name: "setting ufm port", run: || ufm(|a| a.port = Some("70000".into())), reason: CFG, says: "UFM_PORT" },
+        Case { name: "setting ufm password missing", run: || ufm(|a| a.password = None), reason: CFG, says: "UFM_PASSWORD" },
+        Case { name: "setting ufm no credentials", run: || ufm(|a| { a.password = None; a.username = None; }), reason: CFG, says: "no UFM credentials" },
+        Case { name: "setting ufm certificate base64", run: || ufm(|a| a.certificate = Some("LS0tLS1CRUdJTi==".into())), reason: CFG, says: "UFM_CERTIFICATE" },
+        Case { name: "setting ufm certificate broken pem", run: || ufm(|a| a.certificate = Some("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".into())), reason: CFG, says: "does not parse" },
+        Case { name: "setting ufm ca file missing", run: || ufm(|a| a.ca_file = Some("/nonexistent/ca.pem".into())), reason: CFG, says: "UFM_CA_FILE" },
+        Case { name: "setting ufm insecure typo", run: || ufm(|a| a.insecure_skip_verify = "ture".into()), reason: CFG, says: "UFM_INSECURE_SKIP_VERIFY" },
+        Case { name: "setting ufm client cert without key", run: || ufm(|a| a.client_cert = Some("/c.pem".into())), reason: CFG, says: "UFM_CLIENT_KEY_FILE" },
+        Case { name: "setting ufm timeout zero", run: || ufm(|a| a.request_timeout = "0s".into()), reason: CFG, says: "UFM_REQUEST_TIMEOUT" },
+        Case { name: "setting ufm max guids", run: || ufm(|a| a.max_guids_per_request = "0".into()), reason: CFG, says: "UFM_MAX_GUIDS_PER_REQUEST" },
+    ]
+}
+
+#[test]
+fn every_bad_input_gives_its_specific_error() {
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let outcome = std::panic::catch_unwind(case.run);
+        match outcome {
+            Err(_) => failures.push(format!("{}: panicked", case.name)),
+            Ok(Ok(())) => failures.push(format!("{}: was accepted", case.name)),
+            Ok(Err((reason, message))) => {
+                if reason != case.reason {
+                    failures.push(format!("{}: reason {reason}, want {} ({message})", case.name, case.reason));
+                } else if !message.contains(case.says) {
+                    failures.push(format!("{}: message {message:?} does not say {:?}", case.name, case.says));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
