@@ -138,6 +138,11 @@ impl GuidPool {
         self.quarantined.len()
     }
 
+    /// GUIDs waiting for the fabric to confirm their removal.
+    pub fn quarantined_guids(&self) -> impl Iterator<Item = Guid> + '_ {
+        self.quarantined.iter().filter_map(|&v| Guid::new(v))
+    }
+
     pub fn is_allocated(&self, g: Guid) -> bool {
         self.taken.contains(g.value()) && !self.quarantined.contains(&g.value())
     }

@@ -1,5 +1,36 @@
 //! The sync engine: cluster events in, a plan out, ports to the world.
+//!
+//! `State` holds what the engine knows; `State::assign` decides GUIDs and refusals; `plan`
+//! (pure) turns state into fabric jobs and pod patches; `Engine` (run.rs) schedules them.
 
+mod assign;
 mod fabric;
+mod knowledge;
+mod model;
+mod outcome;
+mod plan;
+mod policy;
+mod ports;
+mod results;
+mod run;
+mod state;
+mod stats;
+mod writeback;
 
 pub use fabric::{Fabric, FabricError, FabricListing, FabricMember};
+pub use knowledge::{Knowledge, Member};
+pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
+pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
+pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, plan};
+pub use policy::{Policy, PolicyError};
+pub use ports::{
+    AttachmentWrite, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome,
+    PodPatch, WriteError,
+};
+pub use run::{Engine, Timing};
+pub use state::{Assignment, Desired, EngineConfig, Standing, State};
+pub use stats::{Counter, EngineStats};
+pub use writeback::{STATUS_ANNOTATION, apply_writes};
+
+#[cfg(test)]
+mod tests;

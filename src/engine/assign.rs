@@ -1,0 +1,318 @@
+//! Assignment: for every attachment that changed, decide (without I/O) whether it gets a GUID
+//! and which membership it should hold, or why not. Never steals a GUID: a GUID owned by a
+//! live attachment, or still listed by the fabric without an owner, is refused.
+
+use super::model::{AttachmentId, AttachmentRequest, ObjectKey};
+use super::outcome::{Reason, Refusal};
+use super::ports::{EventObject, EventRecord, EventType};
+use super::state::{Assignment, Desired, Effective, Standing, State};
+use crate::config::PolicyMode;
+use crate::ib::{Guid, PKey};
+use crate::netdef::IbNetwork;
+
+impl State {
+    /// Decides every dirty attachment. Only a leader that has synced caches and listed the
+    /// fabric assigns: before that, a GUID could be handed out that a pod or UFM still holds.
+    pub fn assign(&mut self) {
+        if !self.caches_synced || !self.fabric_listed {
+            return;
+        }
+        if std::mem::take(&mut self.recheck_waiting) {
+            let waiting: Vec<AttachmentId> = self
+                .standing
+                .iter()
+                .filter(|(_, s)| matches!(s, Standing::Refused(r) if r.reason.waits_for_resources()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.dirty_attachments.extend(waiting);
+        }
+        // Sorted, so that who wins a contested resource is reproducible.
+        let mut dirty: Vec<AttachmentId> = self.dirty_attachments.drain().collect();
+        dirty.sort_unstable();
+        for id in dirty {
+            self.evaluate(&id);
+        }
+        let pods: Vec<_> = self.dirty_status.iter().cloned().collect();
+        for uid in pods {
+            if let Some(pod) = self.pods.get(&uid) {
+                if let Err(msg) = &pod.attachments {
+                    let record = pod_event(pod, Reason::InvalidAnnotation, msg);
+                    self.events.push(record);
+                }
+            }
+        }
+    }
+
+    fn evaluate(&mut self, id: &AttachmentId) {
+        let Some(pod) = self.pods.get(&id.pod) else {
+            self.retire(id);
+            return;
+        };
+        let request = match &pod.attachments {
+            Ok(list) => list.iter().find(|r| r.network == id.network && r.slot == id.slot).cloned(),
+            Err(_) => return,
+        };
+        let Some(request) = request else {
+            self.retire(id);
+            return;
+        };
+        if pod.phase.is_finished() || pod.host_network {
+            self.retire(id);
+            self.standing.remove(id);
+            return;
+        }
+        let existing = self.by_attachment.get(id).copied();
+        let (namespace, deleting, node) = (pod.key.namespace.clone(), pod.deleting, pod.node.clone());
+        let network = match self.networks.get(&id.network).map(|d| d.effective()) {
+            None | Some(Effective::Missing) => {
+                self.hold(
+                    id,
+                    existing,
+                    Standing::Waiting(Refusal::new(
+                        Reason::NetworkNotFound,
+                        format!("NetworkAttachmentDefinition {} does not exist (yet)", id.network),
+                    )),
+                );
+                return;
+            }
+            Some(Effective::NotOurs) => {
+                self.retire(id);
+                self.set_standing(id, None);
+                return;
+            }
+            Some(Effective::Invalid(e)) => {
+                let refusal = Refusal::new(Reason::InvalidNetwork, e.to_string());
+                self.hold(id, existing, Standing::Refused(refusal));
+                return;
+            }
+            Some(Effective::Ours(n)) => n.clone(),
+        };
+        let Some(node) = node else {
+            self.set_standing(id, Some(Standing::Quiet(Refusal::new(Reason::NetworkNotFound, "not scheduled yet"))));
+            return;
+        };
+        if existing.is_none() && deleting {
+            return;
+        }
+        if let Some(p) = network.pkey() {
+            if let Err(msg) = self.policy_allows(&namespace, p) {
+                if self.cfg.policy_mode == PolicyMode::Enforce {
+                    self.hold(id, existing, Standing::Refused(Refusal::new(Reason::PKeyNotAllowed, msg)));
+                    return;
+                }
+                self.warn_policy(id, &msg);
+            }
+        }
+        let g = match existing {
+            Some(g) => g,
+            None => {
+                if let Some(p) = network.pkey() {
+                    if let Err(r) = self.budget.admit(&node, p) {
+                        self.set_standing(
+                            id,
+                            Some(Standing::Refused(Refusal::new(Reason::PKeyLimitExceeded, r.to_string()))),
+                        );
+                        return;
+                    }
+                }
+                match self.obtain_guid(id, &request) {
+                    Ok(g) => {
+                        self.ledger.insert(
+                            g,
+                            Assignment {
+                                owner: Some(id.clone()),
+                                node: node.clone(),
+                                desired: Desired::Nothing,
+                                budget_pkey: None,
+                                guid_via: network.guid_via,
+                                written: None,
+                                ever_in_fabric: false,
+                            },
+                        );
+                        self.by_attachment.insert(id.clone(), g);
+                        g
+                    }
+                    Err(refusal) => {
+                        self.set_standing(id, Some(Standing::Refused(refusal)));
+                        return;
+                    }
+                }
+            }
+        };
+        // The annotation may already say `configured` (restart): remember it to avoid a re-patch.
+        let written = match (&request.guid, request.configured) {
+            (Some(Ok(rg)), true) if *rg == g => Some(request.pkey.as_deref().and_then(|p| p.parse::<PKey>().ok())),
+            _ => None,
+        };
+        if let Err(refusal) = self.set_desired(g, &network, &node, written) {
+            self.set_standing(id, Some(Standing::Refused(refusal)));
+            return;
+        }
+        self.set_standing(id, None);
+    }
+
+    /// Keeps an existing GUID without membership, and records why.
+    fn hold(&mut self, id: &AttachmentId, existing: Option<Guid>, standing: Standing) {
+        if let Some(g) = existing {
+            if let Some(a) = self.ledger.get_mut(&g) {
+                if let Some(p) = a.budget_pkey.take() {
+                    self.budget.release(&a.node, p);
+                    self.recheck_waiting = true;
+                }
+                a.desired = Desired::Nothing;
+                self.dirty_guids.insert(g);
+            }
+        }
+        self.set_standing(id, Some(standing));
+    }
+
+    fn set_desired(
+        &mut self,
+        g: Guid,
+        network: &IbNetwork,
+        node: &str,
+        written_now: Option<Option<PKey>>,
+    ) -> Result<(), Refusal> {
+        let Some(a) = self.ledger.get_mut(&g) else {
+            return Ok(());
+        };
+        let desired = match network.partition {
+            Some(spec) => Desired::Member(spec),
+            None => Desired::NoPartition,
+        };
+        let want = desired.pkey();
+        if a.budget_pkey != want {
+            if let Some(old) = a.budget_pkey.take() {
+                self.budget.release(&a.node, old);
+                self.recheck_waiting = true;
+            }
+            if let Some(p) = want {
+                if let Err(r) = self.budget.acquire(node, p) {
+                    a.desired = Desired::Nothing;
+                    self.dirty_guids.insert(g);
+                    return Err(Refusal::new(Reason::PKeyLimitExceeded, r.to_string()));
+                }
+                a.budget_pkey = Some(p);
+            }
+        }
+        a.node = node.to_string();
+        a.guid_via = network.guid_via;
+        if a.written.is_none() {
+            a.written = written_now;
+        }
+        if a.desired != desired {
+            a.desired = desired;
+        }
+        self.dirty_guids.insert(g);
+        Ok(())
+    }
+
+    fn obtain_guid(&mut self, id: &AttachmentId, request: &AttachmentRequest) -> Result<Guid, Refusal> {
+        let range = self.cfg.guid_range;
+        match &request.guid {
+            Some(Err(msg)) => Err(Refusal::new(Reason::InvalidAnnotation, msg.clone())),
+            Some(Ok(g)) => {
+                let g = *g;
+                if let Some(a) = self.ledger.get(&g) {
+                    return Err(match &a.owner {
+                        Some(other) => Refusal::new(
+                            Reason::GuidConflict,
+                            format!(
+                                "GUID {g} belongs to pod {} ({}); it is never taken from a live pod",
+                                self.pods.get(&other.pod).map_or_else(|| other.pod.to_string(), |p| p.key.to_string()),
+                                other.label()
+                            ),
+                        ),
+                        None => Refusal::new(
+                            Reason::GuidConflict,
+                            format!(
+                                "GUID {g} is being removed from the fabric; it is retried once removal is confirmed"
+                            ),
+                        ),
+                    });
+                }
+                if !range.contains(g) {
+                    return Err(Refusal::new(
+                        Reason::GuidOutOfRange,
+                        format!("GUID {g} is outside the managed range {range}"),
+                    ));
+                }
+                if self.pool.is_quarantined(g) {
+                    if !request.configured {
+                        return Err(Refusal::new(
+                            Reason::GuidConflict,
+                            format!(
+                                "GUID {g} is still listed by the fabric without an owner; retried once UFM removes it"
+                            ),
+                        ));
+                    }
+                    // Our own earlier assignment, found in UFM after a restart: adopt it.
+                    self.pool.confirm_removed(g);
+                }
+                self.pool.reserve(g).map_err(|e| Refusal::new(Reason::GuidConflict, e.to_string()))?;
+                let _ = id;
+                Ok(g)
+            }
+            None => self.pool.allocate().map_err(|e| Refusal::new(Reason::PoolExhausted, e.to_string())),
+        }
+    }
+
+    fn policy_allows(&self, namespace: &str, p: PKey) -> Result<(), String> {
+        let (Some(policy), mode) = (&self.cfg.policy, self.cfg.policy_mode) else {
+            return Ok(());
+        };
+        if mode == PolicyMode::Off {
+            return Ok(());
+        }
+        let empty = Default::default();
+        policy.check(namespace, self.namespaces.get(namespace).unwrap_or(&empty), p)
+    }
+
+    fn warn_policy(&mut self, id: &AttachmentId, msg: &str) {
+        if let Some(pod) = self.pods.get(&id.pod) {
+            let mut record = pod_event(pod, Reason::PKeyNotAllowed, msg);
+            record.message = format!("{} (policy mode warn: configured anyway)", record.message);
+            self.events.push(record);
+        }
+    }
+
+    /// Records an attachment's standing; a changed refusal emits one Warning Event and
+    /// rewrites the pod's status annotation.
+    pub fn set_standing(&mut self, id: &AttachmentId, standing: Option<Standing>) {
+        if self.standing.get(id) == standing.as_ref() {
+            return;
+        }
+        match standing {
+            None => {
+                self.standing.remove(id);
+            }
+            Some(s) => {
+                if let (Standing::Refused(r), Some(pod)) = (&s, self.pods.get(&id.pod)) {
+                    let mut record = pod_event(pod, r.reason, &r.message);
+                    record.message = format!("{}: {}", id.label(), record.message);
+                    self.events.push(record);
+                }
+                let quiet = matches!(&s, Standing::Quiet(_));
+                let was_quiet = matches!(self.standing.get(id), None | Some(Standing::Quiet(_)));
+                self.standing.insert(id.clone(), s);
+                if quiet && was_quiet {
+                    return;
+                }
+            }
+        }
+        self.dirty_status.insert(id.pod.clone());
+    }
+}
+
+fn pod_event(pod: &super::model::PodView, reason: Reason, message: &str) -> EventRecord {
+    EventRecord {
+        object: EventObject {
+            kind: "Pod",
+            key: ObjectKey { namespace: pod.key.namespace.clone(), name: pod.key.name.clone() },
+            uid: Some(pod.uid.to_string()),
+        },
+        event_type: EventType::Warning,
+        reason: reason.as_str(),
+        message: message.to_string(),
+    }
+}

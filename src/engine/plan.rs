@@ -1,0 +1,216 @@
+//! The planner: a pure function from the engine's state to the next batch of work — one UFM
+//! add per (pkey, partition attributes), one remove per pkey, pod write-backs only for GUIDs UFM
+//! has accepted, and the mass-removal breaker.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::model::PodUid;
+use super::outcome::{STATUS_CONFIGURED, STATUS_PENDING};
+use super::ports::{AttachmentWrite, PodPatch};
+use super::state::{Desired, Effective, Standing, State};
+use crate::ib::{Guid, PKey, PartitionSpec};
+
+/// One pkey's change: removals first, then adds (one request per partition attributes).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PkeyJob {
+    pub remove: Vec<Guid>,
+    pub add: Vec<(PartitionSpec, Vec<Guid>)>,
+}
+
+impl PkeyJob {
+    pub fn guids(&self) -> usize {
+        self.remove.len() + self.add.iter().map(|(_, g)| g.len()).sum::<usize>()
+    }
+}
+
+/// Stale removals refused because they would take too large a share of a pkey at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerTrip {
+    pub pkey: PKey,
+    pub stale: usize,
+    pub members: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub jobs: BTreeMap<PKey, PkeyJob>,
+    pub patches: Vec<PodPatch>,
+    /// Retired GUIDs that never reached the fabric: free at once.
+    pub release: Vec<Guid>,
+    /// Retired GUIDs whose removal UFM accepted: blocked until a list confirms they are gone.
+    pub quarantine: Vec<Guid>,
+    /// Dirty GUIDs this plan handles (the rest stay dirty).
+    pub done: Vec<Guid>,
+    /// Pods whose status annotation this plan writes.
+    pub status_done: Vec<PodUid>,
+    pub breaker: Vec<BreakerTrip>,
+}
+
+/// What the planner may not touch right now.
+pub struct Limits<'a> {
+    /// pkeys with a change in flight or in back-off.
+    pub blocked_pkeys: &'a HashSet<PKey>,
+    /// Pods with a patch in flight or in back-off.
+    pub blocked_pods: &'a HashSet<PodUid>,
+    /// Only write-backs and status; fabric work waits for the batch window.
+    pub writes_only: bool,
+}
+
+/// Plans work for `candidates` (dirty GUIDs) and the pods whose status changed.
+pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
+    let mut out = Plan::default();
+    let mut stale: BTreeMap<PKey, Vec<Guid>> = BTreeMap::new();
+    let mut adds: BTreeMap<PKey, BTreeMap<PartitionSpec, Vec<Guid>>> = BTreeMap::new();
+    let mut writes: BTreeMap<PodUid, Vec<(Guid, AttachmentWrite)>> = BTreeMap::new();
+    let mut budget = state.cfg.batch_max_guids;
+    let mut sorted: Vec<Guid> = candidates.to_vec();
+    sorted.sort_unstable();
+    for g in sorted {
+        let entry = state.ledger.get(&g);
+        let desired = entry.filter(|a| a.owner.is_some()).map_or(Desired::Nothing, |a| a.desired);
+        let mut keep_dirty = false;
+        let mut fabric_work = 0;
+        let mut removable_left = false;
+        for m in state.knowledge.members(g) {
+            if desired.pkey() == Some(m.pkey) {
+                continue;
+            }
+            // Ours to remove: a pkey a network names, or one we put this GUID into.
+            let removable = state.is_named(m.pkey) || (entry.is_some() && m.ours);
+            if !removable {
+                continue;
+            }
+            removable_left = true;
+            if limits.writes_only || limits.blocked_pkeys.contains(&m.pkey) || budget == 0 {
+                keep_dirty = true;
+                continue;
+            }
+            if entry.is_none() {
+                stale.entry(m.pkey).or_default().push(g);
+            } else {
+                out.jobs.entry(m.pkey).or_default().remove.push(g);
+            }
+            fabric_work += 1;
+        }
+        let Some(a) = entry else {
+            budget = budget.saturating_sub(fabric_work);
+            if !keep_dirty {
+                out.done.push(g);
+            }
+            continue;
+        };
+        let ready = match desired {
+            Desired::Member(spec) => {
+                if state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
+                    Some(Some(spec.pkey))
+                } else {
+                    if limits.writes_only || limits.blocked_pkeys.contains(&spec.pkey) || budget == 0 {
+                        keep_dirty = true;
+                    } else {
+                        adds.entry(spec.pkey).or_default().entry(spec).or_default().push(g);
+                        fabric_work += 1;
+                    }
+                    None
+                }
+            }
+            Desired::NoPartition => Some(None),
+            Desired::Nothing => None,
+        };
+        budget = budget.saturating_sub(fabric_work);
+        if let (Some(pkey), Some(owner)) = (ready, &a.owner) {
+            if a.written != Some(pkey) {
+                if limits.blocked_pods.contains(&owner.pod) {
+                    keep_dirty = true;
+                } else {
+                    writes.entry(owner.pod.clone()).or_default().push((
+                        g,
+                        AttachmentWrite {
+                            network: owner.network.clone(),
+                            slot: owner.slot.clone(),
+                            guid: g,
+                            guid_via: a.guid_via,
+                            pkey,
+                        },
+                    ));
+                }
+            }
+        }
+        if a.owner.is_none() && !removable_left && !keep_dirty {
+            if a.ever_in_fabric || state.knowledge.is_listed(g) {
+                out.quarantine.push(g);
+            } else {
+                out.release.push(g);
+            }
+        }
+        if !keep_dirty {
+            out.done.push(g);
+        }
+    }
+    // Stale GUIDs (no owner) go through the breaker: a whole partition never vanishes at once
+    // because of a bug, a wrong range or an empty cache.
+    for (p, guids) in stale {
+        let members = state.knowledge.pkey_members(p);
+        let share = guids.len() as f64 / members.max(1) as f64;
+        if guids.len() > state.cfg.mass_removal_min && share > state.cfg.mass_removal_share {
+            out.breaker.push(BreakerTrip { pkey: p, stale: guids.len(), members });
+        } else {
+            out.jobs.entry(p).or_default().remove.extend(guids);
+        }
+    }
+    for (p, by_spec) in adds {
+        out.jobs.entry(p).or_default().add.extend(by_spec);
+    }
+    let mut status_pods: HashSet<PodUid> = state.dirty_status.iter().cloned().collect();
+    status_pods.extend(writes.keys().cloned());
+    let mut status_pods: Vec<PodUid> = status_pods.into_iter().filter(|u| !limits.blocked_pods.contains(u)).collect();
+    status_pods.sort_unstable();
+    for uid in status_pods {
+        let Some(pod) = state.pods.get(&uid) else {
+            if state.dirty_status.contains(&uid) {
+                out.status_done.push(uid);
+            }
+            continue;
+        };
+        let pod_writes: Vec<(Guid, AttachmentWrite)> = writes.remove(&uid).unwrap_or_default();
+        let written_now: HashMap<Guid, ()> = pod_writes.iter().map(|(g, _)| (*g, ())).collect();
+        out.patches.push(PodPatch {
+            uid: uid.clone(),
+            pod: pod.key.clone(),
+            status: status_of(state, &uid, &written_now),
+            writes: pod_writes.into_iter().map(|(_, w)| w).collect(),
+        });
+        if state.dirty_status.contains(&uid) {
+            out.status_done.push(uid);
+        }
+    }
+    out
+}
+
+/// The pod's `fabric-sync.io/status` map: every attachment on an ib-sriov network.
+fn status_of(state: &State, uid: &PodUid, written_now: &HashMap<Guid, ()>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(pod) = state.pods.get(uid) else {
+        return out;
+    };
+    let list = match &pod.attachments {
+        Ok(list) => list,
+        Err(msg) => {
+            out.insert("networks".to_string(), format!("refused: InvalidAnnotation: {msg}"));
+            return out;
+        }
+    };
+    for r in list {
+        let id = pod.attachment_id(r);
+        let ours = state.networks.get(&id.network).is_some_and(|d| !matches!(d.effective(), Effective::NotOurs));
+        let text = match (state.standing.get(&id), state.by_attachment.get(&id)) {
+            (Some(Standing::Refused(r)), _) => r.status(),
+            (Some(Standing::Waiting(r)), _) => format!("waiting: {}: {}", r.reason, r.message),
+            (_, Some(g)) if written_now.contains_key(g) => STATUS_CONFIGURED.to_string(),
+            (_, Some(g)) if state.ledger.get(g).is_some_and(|a| a.written.is_some()) => STATUS_CONFIGURED.to_string(),
+            _ if !ours && state.networks.contains_key(&id.network) => continue,
+            _ => STATUS_PENDING.to_string(),
+        };
+        out.insert(id.label(), text);
+    }
+    out
+}

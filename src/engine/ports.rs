@@ -1,0 +1,123 @@
+//! The engine's ports to the cluster: `ClusterEvent`s in (from the kube adapter or the
+//! simulator), `ClusterWriter` out (pod annotations, Events, node annotations).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::model::{ObjectKey, PodUid, PodView, Slot};
+use crate::ib::{Guid, PKey};
+use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
+
+/// Where a network definition came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NetworkKind {
+    Nad,
+    SpiderMultusConfig,
+}
+
+/// A change in the cluster.
+#[derive(Clone, Debug)]
+pub enum ClusterEvent {
+    PodApplied(PodView),
+    PodDeleted {
+        uid: PodUid,
+    },
+    /// A NAD or SMC was created or changed; `Ok(None)` means it is not an ib-sriov network.
+    NetworkApplied {
+        key: NetworkKey,
+        kind: NetworkKind,
+        network: Result<Option<IbNetwork>, NetdefError>,
+    },
+    NetworkDeleted {
+        key: NetworkKey,
+        kind: NetworkKind,
+    },
+    /// A node and the pkey-table capacity its agent reported (smallest of its IB ports).
+    NodeApplied {
+        name: String,
+        pkey_capacity: Option<u16>,
+    },
+    NodeDeleted {
+        name: String,
+    },
+    NamespaceApplied {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    NamespaceDeleted {
+        name: String,
+    },
+    /// Every initial list has been delivered.
+    CachesSynced,
+}
+
+/// What to write into one attachment's network selection element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentWrite {
+    pub network: NetworkKey,
+    pub slot: Slot,
+    pub guid: Guid,
+    pub guid_via: GuidVia,
+    /// `cni-args.pkey` (none for a network without a pkey).
+    pub pkey: Option<PKey>,
+}
+
+/// One patch of a pod: our keys in its networks annotation, and its status annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPatch {
+    pub uid: PodUid,
+    pub pod: ObjectKey,
+    /// Attachments to mark configured with their GUID and pkey.
+    pub writes: Vec<AttachmentWrite>,
+    /// The value of `fabric-sync.io/status`: attachment label → state.
+    pub status: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchOutcome {
+    Patched,
+    /// The pod is gone, or is another pod now (UID changed).
+    PodGone,
+    /// The attachment is no longer in the pod's annotation.
+    AttachmentGone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// The object an Event is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventObject {
+    /// `Pod`, `NetworkAttachmentDefinition` or `SpiderMultusConfig`.
+    pub kind: &'static str,
+    pub key: ObjectKey,
+    pub uid: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub object: EventObject,
+    pub event_type: EventType,
+    /// Stable reason, e.g. `PKeyLimitExceeded`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+#[async_trait]
+pub trait ClusterWriter: Send + Sync {
+    /// Rewrites our keys in the pod's annotations; re-reads and re-applies on a conflict.
+    async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError>;
+    async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError>;
+    async fn annotate_node(&self, node: &str, key: &str, value: &str) -> Result<(), WriteError>;
+}

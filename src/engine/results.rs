@@ -1,0 +1,160 @@
+//! How the outcome of work changes the state: a committed plan, UFM answers, patch answers and
+//! fabric listings. Synchronous, so tests drive exactly what the engine task does.
+
+use std::collections::HashSet;
+
+use super::fabric::{FabricError, FabricListing};
+use super::outcome::{Reason, Refusal};
+use super::plan::Plan;
+use super::ports::{EventObject, EventRecord, EventType, PatchOutcome, PodPatch};
+use super::state::{Effective, Standing, State};
+use crate::ib::{Guid, PKey, PartitionSpec};
+
+impl State {
+    /// Books a plan as launched: GUIDs handled leave the dirty set, retired GUIDs are released
+    /// or quarantined, sent adds become possible memberships.
+    pub fn commit(&mut self, plan: &Plan) {
+        for g in &plan.done {
+            self.dirty_guids.remove(g);
+        }
+        for uid in &plan.status_done {
+            self.dirty_status.remove(uid);
+        }
+        for &g in &plan.release {
+            let _ = self.pool.release(g);
+            self.ledger.remove(&g);
+            self.recheck_waiting = true;
+        }
+        for &g in &plan.quarantine {
+            let _ = self.pool.quarantine(g);
+            self.ledger.remove(&g);
+        }
+        for job in plan.jobs.values() {
+            for (spec, guids) in &job.add {
+                for &g in guids {
+                    self.knowledge.add_sent(g, spec);
+                    if let Some(a) = self.ledger.get_mut(&g) {
+                        a.ever_in_fabric = true;
+                    }
+                }
+            }
+        }
+        for trip in &plan.breaker {
+            let network = self.networks.iter().find_map(|(k, d)| match d.effective() {
+                Effective::Ours(n) if n.pkey() == Some(trip.pkey) => Some(k.clone()),
+                _ => None,
+            });
+            if let Some(network) = network {
+                self.events.push(EventRecord {
+                    object: EventObject {
+                        kind: "NetworkAttachmentDefinition",
+                        key: super::model::ObjectKey { namespace: network.namespace, name: network.name },
+                        uid: None,
+                    },
+                    event_type: EventType::Warning,
+                    reason: "MassRemovalRefused",
+                    message: format!(
+                        "refused to remove {} stale GUIDs from pkey {} ({} members known): more than FABRIC_SYNC_MASS_REMOVAL_SHARE at once; check GUID_POOL_RANGE_* and the cluster, then raise the share to let it through",
+                        trip.stale, trip.pkey, trip.members
+                    ),
+                });
+            }
+        }
+    }
+
+    /// UFM answered a removal.
+    pub fn remove_result(&mut self, pkey: PKey, guids: &[Guid], result: Result<(), &FabricError>) {
+        for &g in guids {
+            match result {
+                Ok(()) => self.knowledge.remove_accepted(g, pkey),
+                Err(_) => self.knowledge.remove_failed(g, pkey),
+            }
+            self.dirty_guids.insert(g);
+        }
+    }
+
+    /// UFM answered an add.
+    pub fn add_result(&mut self, spec: &PartitionSpec, guids: &[Guid], result: Result<(), &FabricError>) {
+        for &g in guids {
+            let owner = self.ledger.get(&g).and_then(|a| a.owner.clone());
+            match result {
+                Ok(()) => {
+                    self.knowledge.add_accepted(g, spec);
+                    if let Some(id) = owner {
+                        let retrying = matches!(self.standing.get(&id), Some(Standing::Quiet(r)) if r.reason == Reason::FabricUnavailable);
+                        if retrying {
+                            self.set_standing(&id, None);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(id) = owner {
+                        let refusal = Refusal::new(Reason::FabricUnavailable, e.message.clone());
+                        self.set_standing(&id, Some(Standing::Quiet(refusal)));
+                    }
+                }
+            }
+            self.dirty_guids.insert(g);
+        }
+    }
+
+    /// The cluster answered a patch. Returns how many attachments it configured.
+    pub fn patch_result(&mut self, patch: &PodPatch, result: Result<PatchOutcome, ()>) -> usize {
+        let mut configured = 0;
+        match result {
+            Ok(PatchOutcome::Patched) => {
+                for w in &patch.writes {
+                    let Some(a) = self.ledger.get_mut(&w.guid) else { continue };
+                    let same_owner = a
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| o.pod == patch.uid && o.network == w.network && o.slot == w.slot);
+                    if same_owner {
+                        a.written = Some(w.pkey);
+                        configured += 1;
+                    }
+                    // The membership may have changed while the patch was in flight.
+                    self.dirty_guids.insert(w.guid);
+                }
+            }
+            Ok(PatchOutcome::PodGone) | Ok(PatchOutcome::AttachmentGone) => {}
+            Err(()) => {
+                self.dirty_guids.extend(patch.writes.iter().map(|w| w.guid));
+                if !patch.status.is_empty() {
+                    self.dirty_status.insert(patch.uid.clone());
+                }
+            }
+        }
+        configured
+    }
+
+    /// A fabric listing arrived (`started` from `knowledge.list_started()` when it was sent).
+    /// Nothing UFM lists may be handed out; nothing it no longer lists stays blocked.
+    pub fn list_result(&mut self, started: u64, listing: &FabricListing) {
+        let range = self.cfg.guid_range;
+        let changed = self.knowledge.merge_list(listing, range, started);
+        self.dirty_guids.extend(changed);
+        let listed: HashSet<Guid> = listing.values().flatten().map(|m| m.guid).filter(|g| range.contains(*g)).collect();
+        for &g in &listed {
+            match self.ledger.get_mut(&g) {
+                Some(a) => a.ever_in_fabric = true,
+                None => {
+                    if !self.pool.is_quarantined(g) {
+                        let _ = self.pool.quarantine(g);
+                        self.dirty_guids.insert(g);
+                    }
+                }
+            }
+        }
+        let confirmed: Vec<Guid> =
+            self.pool.quarantined_guids().filter(|g| !listed.contains(g) && !self.knowledge.is_listed(*g)).collect();
+        for g in confirmed {
+            self.pool.confirm_removed(g);
+            self.recheck_waiting = true;
+        }
+        if !self.fabric_listed {
+            self.fabric_listed = true;
+            self.dirty_all();
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The engine task: applies cluster events, closes batches, runs per-pkey fabric jobs and pod
+//! patches with bounded concurrency, lists the fabric for drift repair, and obeys leadership.
+//! All decisions are made by `State::assign` and `plan`; this file only schedules and awaits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use super::fabric::{Fabric, FabricError, FabricListing};
+use super::model::PodUid;
+use super::outcome::Reason;
+use super::plan::{Limits, PkeyJob, Plan, plan};
+use super::ports::{ClusterEvent, ClusterWriter, PatchOutcome, PodPatch};
+use super::state::State;
+use super::stats::EngineStats;
+use crate::ib::{Guid, PKey, PartitionSpec};
+
+/// Timing and concurrency of the engine loop.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub batch_window: Duration,
+    pub periodic_update: Duration,
+    pub resync_interval: Duration,
+    pub max_parallel_pkeys: usize,
+    pub patch_concurrency: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            batch_window: Duration::from_millis(20),
+            periodic_update: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(60),
+            max_parallel_pkeys: 8,
+            patch_concurrency: 32,
+        }
+    }
+}
+
+enum Done {
+    Job { pkey: PKey, remove: Vec<Guid>, removed: Result<(), FabricError>, adds: Vec<AddDone> },
+    Patch { patch: PodPatch, result: Result<PatchOutcome, String> },
+    List { started: u64, result: Result<FabricListing, FabricError> },
+    Event,
+}
+
+struct AddDone {
+    spec: PartitionSpec,
+    guids: Vec<Guid>,
+    result: Result<(), FabricError>,
+}
+
+pub struct Engine {
+    pub state: State,
+    fabric: Arc<dyn Fabric>,
+    writer: Arc<dyn ClusterWriter>,
+    timing: Timing,
+    stats: Arc<EngineStats>,
+    tasks: JoinSet<Done>,
+    pkey_slots: Arc<Semaphore>,
+    patch_slots: Arc<Semaphore>,
+    busy_pkeys: HashSet<PKey>,
+    backoff_pkeys: HashMap<PKey, (Instant, Duration)>,
+    patching: HashSet<PodUid>,
+    backoff_pods: HashMap<PodUid, (Instant, Duration)>,
+    window: Option<Instant>,
+    list_in_flight: bool,
+    next_resync: Instant,
+    next_tick: Instant,
+    leader: bool,
+}
+
+impl Engine {
+    pub fn new(
+        state: State,
+        fabric: Arc<dyn Fabric>,
+        writer: Arc<dyn ClusterWriter>,
+        timing: Timing,
+        stats: Arc<EngineStats>,
+    ) -> Engine {
+        let now = Instant::now();
+        Engine {
+            state,
+            fabric,
+            writer,
+            pkey_slots: Arc::new(Semaphore::new(timing.max_parallel_pkeys)),
+            patch_slots: Arc::new(Semaphore::new(timing.patch_concurrency)),
+            next_tick: now + timing.periodic_update,
+            next_resync: now,
+            timing,
+            stats,
+            tasks: JoinSet::new(),
+            busy_pkeys: HashSet::new(),
+            backoff_pkeys: HashMap::new(),
+            patching: HashSet::new(),
+            backoff_pods: HashMap::new(),
+            window: None,
+            list_in_flight: false,
+            leader: false,
+        }
+    }
+
+    /// Runs until the event channel closes. Only while `leader` is true does it write anything.
+    pub async fn run(mut self, mut events: mpsc::Receiver<ClusterEvent>, mut leader: watch::Receiver<bool>) {
+        self.set_leader(*leader.borrow_and_update());
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                changed = leader.changed() => {
+                    if changed.is_err() { break; }
+                    let is_leader = *leader.borrow_and_update();
+                    self.set_leader(is_leader);
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_event(ev);
+                    // Drain what is queued without waiting: bursts land in one batch.
+                    while let Ok(ev) = events.try_recv() {
+                        self.on_event(ev);
+                    }
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(done) = done {
+                        self.on_done(done);
+                    }
+                }
+                _ = sleep_until(wake) => {}
+            }
+            self.tick();
+        }
+        self.tasks.abort_all();
+    }
+
+    fn set_leader(&mut self, leader: bool) {
+        if leader == self.leader {
+            return;
+        }
+        self.leader = leader;
+        self.stats.set_leader(leader);
+        // Whether gaining or losing leadership, in-flight work belongs to the old term.
+        self.tasks.abort_all();
+        self.busy_pkeys.clear();
+        self.patching.clear();
+        self.list_in_flight = false;
+        self.state.reset_leader_state();
+        self.next_resync = Instant::now();
+    }
+
+    fn on_event(&mut self, ev: ClusterEvent) {
+        self.stats.events_applied.inc();
+        self.state.apply(ev);
+        if self.window.is_none() {
+            self.window = Some(Instant::now() + self.timing.batch_window);
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_tick.min(self.next_resync);
+        if let Some(w) = self.window {
+            wake = wake.min(w);
+        }
+        for (until, _) in self.backoff_pkeys.values().chain(self.backoff_pods.values()) {
+            wake = wake.min(*until);
+        }
+        wake
+    }
+
+    /// Decides what is due: a list, a full flush (window closed or periodic tick), or nothing.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let backoffs = self.backoff_pkeys.len() + self.backoff_pods.len();
+        self.backoff_pkeys.retain(|_, (until, _)| *until > now);
+        self.backoff_pods.retain(|_, (until, _)| *until > now);
+        let backoff_expired = self.backoff_pkeys.len() + self.backoff_pods.len() < backoffs;
+        if !self.leader {
+            self.window = None;
+            self.next_tick = now + self.timing.periodic_update;
+            self.next_resync = now + self.timing.resync_interval;
+            return;
+        }
+        if now >= self.next_resync && self.state.caches_synced && !self.list_in_flight {
+            self.start_list();
+        }
+        let window_closed = self.window.is_some_and(|w| now >= w) || self.batch_full();
+        let periodic = now >= self.next_tick;
+        if window_closed || periodic || backoff_expired {
+            self.window = None;
+            self.next_tick = now + self.timing.periodic_update;
+            self.flush(false);
+        }
+    }
+
+    fn batch_full(&self) -> bool {
+        self.state.dirty_attachments.len() >= self.state.cfg.batch_max_guids
+    }
+
+    fn start_list(&mut self) {
+        self.list_in_flight = true;
+        self.stats.lists.inc();
+        let started = self.state.knowledge.list_started();
+        let fabric = self.fabric.clone();
+        self.tasks.spawn(async move { Done::List { started, result: fabric.list().await } });
+        // Quarantined GUIDs are confirmed by a list: come back sooner while any wait.
+        let every = if self.state.pool.quarantined() > 0 {
+            self.timing.periodic_update.min(self.timing.resync_interval)
+        } else {
+            self.timing.resync_interval
+        };
+        self.next_resync = Instant::now() + every;
+    }
+
+    /// Assigns, plans and launches work. `writes_only` plans write-backs and status alone.
+    fn flush(&mut self, writes_only: bool) {
+        if !writes_only {
+            self.state.assign();
+        }
+        let blocked_pkeys: HashSet<PKey> = self.busy_pkeys.iter().chain(self.backoff_pkeys.keys()).copied().collect();
+        let blocked_pods: HashSet<PodUid> = self.patching.iter().chain(self.backoff_pods.keys()).cloned().collect();
+        let candidates: Vec<Guid> = self.state.dirty_guids.iter().copied().collect();
+        let limits = Limits { blocked_pkeys: &blocked_pkeys, blocked_pods: &blocked_pods, writes_only };
+        let plan = plan(&self.state, &candidates, &limits);
+        self.commit(plan);
+        self.emit_events();
+    }
+
+    fn commit(&mut self, plan: Plan) {
+        self.state.commit(&plan);
+        for _ in &plan.breaker {
+            self.stats.breaker_trips.inc();
+        }
+        for trip in &plan.breaker {
+            tracing::warn!(pkey = %trip.pkey, stale = trip.stale, members = trip.members,
+                "mass removal refused: stale GUIDs exceed the allowed share of the partition");
+        }
+        for (pkey, job) in plan.jobs {
+            self.launch_job(pkey, job);
+        }
+        for patch in plan.patches {
+            self.launch_patch(patch);
+        }
+    }
+
+    fn launch_job(&mut self, pkey: PKey, job: PkeyJob) {
+        self.busy_pkeys.insert(pkey);
+        let fabric = self.fabric.clone();
+        let slots = self.pkey_slots.clone();
+        let stats = self.stats.clone();
+        self.tasks.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            let removed = if job.remove.is_empty() {
+                Ok(())
+            } else {
+                stats.remove_requests.inc();
+                fabric.remove_guids(pkey, &job.remove).await
+            };
+            let mut adds = Vec::with_capacity(job.add.len());
+            for (spec, guids) in job.add {
+                stats.add_requests.inc();
+                let result = fabric.add_guids(&spec, &guids).await;
+                adds.push(AddDone { spec, guids, result });
+            }
+            Done::Job { pkey, remove: job.remove, removed, adds }
+        });
+    }
+
+    fn launch_patch(&mut self, patch: PodPatch) {
+        self.patching.insert(patch.uid.clone());
+        let writer = self.writer.clone();
+        let slots = self.patch_slots.clone();
+        let stats = self.stats.clone();
+        self.tasks.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            stats.patches.inc();
+            let result = writer.patch_pod(&patch).await.map_err(|e| e.to_string());
+            Done::Patch { patch, result }
+        });
+    }
+
+    fn emit_events(&mut self) {
+        for record in std::mem::take(&mut self.state.events) {
+            let writer = self.writer.clone();
+            let stats = self.stats.clone();
+            stats.events_emitted.inc();
+            if let Ok(reason) = record.reason.parse::<ReasonLabel>() {
+                stats.refusal(reason.0);
+            }
+            self.tasks.spawn(async move {
+                if let Err(e) = writer.emit_event(&record).await {
+                    tracing::debug!(error = %e, reason = record.reason, "event not recorded");
+                }
+                Done::Event
+            });
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Event => return,
+            Done::Job { pkey, remove, removed, adds } => self.job_done(pkey, remove, removed, adds),
+            Done::Patch { patch, result } => self.patch_done(patch, result),
+            Done::List { started, result } => self.list_done(started, result),
+        }
+        // Newly accepted GUIDs are written back at once; fabric work waits for the window.
+        self.flush(self.window.is_some() || !self.state.fabric_listed);
+    }
+
+    fn job_done(&mut self, pkey: PKey, remove: Vec<Guid>, removed: Result<(), FabricError>, adds: Vec<AddDone>) {
+        self.busy_pkeys.remove(&pkey);
+        self.state.remove_result(pkey, &remove, removed.as_ref().map(|_| ()));
+        let mut failed = removed.err();
+        for add in adds {
+            self.state.add_result(&add.spec, &add.guids, add.result.as_ref().map(|_| ()));
+            if let Err(e) = add.result {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            None => {
+                self.backoff_pkeys.remove(&pkey);
+            }
+            Some(e) => {
+                self.stats.fabric_failures.inc();
+                let previous = self.backoff_pkeys.get(&pkey).map(|(_, d)| *d);
+                let delay = next_backoff(previous, self.timing.periodic_update);
+                tracing::warn!(pkey = %pkey, reason = e.reason, error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "UFM change failed; retrying");
+                self.backoff_pkeys.insert(pkey, (Instant::now() + delay, delay));
+            }
+        }
+    }
+
+    fn patch_done(&mut self, patch: PodPatch, result: Result<PatchOutcome, String>) {
+        self.patching.remove(&patch.uid);
+        if let Err(e) = &result {
+            self.stats.patch_failures.inc();
+            let previous = self.backoff_pods.get(&patch.uid).map(|(_, d)| *d);
+            let delay = next_backoff(previous, self.timing.periodic_update);
+            tracing::warn!(pod = %patch.pod, error = %e, retry_in_ms = delay.as_millis() as u64, "pod patch failed; retrying");
+            self.backoff_pods.insert(patch.uid.clone(), (Instant::now() + delay, delay));
+        } else {
+            self.backoff_pods.remove(&patch.uid);
+        }
+        let configured = self.state.patch_result(&patch, result.map_err(|_| ()));
+        for _ in 0..configured {
+            self.stats.configured.inc();
+        }
+    }
+
+    fn list_done(&mut self, started: u64, result: Result<FabricListing, FabricError>) {
+        self.list_in_flight = false;
+        match result {
+            Ok(listing) => {
+                let first = !self.state.fabric_listed;
+                self.state.list_result(started, &listing);
+                if first {
+                    self.window = None;
+                    self.flush(false);
+                }
+            }
+            Err(e) => {
+                self.stats.fabric_failures.inc();
+                tracing::warn!(reason = e.reason, error = %e, "listing UFM failed; retrying");
+                self.next_resync = Instant::now() + next_backoff(None, self.timing.periodic_update);
+            }
+        }
+    }
+}
+
+/// Doubling back-off from 200 ms, capped by the periodic update (the longest a change waits).
+fn next_backoff(previous: Option<Duration>, cap: Duration) -> Duration {
+    let next = previous.map_or(Duration::from_millis(200), |d| d * 2);
+    let jitter = Duration::from_millis(rand::random::<u64>() % 50);
+    next.min(cap).max(Duration::from_millis(50)) + jitter
+}
+
+/// Maps an Event reason back to a refusal reason, for the refusal counters.
+struct ReasonLabel(Reason);
+
+impl std::str::FromStr for ReasonLabel {
+    type Err = ();
+    fn from_str(s: &str) -> Result<ReasonLabel, ()> {
+        Reason::ALL.iter().find(|r| r.as_str() == s).map(|&r| ReasonLabel(r)).ok_or(())
+    }
+}

@@ -1,0 +1,403 @@
+//! The engine's state, owned by one task: network definitions, pods, the ownership ledger,
+//! fabric knowledge, the GUID pool and the pkey budget. Cluster events change it here;
+//! `assign` (in assign.rs) and `plan` (in plan.rs) decide what to do with it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::knowledge::Knowledge;
+use super::model::{AttachmentId, PodUid, PodView};
+use super::outcome::Refusal;
+use super::policy::Policy;
+use super::ports::{ClusterEvent, EventObject, EventRecord, EventType, NetworkKind};
+use crate::alloc::{GuidPool, GuidRange, PkeyBudget};
+use crate::config::PolicyMode;
+use crate::ib::{Guid, PKey, PartitionSpec};
+use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
+
+/// Settings the decision logic needs (no I/O, no timing).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub guid_range: GuidRange,
+    pub pkey_capacity: u16,
+    pub pkey_reserved_slots: u16,
+    pub mass_removal_share: f64,
+    pub mass_removal_min: usize,
+    pub batch_max_guids: usize,
+    pub policy: Option<Policy>,
+    pub policy_mode: PolicyMode,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            guid_range: GuidRange::DEFAULT,
+            pkey_capacity: crate::alloc::DEFAULT_PKEY_CAPACITY,
+            pkey_reserved_slots: crate::alloc::DEFAULT_RESERVED_SLOTS,
+            mass_removal_share: 0.5,
+            mass_removal_min: 32,
+            batch_max_guids: 2000,
+            policy: None,
+            policy_mode: PolicyMode::Off,
+        }
+    }
+}
+
+/// What membership an assigned GUID should have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// Member of this partition, then written `configured`.
+    Member(PartitionSpec),
+    /// The network has no pkey: written `configured` with no fabric change.
+    NoPartition,
+    /// Keep the GUID, hold no membership (network gone or invalid, policy or budget refusal).
+    Nothing,
+}
+
+impl Desired {
+    pub fn pkey(self) -> Option<PKey> {
+        match self {
+            Desired::Member(s) => Some(s.pkey),
+            _ => None,
+        }
+    }
+}
+
+/// One GUID in the ledger.
+#[derive(Clone, Debug)]
+pub struct Assignment {
+    /// `None` once the owner is gone: the GUID is being removed from the fabric.
+    pub owner: Option<AttachmentId>,
+    pub node: String,
+    pub desired: Desired,
+    /// The (node, pkey) this assignment counts against the budget.
+    pub budget_pkey: Option<PKey>,
+    pub guid_via: GuidVia,
+    /// What the pod's annotation holds: `Some(pkey)` once written `configured` (pkey may be none).
+    pub written: Option<Option<PKey>>,
+    /// An add was sent or UFM listed it: it must be removed (and confirmed) before reuse.
+    pub ever_in_fabric: bool,
+}
+
+/// A network's definitions: the NAD and/or the SpiderMultusConfig it was rendered from.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkDefs {
+    pub nad: Option<Result<Option<IbNetwork>, NetdefError>>,
+    pub smc: Option<Result<Option<IbNetwork>, NetdefError>>,
+}
+
+/// How the engine sees a network.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effective<'a> {
+    Missing,
+    NotOurs,
+    Invalid(&'a NetdefError),
+    Ours(&'a IbNetwork),
+}
+
+impl NetworkDefs {
+    /// The NAD wins when present; the SMC speaks for a network Spiderpool has not rendered yet.
+    pub fn effective(&self) -> Effective<'_> {
+        match self.nad.as_ref().or(self.smc.as_ref()) {
+            None => Effective::Missing,
+            Some(Ok(None)) => Effective::NotOurs,
+            Some(Ok(Some(n))) => Effective::Ours(n),
+            Some(Err(e)) => Effective::Invalid(e),
+        }
+    }
+
+    fn named_pkey(&self) -> Option<PKey> {
+        match self.effective() {
+            Effective::Ours(n) => n.pkey(),
+            _ => None,
+        }
+    }
+}
+
+/// Where an attachment stands, for the status annotation and Events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Not actionable yet (network not found): shown in the status annotation.
+    Waiting(Refusal),
+    /// Passing conditions (not scheduled, UFM retrying): kept for metrics, not written anywhere.
+    Quiet(Refusal),
+    /// Cannot be configured until something changes: status annotation and one Warning Event.
+    Refused(Refusal),
+}
+
+impl Standing {
+    pub fn refusal(&self) -> &Refusal {
+        match self {
+            Standing::Waiting(r) | Standing::Quiet(r) | Standing::Refused(r) => r,
+        }
+    }
+}
+
+pub struct State {
+    pub cfg: EngineConfig,
+    pub networks: HashMap<NetworkKey, NetworkDefs>,
+    /// Valid networks naming each pkey.
+    pub named_pkeys: HashMap<PKey, u32>,
+    pub pods: HashMap<PodUid, PodView>,
+    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub by_network: HashMap<NetworkKey, HashSet<AttachmentId>>,
+    pub ledger: HashMap<Guid, Assignment>,
+    pub by_attachment: HashMap<AttachmentId, Guid>,
+    pub standing: HashMap<AttachmentId, Standing>,
+    pub knowledge: Knowledge,
+    pub pool: GuidPool,
+    pub budget: PkeyBudget,
+    pub dirty_attachments: HashSet<AttachmentId>,
+    pub dirty_guids: HashSet<Guid>,
+    /// Pods whose status annotation should be rewritten.
+    pub dirty_status: HashSet<PodUid>,
+    /// Something freed a resource: re-evaluate attachments waiting for one.
+    pub recheck_waiting: bool,
+    pub caches_synced: bool,
+    /// The fabric has been listed at least once since this state was built.
+    pub fabric_listed: bool,
+    /// Events to emit, de-duplicated by the caller's standing changes.
+    pub events: Vec<EventRecord>,
+    /// Last Event reason emitted per network object, so network problems are reported once.
+    network_reported: HashMap<(NetworkKey, NetworkKind), String>,
+}
+
+impl State {
+    pub fn new(cfg: EngineConfig) -> State {
+        let pool = GuidPool::new(cfg.guid_range);
+        let budget = PkeyBudget::new(cfg.pkey_capacity, cfg.pkey_reserved_slots);
+        State {
+            cfg,
+            networks: HashMap::new(),
+            named_pkeys: HashMap::new(),
+            pods: HashMap::new(),
+            namespaces: HashMap::new(),
+            by_network: HashMap::new(),
+            ledger: HashMap::new(),
+            by_attachment: HashMap::new(),
+            standing: HashMap::new(),
+            knowledge: Knowledge::default(),
+            pool,
+            budget,
+            dirty_attachments: HashSet::new(),
+            dirty_guids: HashSet::new(),
+            dirty_status: HashSet::new(),
+            recheck_waiting: false,
+            caches_synced: false,
+            fabric_listed: false,
+            events: Vec::new(),
+            network_reported: HashMap::new(),
+        }
+    }
+
+    /// Drops everything only a leader holds (ledger, pool, fabric knowledge), keeping the
+    /// watched cluster state warm; the next leader term rebuilds it from pods and UFM.
+    pub fn reset_leader_state(&mut self) {
+        self.ledger.clear();
+        self.by_attachment.clear();
+        self.standing.clear();
+        self.knowledge = Knowledge::default();
+        self.pool = GuidPool::new(self.cfg.guid_range);
+        self.budget = PkeyBudget::new(self.cfg.pkey_capacity, self.cfg.pkey_reserved_slots);
+        self.dirty_guids.clear();
+        self.dirty_status.clear();
+        self.fabric_listed = false;
+        self.events.clear();
+        self.network_reported.clear();
+        self.dirty_all();
+    }
+
+    pub fn dirty_all(&mut self) {
+        let ids: Vec<AttachmentId> = self.by_network.values().flatten().cloned().collect();
+        self.dirty_attachments.extend(ids);
+    }
+
+    /// Whether a pkey may be touched for GUIDs nobody owns: only pkeys a network names.
+    pub fn is_named(&self, p: PKey) -> bool {
+        self.named_pkeys.contains_key(&p)
+    }
+
+    pub fn apply(&mut self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::PodApplied(view) => self.pod_applied(view),
+            ClusterEvent::PodDeleted { uid } => {
+                if let Some(old) = self.pods.remove(&uid) {
+                    self.forget_attachments(&old, &HashSet::new());
+                }
+            }
+            ClusterEvent::NetworkApplied { key, kind, network } => {
+                self.report_network(&key, kind, network.as_ref().err());
+                self.set_network(key, kind, Some(network));
+            }
+            ClusterEvent::NetworkDeleted { key, kind } => {
+                self.network_reported.remove(&(key.clone(), kind));
+                self.set_network(key, kind, None);
+            }
+            ClusterEvent::NodeApplied { name, pkey_capacity } => {
+                self.budget.set_capacity(&name, pkey_capacity);
+                self.recheck_waiting = true;
+            }
+            ClusterEvent::NodeDeleted { name } => self.budget.set_capacity(&name, None),
+            ClusterEvent::NamespaceApplied { name, labels } => {
+                if self.namespaces.get(&name) != Some(&labels) {
+                    self.namespaces.insert(name.clone(), labels);
+                    self.dirty_namespace(&name);
+                }
+            }
+            ClusterEvent::NamespaceDeleted { name } => {
+                self.namespaces.remove(&name);
+            }
+            ClusterEvent::CachesSynced => {
+                self.caches_synced = true;
+                self.dirty_all();
+            }
+        }
+    }
+
+    fn dirty_namespace(&mut self, namespace: &str) {
+        if self.cfg.policy_mode == PolicyMode::Off {
+            return;
+        }
+        let ids: Vec<AttachmentId> = self
+            .pods
+            .values()
+            .filter(|p| p.key.namespace == namespace)
+            .flat_map(|p| match &p.attachments {
+                Ok(a) => a.iter().map(|r| p.attachment_id(r)).collect(),
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        self.dirty_attachments.extend(ids);
+    }
+
+    fn pod_applied(&mut self, view: PodView) {
+        if self.pods.get(&view.uid) == Some(&view) {
+            return;
+        }
+        let keep: HashSet<AttachmentId> = match &view.attachments {
+            Ok(list) => list.iter().map(|r| view.attachment_id(r)).collect(),
+            // An annotation that stops parsing keeps what was assigned; the pod gets a refusal.
+            Err(_) => self.pods.get(&view.uid).map(attachment_ids).unwrap_or_default(),
+        };
+        if let Some(old) = self.pods.get(&view.uid).cloned() {
+            self.forget_attachments(&old, &keep);
+        }
+        for id in &keep {
+            self.by_network.entry(id.network.clone()).or_default().insert(id.clone());
+            self.dirty_attachments.insert(id.clone());
+        }
+        if view.attachments.is_err() {
+            self.dirty_status.insert(view.uid.clone());
+        }
+        if view.has_networks() {
+            self.pods.insert(view.uid.clone(), view);
+        } else {
+            self.pods.remove(&view.uid);
+        }
+    }
+
+    /// Retires the attachments of `old` that are not in `keep`.
+    fn forget_attachments(&mut self, old: &PodView, keep: &HashSet<AttachmentId>) {
+        for id in attachment_ids(old) {
+            if keep.contains(&id) {
+                continue;
+            }
+            if let Some(set) = self.by_network.get_mut(&id.network) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_network.remove(&id.network);
+                }
+            }
+            self.dirty_attachments.remove(&id);
+            self.standing.remove(&id);
+            self.retire(&id);
+        }
+    }
+
+    fn set_network(
+        &mut self,
+        key: NetworkKey,
+        kind: NetworkKind,
+        value: Option<Result<Option<IbNetwork>, NetdefError>>,
+    ) {
+        let defs = self.networks.entry(key.clone()).or_default();
+        let before = defs.named_pkey();
+        match kind {
+            NetworkKind::Nad => defs.nad = value,
+            NetworkKind::SpiderMultusConfig => defs.smc = value,
+        }
+        let after = defs.named_pkey();
+        if defs.nad.is_none() && defs.smc.is_none() {
+            self.networks.remove(&key);
+        }
+        if before != after {
+            if let Some(p) = before {
+                if let Some(n) = self.named_pkeys.get_mut(&p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.named_pkeys.remove(&p);
+                    }
+                }
+            }
+            if let Some(p) = after {
+                *self.named_pkeys.entry(p).or_insert(0) += 1;
+            }
+        }
+        if let Some(ids) = self.by_network.get(&key) {
+            self.dirty_attachments.extend(ids.iter().cloned());
+        }
+    }
+
+    /// One Warning Event per network object and problem (a changed message reports again).
+    fn report_network(&mut self, key: &NetworkKey, kind: NetworkKind, error: Option<&NetdefError>) {
+        let slot = (key.clone(), kind);
+        match error {
+            None => {
+                self.network_reported.remove(&slot);
+            }
+            Some(e) => {
+                let message = e.to_string();
+                if self.network_reported.get(&slot) == Some(&message) {
+                    return;
+                }
+                self.network_reported.insert(slot, message.clone());
+                self.events.push(EventRecord {
+                    object: EventObject {
+                        kind: match kind {
+                            NetworkKind::Nad => "NetworkAttachmentDefinition",
+                            NetworkKind::SpiderMultusConfig => "SpiderMultusConfig",
+                        },
+                        key: super::model::ObjectKey { namespace: key.namespace.clone(), name: key.name.clone() },
+                        uid: None,
+                    },
+                    event_type: EventType::Warning,
+                    reason: "InvalidNetwork",
+                    message,
+                });
+            }
+        }
+    }
+
+    /// The owner of an assignment is gone: membership goes, the GUID waits for confirmation.
+    pub fn retire(&mut self, id: &AttachmentId) {
+        let Some(g) = self.by_attachment.remove(id) else {
+            return;
+        };
+        if let Some(a) = self.ledger.get_mut(&g) {
+            a.owner = None;
+            a.desired = Desired::Nothing;
+            a.written = None;
+            if let Some(p) = a.budget_pkey.take() {
+                self.budget.release(&a.node, p);
+            }
+        }
+        self.recheck_waiting = true;
+        self.dirty_guids.insert(g);
+    }
+}
+
+pub(crate) fn attachment_ids(view: &PodView) -> HashSet<AttachmentId> {
+    match &view.attachments {
+        Ok(list) => list.iter().map(|r| view.attachment_id(r)).collect(),
+        Err(_) => HashSet::new(),
+    }
+}
