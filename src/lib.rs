@@ -9,6 +9,8 @@ pub mod engine;
 pub mod ib;
 pub mod netdef;
 pub mod ops;
+pub mod sim;
+pub mod ufm;
 
 /// Version and the git commit the binary was built from.
 pub fn version_string() -> String {

@@ -28,9 +28,9 @@ enum Command {
     /// A friendly fixed scenario on the embedded mock UFM.
     Demo,
     /// Drive the engine against an in-memory cluster and mock UFM, and check every invariant.
-    Simulate,
+    Simulate(Box<fabric_sync::sim::cli::SimulateCmd>),
     /// Check and inspect a UFM with the controller's settings.
-    Ufm(Box<UfmCmd>),
+    Ufm(Box<fabric_sync::ufm::cli::UfmCmd>),
     /// Print the version and git commit.
     Version,
 }
@@ -43,12 +43,6 @@ struct ControllerCmd {
     engine: EngineArgs,
     #[command(flatten)]
     controller: ControllerArgs,
-}
-
-#[derive(clap::Args)]
-struct UfmCmd {
-    #[command(flatten)]
-    ufm: UfmArgs,
 }
 
 fn not_built(what: &str) -> ExitCode {
@@ -68,7 +62,7 @@ fn main() -> ExitCode {
         Command::Controller(_) => not_built("controller"),
         Command::Agent => not_built("agent"),
         Command::Demo => not_built("demo"),
-        Command::Simulate => not_built("simulate"),
-        Command::Ufm(_) => not_built("ufm"),
+        Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
+        Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),
     }
 }

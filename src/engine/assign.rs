@@ -170,7 +170,7 @@ impl State {
         &mut self,
         g: Guid,
         network: &IbNetwork,
-        node: &str,
+        node: &std::sync::Arc<str>,
         written_now: Option<Option<PKey>>,
     ) -> Result<(), Refusal> {
         let Some(a) = self.ledger.get_mut(&g) else {
@@ -195,7 +195,9 @@ impl State {
                 a.budget_pkey = Some(p);
             }
         }
-        a.node = node.to_string();
+        if a.node != *node {
+            a.node = node.clone();
+        }
         a.guid_via = network.guid_via;
         if a.written.is_none() {
             a.written = written_now;

@@ -21,7 +21,7 @@ pub use fabric::{Fabric, FabricError, FabricListing, FabricMember};
 pub use knowledge::{Knowledge, Member};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
-pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, plan};
+pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, build_patch, plan};
 pub use policy::{Policy, PolicyError};
 pub use ports::{
     AttachmentWrite, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome,

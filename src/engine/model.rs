@@ -155,7 +155,7 @@ pub struct PodMeta<'a> {
 pub struct PodView {
     pub uid: PodUid,
     pub key: ObjectKey,
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     pub phase: PodPhase,
     pub deleting: bool,
     pub host_network: bool,
@@ -175,7 +175,7 @@ impl PodView {
         PodView {
             uid: PodUid::new(meta.uid),
             key: ObjectKey { namespace: meta.namespace.to_string(), name: meta.name.to_string() },
-            node: meta.node.filter(|n| !n.is_empty()).map(str::to_string),
+            node: meta.node.filter(|n| !n.is_empty()).map(Arc::from),
             phase: meta.phase,
             deleting: meta.deleting,
             host_network: meta.host_network,

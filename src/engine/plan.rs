@@ -34,15 +34,15 @@ pub struct BreakerTrip {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub jobs: BTreeMap<PKey, PkeyJob>,
-    pub patches: Vec<PodPatch>,
+    /// Pods to patch (write-backs and/or status); the patch is built when it is sent, from the
+    /// state then, with [`build_patch`].
+    pub write_pods: Vec<PodUid>,
     /// Retired GUIDs that never reached the fabric: free at once.
     pub release: Vec<Guid>,
     /// Retired GUIDs whose removal UFM accepted: blocked until a list confirms they are gone.
     pub quarantine: Vec<Guid>,
     /// Dirty GUIDs this plan handles (the rest stay dirty).
     pub done: Vec<Guid>,
-    /// Pods whose status annotation this plan writes.
-    pub status_done: Vec<PodUid>,
     pub breaker: Vec<BreakerTrip>,
 }
 
@@ -61,15 +61,13 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
     let mut out = Plan::default();
     let mut stale: BTreeMap<PKey, Vec<Guid>> = BTreeMap::new();
     let mut adds: BTreeMap<PKey, BTreeMap<PartitionSpec, Vec<Guid>>> = BTreeMap::new();
-    let mut writes: BTreeMap<PodUid, Vec<(Guid, AttachmentWrite)>> = BTreeMap::new();
-    let mut budget = state.cfg.batch_max_guids;
+    let mut write_pods: HashSet<PodUid> = HashSet::new();
     let mut sorted: Vec<Guid> = candidates.to_vec();
     sorted.sort_unstable();
     for g in sorted {
         let entry = state.ledger.get(&g);
         let desired = entry.filter(|a| a.owner.is_some()).map_or(Desired::Nothing, |a| a.desired);
         let mut keep_dirty = false;
-        let mut fabric_work = 0;
         let mut removable_left = false;
         for m in state.knowledge.members(g) {
             if desired.pkey() == Some(m.pkey) {
@@ -81,7 +79,7 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                 continue;
             }
             removable_left = true;
-            if limits.writes_only || limits.blocked_pkeys.contains(&m.pkey) || budget == 0 {
+            if limits.writes_only || limits.blocked_pkeys.contains(&m.pkey) {
                 keep_dirty = true;
                 continue;
             }
@@ -90,10 +88,8 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
             } else {
                 out.jobs.entry(m.pkey).or_default().remove.push(g);
             }
-            fabric_work += 1;
         }
         let Some(a) = entry else {
-            budget = budget.saturating_sub(fabric_work);
             if !keep_dirty {
                 out.done.push(g);
             }
@@ -104,11 +100,10 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                 if state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
                     Some(Some(spec.pkey))
                 } else {
-                    if limits.writes_only || limits.blocked_pkeys.contains(&spec.pkey) || budget == 0 {
+                    if limits.writes_only || limits.blocked_pkeys.contains(&spec.pkey) {
                         keep_dirty = true;
                     } else {
                         adds.entry(spec.pkey).or_default().entry(spec).or_default().push(g);
-                        fabric_work += 1;
                     }
                     None
                 }
@@ -116,22 +111,12 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
             Desired::NoPartition => Some(None),
             Desired::Nothing => None,
         };
-        budget = budget.saturating_sub(fabric_work);
         if let (Some(pkey), Some(owner)) = (ready, &a.owner) {
             if a.written != Some(pkey) {
                 if limits.blocked_pods.contains(&owner.pod) {
                     keep_dirty = true;
                 } else {
-                    writes.entry(owner.pod.clone()).or_default().push((
-                        g,
-                        AttachmentWrite {
-                            network: owner.network.clone(),
-                            slot: owner.slot.clone(),
-                            guid: g,
-                            guid_via: a.guid_via,
-                            pkey,
-                        },
-                    ));
+                    write_pods.insert(owner.pod.clone());
                 }
             }
         }
@@ -160,30 +145,43 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
     for (p, by_spec) in adds {
         out.jobs.entry(p).or_default().add.extend(by_spec);
     }
-    let mut status_pods: HashSet<PodUid> = state.dirty_status.iter().cloned().collect();
-    status_pods.extend(writes.keys().cloned());
-    let mut status_pods: Vec<PodUid> = status_pods.into_iter().filter(|u| !limits.blocked_pods.contains(u)).collect();
-    status_pods.sort_unstable();
-    for uid in status_pods {
-        let Some(pod) = state.pods.get(&uid) else {
-            if state.dirty_status.contains(&uid) {
-                out.status_done.push(uid);
+    write_pods.extend(state.dirty_status.iter().filter(|u| !limits.blocked_pods.contains(*u)).cloned());
+    out.write_pods = write_pods.into_iter().collect();
+    out.write_pods.sort_unstable();
+    out
+}
+
+/// The patch for one pod from the current state: every attachment whose membership UFM has
+/// accepted (or that needs none) and is not yet written, and the pod's whole status map.
+pub fn build_patch(state: &State, uid: &PodUid) -> Option<PodPatch> {
+    let pod = state.pods.get(uid)?;
+    let mut writes = Vec::new();
+    let mut written_now = HashMap::new();
+    if let Ok(list) = &pod.attachments {
+        for r in list {
+            let id = pod.attachment_id(r);
+            let Some(&g) = state.by_attachment.get(&id) else { continue };
+            let Some(a) = state.ledger.get(&g) else { continue };
+            let ready = match a.desired {
+                Desired::Member(spec) => {
+                    state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)).then_some(Some(spec.pkey))
+                }
+                Desired::NoPartition => Some(None),
+                Desired::Nothing => None,
+            };
+            if let Some(pkey) = ready.filter(|p| a.written != Some(*p)) {
+                written_now.insert(g, ());
+                writes.push(AttachmentWrite {
+                    network: id.network,
+                    slot: id.slot,
+                    guid: g,
+                    guid_via: a.guid_via,
+                    pkey,
+                });
             }
-            continue;
-        };
-        let pod_writes: Vec<(Guid, AttachmentWrite)> = writes.remove(&uid).unwrap_or_default();
-        let written_now: HashMap<Guid, ()> = pod_writes.iter().map(|(g, _)| (*g, ())).collect();
-        out.patches.push(PodPatch {
-            uid: uid.clone(),
-            pod: pod.key.clone(),
-            status: status_of(state, &uid, &written_now),
-            writes: pod_writes.into_iter().map(|(_, w)| w).collect(),
-        });
-        if state.dirty_status.contains(&uid) {
-            out.status_done.push(uid);
         }
     }
-    out
+    Some(PodPatch { uid: uid.clone(), pod: pod.key.clone(), status: status_of(state, uid, &written_now), writes })
 }
 
 /// The pod's `fabric-sync.io/status` map: every attachment on an ib-sriov network.

@@ -17,7 +17,8 @@ impl State {
         for g in &plan.done {
             self.dirty_guids.remove(g);
         }
-        for uid in &plan.status_done {
+        for uid in &plan.write_pods {
+            // The patch carries the pod's status, whenever it is built.
             self.dirty_status.remove(uid);
         }
         for &g in &plan.release {
@@ -48,7 +49,7 @@ impl State {
                 self.events.push(EventRecord {
                     object: EventObject {
                         kind: "NetworkAttachmentDefinition",
-                        key: super::model::ObjectKey { namespace: network.namespace, name: network.name },
+                        key: super::model::ObjectKey { namespace: network.namespace.to_string(), name: network.name.to_string() },
                         uid: None,
                     },
                     event_type: EventType::Warning,

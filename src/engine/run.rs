@@ -2,7 +2,7 @@
 //! patches with bounded concurrency, lists the fabric for drift repair, and obeys leadership.
 //! All decisions are made by `State::assign` and `plan`; this file only schedules and awaits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use tokio::time::{Instant, sleep_until};
 use super::fabric::{Fabric, FabricError, FabricListing};
 use super::model::PodUid;
 use super::outcome::Reason;
-use super::plan::{Limits, PkeyJob, Plan, plan};
-use super::ports::{ClusterEvent, ClusterWriter, PatchOutcome, PodPatch};
+use super::plan::{Limits, PkeyJob, Plan, build_patch, plan};
+use super::ports::{ClusterEvent, ClusterWriter, EventRecord, PatchOutcome, PodPatch};
 use super::state::State;
 use super::stats::EngineStats;
 use crate::ib::{Guid, PKey, PartitionSpec};
@@ -62,7 +62,12 @@ pub struct Engine {
     stats: Arc<EngineStats>,
     tasks: JoinSet<Done>,
     pkey_slots: Arc<Semaphore>,
-    patch_slots: Arc<Semaphore>,
+    /// Patches and Events wait here and are started as slots free up, so that a burst of
+    /// 100k pods holds 100k small values, not 100k parked tasks.
+    patch_queue: VecDeque<PodUid>,
+    patches_in_flight: usize,
+    event_queue: VecDeque<EventRecord>,
+    events_in_flight: usize,
     busy_pkeys: HashSet<PKey>,
     backoff_pkeys: HashMap<PKey, (Instant, Duration)>,
     patching: HashSet<PodUid>,
@@ -88,7 +93,10 @@ impl Engine {
             fabric,
             writer,
             pkey_slots: Arc::new(Semaphore::new(timing.max_parallel_pkeys)),
-            patch_slots: Arc::new(Semaphore::new(timing.patch_concurrency)),
+            patch_queue: VecDeque::new(),
+            patches_in_flight: 0,
+            event_queue: VecDeque::new(),
+            events_in_flight: 0,
             next_tick: now + timing.periodic_update,
             next_resync: now,
             timing,
@@ -146,6 +154,10 @@ impl Engine {
         self.tasks.abort_all();
         self.busy_pkeys.clear();
         self.patching.clear();
+        self.patch_queue.clear();
+        self.patches_in_flight = 0;
+        self.event_queue.clear();
+        self.events_in_flight = 0;
         self.list_in_flight = false;
         self.state.reset_leader_state();
         self.next_resync = Instant::now();
@@ -191,7 +203,7 @@ impl Engine {
         if window_closed || periodic || backoff_expired {
             self.window = None;
             self.next_tick = now + self.timing.periodic_update;
-            self.flush(false);
+            self.flush(None);
         }
     }
 
@@ -214,15 +226,19 @@ impl Engine {
         self.next_resync = Instant::now() + every;
     }
 
-    /// Assigns, plans and launches work. `writes_only` plans write-backs and status alone.
-    fn flush(&mut self, writes_only: bool) {
-        if !writes_only {
+    /// Assigns, plans and launches work. With `only`, plans write-backs and status for those
+    /// GUIDs alone (UFM just accepted them); fabric work waits for the batch window.
+    fn flush(&mut self, only: Option<&[Guid]>) {
+        if only.is_none() {
             self.state.assign();
         }
         let blocked_pkeys: HashSet<PKey> = self.busy_pkeys.iter().chain(self.backoff_pkeys.keys()).copied().collect();
         let blocked_pods: HashSet<PodUid> = self.patching.iter().chain(self.backoff_pods.keys()).cloned().collect();
-        let candidates: Vec<Guid> = self.state.dirty_guids.iter().copied().collect();
-        let limits = Limits { blocked_pkeys: &blocked_pkeys, blocked_pods: &blocked_pods, writes_only };
+        let candidates: Vec<Guid> = match only {
+            Some(guids) => guids.to_vec(),
+            None => self.state.dirty_guids.iter().copied().collect(),
+        };
+        let limits = Limits { blocked_pkeys: &blocked_pkeys, blocked_pods: &blocked_pods, writes_only: only.is_some() };
         let plan = plan(&self.state, &candidates, &limits);
         self.commit(plan);
         self.emit_events();
@@ -240,8 +256,8 @@ impl Engine {
         for (pkey, job) in plan.jobs {
             self.launch_job(pkey, job);
         }
-        for patch in plan.patches {
-            self.launch_patch(patch);
+        for uid in plan.write_pods {
+            self.launch_patch(uid);
         }
     }
 
@@ -268,27 +284,39 @@ impl Engine {
         });
     }
 
-    fn launch_patch(&mut self, patch: PodPatch) {
-        self.patching.insert(patch.uid.clone());
-        let writer = self.writer.clone();
-        let slots = self.patch_slots.clone();
-        let stats = self.stats.clone();
-        self.tasks.spawn(async move {
-            let _permit = slots.acquire_owned().await;
-            stats.patches.inc();
-            let result = writer.patch_pod(&patch).await.map_err(|e| e.to_string());
-            Done::Patch { patch, result }
-        });
+    fn launch_patch(&mut self, uid: PodUid) {
+        // `patching` holds queued and in-flight pods: one patch per pod at a time.
+        if self.patching.insert(uid.clone()) {
+            self.patch_queue.push_back(uid);
+        }
+        self.pump();
     }
 
-    fn emit_events(&mut self) {
-        for record in std::mem::take(&mut self.state.events) {
+    /// Starts queued patches and Events while slots are free.
+    fn pump(&mut self) {
+        while self.patches_in_flight < self.timing.patch_concurrency {
+            let Some(uid) = self.patch_queue.pop_front() else { break };
+            let patch = match build_patch(&self.state, &uid) {
+                Some(p) if !p.writes.is_empty() || !p.status.is_empty() => p,
+                _ => {
+                    self.patching.remove(&uid);
+                    continue;
+                }
+            };
+            self.patches_in_flight += 1;
             let writer = self.writer.clone();
             let stats = self.stats.clone();
-            stats.events_emitted.inc();
-            if let Ok(reason) = record.reason.parse::<ReasonLabel>() {
-                stats.refusal(reason.0);
-            }
+            self.tasks.spawn(async move {
+                stats.patches.inc();
+                let result = writer.patch_pod(&patch).await.map_err(|e| e.to_string());
+                Done::Patch { patch, result }
+            });
+        }
+        while self.events_in_flight < EVENT_CONCURRENCY {
+            let Some(record) = self.event_queue.pop_front() else { break };
+            self.events_in_flight += 1;
+            let writer = self.writer.clone();
+            self.stats.events_emitted.inc();
             self.tasks.spawn(async move {
                 if let Err(e) = writer.emit_event(&record).await {
                     tracing::debug!(error = %e, reason = record.reason, "event not recorded");
@@ -298,15 +326,41 @@ impl Engine {
         }
     }
 
+    fn emit_events(&mut self) {
+        for record in std::mem::take(&mut self.state.events) {
+            if let Ok(reason) = record.reason.parse::<ReasonLabel>() {
+                self.stats.refusal(reason.0);
+            }
+            self.event_queue.push_back(record);
+        }
+        self.pump();
+    }
+
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Event => return,
-            Done::Job { pkey, remove, removed, adds } => self.job_done(pkey, remove, removed, adds),
-            Done::Patch { patch, result } => self.patch_done(patch, result),
+            Done::Event => {
+                self.events_in_flight -= 1;
+                self.pump();
+            }
+            Done::Patch { patch, result } => {
+                self.patches_in_flight -= 1;
+                self.patch_done(patch, result);
+                self.pump();
+            }
+            Done::Job { pkey, remove, removed, adds } => {
+                let touched: Vec<Guid> =
+                    remove.iter().chain(adds.iter().flat_map(|a| a.guids.iter())).copied().collect();
+                self.job_done(pkey, remove, removed, adds);
+                // Accepted GUIDs are written back at once; the pkey's next change waits for
+                // the window, or goes now if nothing else is collecting.
+                if self.window.is_some() {
+                    self.flush(Some(&touched));
+                } else {
+                    self.flush(None);
+                }
+            }
             Done::List { started, result } => self.list_done(started, result),
         }
-        // Newly accepted GUIDs are written back at once; fabric work waits for the window.
-        self.flush(self.window.is_some() || !self.state.fabric_listed);
     }
 
     fn job_done(&mut self, pkey: PKey, remove: Vec<Guid>, removed: Result<(), FabricError>, adds: Vec<AddDone>) {
@@ -359,8 +413,8 @@ impl Engine {
                 self.state.list_result(started, &listing);
                 if first {
                     self.window = None;
-                    self.flush(false);
                 }
+                self.flush(None);
             }
             Err(e) => {
                 self.stats.fabric_failures.inc();
@@ -370,6 +424,9 @@ impl Engine {
         }
     }
 }
+
+/// Events in flight at once (they are few; keep the API server's load low).
+const EVENT_CONCURRENCY: usize = 4;
 
 /// Doubling back-off from 200 ms, capped by the periodic update (the longest a change waits).
 fn next_backoff(previous: Option<Duration>, cap: Duration) -> Duration {

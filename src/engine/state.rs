@@ -67,7 +67,7 @@ impl Desired {
 pub struct Assignment {
     /// `None` once the owner is gone: the GUID is being removed from the fabric.
     pub owner: Option<AttachmentId>,
-    pub node: String,
+    pub node: std::sync::Arc<str>,
     pub desired: Desired,
     /// The (node, pkey) this assignment counts against the budget.
     pub budget_pkey: Option<PKey>,
@@ -139,7 +139,6 @@ pub struct State {
     pub named_pkeys: HashMap<PKey, u32>,
     pub pods: HashMap<PodUid, PodView>,
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
-    pub by_network: HashMap<NetworkKey, HashSet<AttachmentId>>,
     pub ledger: HashMap<Guid, Assignment>,
     pub by_attachment: HashMap<AttachmentId, Guid>,
     pub standing: HashMap<AttachmentId, Standing>,
@@ -171,7 +170,6 @@ impl State {
             named_pkeys: HashMap::new(),
             pods: HashMap::new(),
             namespaces: HashMap::new(),
-            by_network: HashMap::new(),
             ledger: HashMap::new(),
             by_attachment: HashMap::new(),
             standing: HashMap::new(),
@@ -207,7 +205,7 @@ impl State {
     }
 
     pub fn dirty_all(&mut self) {
-        let ids: Vec<AttachmentId> = self.by_network.values().flatten().cloned().collect();
+        let ids: Vec<AttachmentId> = self.pods.values().flat_map(attachment_ids).collect();
         self.dirty_attachments.extend(ids);
     }
 
@@ -281,10 +279,7 @@ impl State {
         if let Some(old) = self.pods.get(&view.uid).cloned() {
             self.forget_attachments(&old, &keep);
         }
-        for id in &keep {
-            self.by_network.entry(id.network.clone()).or_default().insert(id.clone());
-            self.dirty_attachments.insert(id.clone());
-        }
+        self.dirty_attachments.extend(keep.iter().cloned());
         if view.attachments.is_err() {
             self.dirty_status.insert(view.uid.clone());
         }
@@ -300,12 +295,6 @@ impl State {
         for id in attachment_ids(old) {
             if keep.contains(&id) {
                 continue;
-            }
-            if let Some(set) = self.by_network.get_mut(&id.network) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.by_network.remove(&id.network);
-                }
             }
             self.dirty_attachments.remove(&id);
             self.standing.remove(&id);
@@ -342,9 +331,10 @@ impl State {
                 *self.named_pkeys.entry(p).or_insert(0) += 1;
             }
         }
-        if let Some(ids) = self.by_network.get(&key) {
-            self.dirty_attachments.extend(ids.iter().cloned());
-        }
+        // A network change is rare: find its attachments by scanning pods, not by an index.
+        let ids: Vec<AttachmentId> =
+            self.pods.values().flat_map(attachment_ids).filter(|id| id.network == key).collect();
+        self.dirty_attachments.extend(ids);
     }
 
     /// One Warning Event per network object and problem (a changed message reports again).
@@ -366,7 +356,10 @@ impl State {
                             NetworkKind::Nad => "NetworkAttachmentDefinition",
                             NetworkKind::SpiderMultusConfig => "SpiderMultusConfig",
                         },
-                        key: super::model::ObjectKey { namespace: key.namespace.clone(), name: key.name.clone() },
+                        key: super::model::ObjectKey {
+                            namespace: key.namespace.to_string(),
+                            name: key.name.to_string(),
+                        },
                         uid: None,
                     },
                     event_type: EventType::Warning,

@@ -159,10 +159,11 @@ impl World {
                 }
             }
         }
-        for patch in &plan.patches {
+        for uid in &plan.write_pods {
+            let Some(patch) = build_patch(&self.state, uid) else { continue };
             self.patches += 1;
-            let outcome = self.apply_patch(patch);
-            self.state.patch_result(patch, Ok(outcome));
+            let outcome = self.apply_patch(&patch);
+            self.state.patch_result(&patch, Ok(outcome));
             self.echo(patch.uid.as_str());
         }
         plan
@@ -186,7 +187,7 @@ impl World {
         }
         for _ in 0..20 {
             let p = self.step();
-            if p.jobs.is_empty() && p.patches.is_empty() && p.release.is_empty() && p.quarantine.is_empty() {
+            if p.jobs.is_empty() && p.write_pods.is_empty() && p.release.is_empty() && p.quarantine.is_empty() {
                 return;
             }
         }
@@ -225,7 +226,7 @@ fn pods_are_configured_after_one_add_per_pkey_and_written_only_after_acceptance(
     }
     let first = w.step();
     assert_eq!(first.jobs.len(), 2, "one job per pkey");
-    assert!(first.patches.is_empty(), "nothing is written before UFM accepted");
+    assert!(first.write_pods.is_empty(), "nothing is written before UFM accepted");
     assert_eq!(w.adds, 2);
     w.converge();
     assert_eq!(w.adds, 2, "no further adds");

@@ -20,17 +20,19 @@ pub use networks::{
 pub use smc::{SMC_API_VERSION, SMC_KIND, parse_smc};
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A NetworkAttachmentDefinition's identity: namespace and name.
+/// A NetworkAttachmentDefinition's identity: namespace and name. Cheap to clone (shared
+/// strings): the engine keeps one per attachment in several indexes.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct NetworkKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl NetworkKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> NetworkKey {
-        NetworkKey { namespace: namespace.into(), name: name.into() }
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> NetworkKey {
+        NetworkKey { namespace: Arc::from(namespace.as_ref()), name: Arc::from(name.as_ref()) }
     }
 }
 

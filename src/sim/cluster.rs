@@ -1,0 +1,313 @@
+//! An in-memory cluster: pods, NADs, nodes and namespaces, delivered to the engine as the same
+//! `ClusterEvent`s the Kubernetes adapter produces, and changed by the engine through the same
+//! `ClusterWriter` port (with a configurable API latency). It also records what the simulator
+//! measures: configure latency, API requests, and writes that broke an invariant.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::recording::Accepted;
+use crate::engine::{
+    ClusterEvent, ClusterWriter, EventRecord, NetworkKind, PatchOutcome, PodMeta, PodPatch, PodPhase, PodView,
+    WriteError, apply_writes,
+};
+use crate::netdef::{NetworkKey, parse_nad};
+
+/// A pod as the in-memory API server stores it.
+#[derive(Clone, Debug)]
+pub struct SimPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub node: Option<String>,
+    pub phase: PodPhase,
+    pub networks: String,
+    /// `fabric-sync.io/status`, as last written.
+    pub status: Option<String>,
+    /// When the pod became actionable, and when it was first written configured.
+    pub created: Instant,
+    pub configured_at: Option<Instant>,
+    /// The status annotation holds a refusal.
+    pub refused: bool,
+}
+
+#[derive(Clone, Debug)]
+struct SimNad {
+    annotations: BTreeMap<String, String>,
+    config: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    pods: BTreeMap<String, SimPod>,
+    nads: BTreeMap<NetworkKey, SimNad>,
+    nodes: BTreeMap<String, Option<u16>>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    events: Vec<EventRecord>,
+    /// Pods written configured for a (GUID, pkey) UFM had not accepted.
+    configured_before_fabric: u64,
+}
+
+/// API requests the engine made, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApiCounts {
+    pub patch: u64,
+    pub event: u64,
+    pub other: u64,
+}
+
+pub struct SimCluster {
+    inner: Mutex<Inner>,
+    counts: Mutex<ApiCounts>,
+    api_latency: Duration,
+    /// Held while sending, so a controller's initial list and later changes arrive in order.
+    sender: tokio::sync::Mutex<Option<mpsc::Sender<ClusterEvent>>>,
+    accepted: Arc<Accepted>,
+    /// A write fails with a conflict this often (0..1), like a 409 under concurrent writers.
+    conflict_rate: f64,
+}
+
+impl SimCluster {
+    pub fn new(api_latency: Duration, accepted: Arc<Accepted>, conflict_rate: f64) -> SimCluster {
+        SimCluster {
+            inner: Mutex::new(Inner::default()),
+            counts: Mutex::new(ApiCounts::default()),
+            api_latency,
+            sender: tokio::sync::Mutex::new(None),
+            accepted,
+            conflict_rate,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Points the watch stream at a (new) controller and delivers the initial list to it
+    /// (namespaces, nodes, NADs, pods, then caches-synced), as a fresh informer would.
+    pub async fn connect(&self, sender: mpsc::Sender<ClusterEvent>) {
+        let mut slot = self.sender.lock().await;
+        let initial = {
+            let inner = self.lock();
+            let mut out = Vec::with_capacity(inner.pods.len() + inner.nads.len() + inner.nodes.len() + 8);
+            for (name, labels) in &inner.namespaces {
+                out.push(ClusterEvent::NamespaceApplied { name: name.clone(), labels: labels.clone() });
+            }
+            for (name, cap) in &inner.nodes {
+                out.push(ClusterEvent::NodeApplied { name: name.clone(), pkey_capacity: *cap });
+            }
+            for (key, nad) in &inner.nads {
+                out.push(nad_event(key, nad));
+            }
+            for pod in inner.pods.values() {
+                out.push(ClusterEvent::PodApplied(view(pod)));
+            }
+            out.push(ClusterEvent::CachesSynced);
+            out
+        };
+        for ev in initial {
+            if sender.send(ev).await.is_err() {
+                break;
+            }
+        }
+        *slot = Some(sender);
+    }
+
+    /// Disconnects the watch stream (the controller is gone).
+    pub async fn disconnect(&self) {
+        *self.sender.lock().await = None;
+    }
+
+    async fn send(&self, ev: ClusterEvent) {
+        let slot = self.sender.lock().await;
+        if let Some(s) = slot.as_ref() {
+            let _ = s.send(ev).await;
+        }
+    }
+
+    pub async fn set_namespace(&self, name: &str, labels: BTreeMap<String, String>) {
+        self.lock().namespaces.insert(name.to_string(), labels.clone());
+        self.send(ClusterEvent::NamespaceApplied { name: name.to_string(), labels }).await;
+    }
+
+    pub async fn set_node(&self, name: &str, pkey_capacity: Option<u16>) {
+        self.lock().nodes.insert(name.to_string(), pkey_capacity);
+        self.send(ClusterEvent::NodeApplied { name: name.to_string(), pkey_capacity }).await;
+    }
+
+    pub async fn apply_nad(&self, namespace: &str, name: &str, annotations: BTreeMap<String, String>, config: &str) {
+        let key = NetworkKey::new(namespace, name);
+        let nad = SimNad { annotations, config: config.to_string() };
+        let ev = nad_event(&key, &nad);
+        self.lock().nads.insert(key, nad);
+        self.send(ev).await;
+    }
+
+    pub async fn delete_nad(&self, namespace: &str, name: &str) {
+        let key = NetworkKey::new(namespace, name);
+        self.lock().nads.remove(&key);
+        self.send(ClusterEvent::NetworkDeleted { key, kind: NetworkKind::Nad }).await;
+    }
+
+    pub async fn create_pod(&self, uid: &str, namespace: &str, name: &str, node: &str, networks: &str) {
+        let pod = SimPod {
+            uid: uid.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: Some(node.to_string()),
+            phase: PodPhase::Pending,
+            networks: networks.to_string(),
+            status: None,
+            created: Instant::now(),
+            configured_at: None,
+            refused: false,
+        };
+        let ev = ClusterEvent::PodApplied(view(&pod));
+        self.lock().pods.insert(uid.to_string(), pod);
+        self.send(ev).await;
+    }
+
+    pub async fn delete_pod(&self, uid: &str) {
+        if self.lock().pods.remove(uid).is_some() {
+            self.send(ClusterEvent::PodDeleted { uid: crate::engine::PodUid::new(uid) }).await;
+        }
+    }
+
+    /// The pod's containers exited (phase Succeeded).
+    pub async fn finish_pod(&self, uid: &str) {
+        let ev = {
+            let mut inner = self.lock();
+            let Some(pod) = inner.pods.get_mut(uid) else { return };
+            pod.phase = PodPhase::Succeeded;
+            ClusterEvent::PodApplied(view(pod))
+        };
+        self.send(ev).await;
+    }
+
+    /// (pods, pods written configured at least once, pods whose status holds a refusal).
+    pub fn progress(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        let configured = inner.pods.values().filter(|p| p.configured_at.is_some()).count();
+        let refused = inner.pods.values().filter(|p| p.refused).count();
+        (inner.pods.len(), configured, refused)
+    }
+
+    /// Runs `f` over the pods without copying them (a 100k-pod cluster is large).
+    pub fn with_pods<T>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &SimPod>) -> T) -> T {
+        let inner = self.lock();
+        f(&mut inner.pods.values())
+    }
+
+    pub fn pods(&self) -> Vec<SimPod> {
+        self.lock().pods.values().cloned().collect()
+    }
+
+    pub fn nads(&self) -> Vec<(NetworkKey, BTreeMap<String, String>, String)> {
+        self.lock().nads.iter().map(|(k, n)| (k.clone(), n.annotations.clone(), n.config.clone())).collect()
+    }
+
+    pub fn nodes(&self) -> BTreeMap<String, Option<u16>> {
+        self.lock().nodes.clone()
+    }
+
+    pub fn events(&self) -> Vec<EventRecord> {
+        self.lock().events.clone()
+    }
+
+    pub fn counts(&self) -> ApiCounts {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn configured_before_fabric(&self) -> u64 {
+        self.lock().configured_before_fabric
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ApiCounts)) {
+        f(&mut self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+fn nad_event(key: &NetworkKey, nad: &SimNad) -> ClusterEvent {
+    ClusterEvent::NetworkApplied {
+        key: key.clone(),
+        kind: NetworkKind::Nad,
+        network: parse_nad(&key.namespace, &key.name, &nad.annotations, &nad.config),
+    }
+}
+
+pub fn view(pod: &SimPod) -> PodView {
+    PodView::new(
+        PodMeta {
+            uid: &pod.uid,
+            namespace: &pod.namespace,
+            name: &pod.name,
+            node: pod.node.as_deref(),
+            phase: pod.phase,
+            deleting: false,
+            host_network: false,
+        },
+        Some(&pod.networks),
+    )
+}
+
+#[async_trait]
+impl ClusterWriter for SimCluster {
+    async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError> {
+        self.count(|c| c.patch += 1);
+        tokio::time::sleep(self.api_latency).await;
+        if self.conflict_rate > 0.0 && rand::random::<f64>() < self.conflict_rate {
+            return Err(WriteError { retryable: true, message: "409 Conflict: the object has been modified".into() });
+        }
+        let echo = {
+            let mut inner = self.lock();
+            let Some(pod) = inner.pods.get(patch.uid.as_str()) else {
+                return Ok(PatchOutcome::PodGone);
+            };
+            let text = match apply_writes(&pod.namespace, &pod.networks, &patch.writes) {
+                Ok(Ok(text)) => text,
+                Ok(Err(outcome)) => return Ok(outcome),
+                Err(e) => return Err(WriteError { retryable: false, message: e.to_string() }),
+            };
+            let early: u64 =
+                patch.writes.iter().filter(|w| w.pkey.is_some_and(|p| !self.accepted.contains(p, w.guid))).count()
+                    as u64;
+            inner.configured_before_fabric += early;
+            let Some(pod) = inner.pods.get_mut(patch.uid.as_str()) else {
+                return Ok(PatchOutcome::PodGone);
+            };
+            pod.networks = text;
+            if !patch.status.is_empty() {
+                pod.status = serde_json::to_string(&patch.status).ok();
+                pod.refused = patch.status.values().any(|v| v.starts_with("refused:"));
+            }
+            if !patch.writes.is_empty() && pod.configured_at.is_none() {
+                pod.configured_at = Some(Instant::now());
+            }
+            view(pod)
+        };
+        self.send(ClusterEvent::PodApplied(echo)).await;
+        Ok(PatchOutcome::Patched)
+    }
+
+    async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError> {
+        self.count(|c| c.event += 1);
+        tokio::time::sleep(self.api_latency).await;
+        self.lock().events.push(event.clone());
+        Ok(())
+    }
+
+    async fn annotate_node(&self, _node: &str, _key: &str, _value: &str) -> Result<(), WriteError> {
+        self.count(|c| c.other += 1);
+        tokio::time::sleep(self.api_latency).await;
+        Ok(())
+    }
+}
+
+/// Latencies from actionable to configured, in milliseconds, for pods configured so far.
+pub fn latencies_ms(pods: &[SimPod]) -> Vec<f64> {
+    pods.iter().filter_map(|p| p.configured_at.map(|t| (t - p.created).as_secs_f64() * 1000.0)).collect()
+}

@@ -1,0 +1,13 @@
+//! The simulator: an in-memory cluster and an in-process mock UFM over TLS, driving the real
+//! engine and UFM client for `fabric-sync simulate` and `fabric-sync demo`.
+
+pub mod cli;
+mod cluster;
+mod recording;
+mod report;
+mod scenario;
+
+pub use cluster::{ApiCounts, SimCluster, SimPod};
+pub use recording::{Accepted, RecordingFabric};
+pub use report::{Invariants, Report, peak_rss_mb};
+pub use scenario::{FaultProfile, Progress, Scenario, SimError, run};

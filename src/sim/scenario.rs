@@ -1,0 +1,390 @@
+//! `fabric-sync simulate`: the real engine and the real UFM client against an in-process
+//! mock UFM over TLS and the in-memory cluster, driven through a burst, churn, faults and
+//! controller restarts, then checked against every invariant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::cluster::SimCluster;
+use super::recording::{Accepted, RecordingFabric};
+use super::report::{Report, check_invariants};
+use crate::alloc::GuidRange;
+use crate::config::{CredentialSource, SmPlugin, UfmScheme, UfmSettings};
+use crate::engine::{Engine, EngineConfig, EngineStats, Fabric, State, Timing};
+use crate::ib::PKey;
+use crate::ufm::{UfmClient, UfmCounters};
+
+/// UFM fault profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultProfile {
+    None,
+    /// 20% of changes answer 5xx.
+    Flaky,
+    /// One UFM outage (`--outage-ms`) during churn.
+    Outage,
+    /// 5xx, timeouts, resets, a 401 storm, an outage, API conflicts and NAD pkey edits.
+    Chaos,
+}
+
+/// The knobs of a run (printed back in the report).
+#[derive(Clone, Debug, serde::Serialize, clap::Args)]
+pub struct Scenario {
+    /// Nodes the pods spread over.
+    #[arg(long, default_value_t = 250)]
+    pub nodes: usize,
+    /// Pods in the initial burst (one IB attachment each).
+    #[arg(long, default_value_t = 2000)]
+    pub pods: usize,
+    /// Distinct pkeys (one NAD each, spread over 4 tenant namespaces).
+    #[arg(long, default_value_t = 16)]
+    pub pkeys: usize,
+    /// Latency UFM adds to every request.
+    #[arg(long, default_value_t = 5)]
+    pub ufm_latency_ms: u64,
+    /// Latency of every write to the API server.
+    #[arg(long, default_value_t = 1)]
+    pub api_latency_ms: u64,
+    /// Share of pods deleted (half deleted, half finished) and replaced during churn.
+    #[arg(long, default_value_t = 0.0)]
+    pub delete_share: f64,
+    /// Controller restarts during churn.
+    #[arg(long, default_value_t = 0)]
+    pub restarts: usize,
+    #[arg(long, value_enum, default_value_t = FaultProfile::None)]
+    pub faults: FaultProfile,
+    /// Length of the UFM outage of the outage and chaos profiles.
+    #[arg(long, default_value_t = 10_000)]
+    pub outage_ms: u64,
+    /// Seed of every random choice (faults, churn order).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Batch window of the engine.
+    #[arg(long, default_value_t = 20)]
+    pub batch_window_ms: u64,
+    /// Give up converging after this long.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Scenario {
+        Scenario {
+            nodes: 250,
+            pods: 2000,
+            pkeys: 16,
+            ufm_latency_ms: 5,
+            api_latency_ms: 1,
+            delete_share: 0.0,
+            restarts: 0,
+            faults: FaultProfile::None,
+            outage_ms: 10_000,
+            seed: 1,
+            batch_window_ms: 20,
+            timeout_s: 120,
+        }
+    }
+}
+
+/// Where a run is, for progress output.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    Phase(&'static str),
+    /// (done, total) of the current phase.
+    Count(usize, usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("mock UFM: {0}")]
+    MockUfm(String),
+    #[error("UFM client: {0}")]
+    Client(String),
+    #[error("scenario: {0}")]
+    Scenario(String),
+}
+
+/// GUID outside the managed range seeded into a managed pkey: must never be touched.
+pub const FOREIGN_OUTSIDE: u64 = 0x0300_0000_0000_0001;
+/// GUID inside the range seeded into a pkey no network names: never touched, never handed out.
+pub const FOREIGN_INSIDE: u64 = 0x02ff_ffff_ffff_fff0;
+/// The pkey no network names.
+pub const FOREIGN_PKEY: u16 = 0x7000;
+
+pub fn pkey_of(i: usize) -> PKey {
+    PKey::new(0x100 + (i % 0x7000) as u16).unwrap_or(PKey::DEFAULT)
+}
+
+pub fn network_of(i: usize) -> (String, String) {
+    (format!("tenant-{}", i % 4), format!("ib-{i}"))
+}
+
+pub(super) struct Controller {
+    handle: Option<JoinHandle<()>>,
+    pub stats: Arc<EngineStats>,
+    leader: Option<watch::Sender<bool>>,
+}
+
+impl Controller {
+    pub(super) async fn start(
+        cluster: &Arc<SimCluster>,
+        fabric: Arc<dyn Fabric>,
+        cfg: EngineConfig,
+        timing: Timing,
+    ) -> Controller {
+        let (tx, rx) = mpsc::channel(8192);
+        let (leader_tx, leader_rx) = watch::channel(true);
+        let stats = Arc::new(EngineStats::default());
+        let engine = Engine::new(State::new(cfg), fabric, cluster.clone(), timing, stats.clone());
+        let handle = tokio::spawn(engine.run(rx, leader_rx));
+        cluster.connect(tx).await;
+        Controller { handle: Some(handle), stats, leader: Some(leader_tx) }
+    }
+
+    /// Kills the controller without warning, as a crash or a lost node would.
+    pub(super) async fn kill(&mut self, cluster: &SimCluster) {
+        cluster.disconnect().await;
+        if let Some(h) = self.handle.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        self.leader = None;
+    }
+}
+
+/// Everything a run holds.
+pub(super) struct World {
+    pub ufm: mock_ufm::MockUfm,
+    pub cluster: Arc<SimCluster>,
+    pub fabric: Arc<RecordingFabric>,
+    pub counters: Arc<UfmCounters>,
+    pub cfg: EngineConfig,
+    pub timing: Timing,
+}
+
+impl World {
+    pub(super) async fn new(s: &Scenario, cfg: EngineConfig, conflict_rate: f64) -> Result<World, SimError> {
+        crate::install_crypto_provider();
+        let password = format!("sim-{:x}", rand::random::<u64>());
+        let mut faults = Vec::new();
+        if s.ufm_latency_ms > 0 {
+            faults.push(mock_ufm::FaultRule::latency(Duration::from_millis(s.ufm_latency_ms)));
+        }
+        let ufm = mock_ufm::MockUfm::start(mock_ufm::Config {
+            password: password.clone(),
+            faults,
+            fault_seed: Some(s.seed),
+            log_capacity: 64,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SimError::MockUfm(e.to_string()))?;
+        let settings = UfmSettings {
+            plugin: SmPlugin::Ufm,
+            scheme: UfmScheme::Https,
+            address: "127.0.0.1".into(),
+            port: ufm.addr().port(),
+            ca_pem: ufm.ca_pem(),
+            insecure_skip_verify: false,
+            client_cert: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(1500),
+            max_attempts: 3,
+            max_guids_per_request: 2000,
+            credentials: CredentialSource::basic("admin", &password),
+            warnings: Vec::new(),
+        };
+        let client = UfmClient::new(&settings)
+            .map_err(|e| SimError::Client(e.to_string()))?
+            .with_retry_delays(Duration::from_millis(20), Duration::from_millis(200));
+        let counters = client.counters();
+        let client: Arc<dyn Fabric> = Arc::new(client);
+        let accepted = Arc::new(Accepted::default());
+        let fabric = Arc::new(RecordingFabric::new(client.clone(), cfg.guid_range, accepted.clone()));
+        let cluster = Arc::new(SimCluster::new(Duration::from_millis(s.api_latency_ms), accepted, conflict_rate));
+        let timing = Timing {
+            batch_window: Duration::from_millis(s.batch_window_ms.max(1)),
+            periodic_update: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(2),
+            max_parallel_pkeys: 8,
+            patch_concurrency: 64,
+        };
+        Ok(World { ufm, cluster, fabric, counters, cfg, timing })
+    }
+
+    pub(super) async fn controller(&self) -> Controller {
+        Controller::start(&self.cluster, self.fabric.clone(), self.cfg.clone(), self.timing.clone()).await
+    }
+
+    /// Seeds memberships fabric-sync must leave alone (straight into the mock's table).
+    pub(super) fn seed_foreign(&self, managed: PKey) -> Result<(), SimError> {
+        use mock_ufm::{Guid as MGuid, Member, Membership as MMembership, Mutation, PKey as MPKey};
+        let err = |e: mock_ufm::state::StateError| SimError::MockUfm(e.to_string());
+        let member = Member { membership: MMembership::Full, index0: false };
+        for (pkey, guid) in [(managed.value(), FOREIGN_OUTSIDE), (FOREIGN_PKEY, FOREIGN_INSIDE)] {
+            self.ufm
+                .apply(Mutation::AddGuids {
+                    pkey: MPKey::new(pkey).map_err(err)?,
+                    members: vec![(MGuid::new(guid).map_err(err)?, member)],
+                    ip_over_ib: None,
+                    name: None,
+                })
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every live pod is configured or refused and UFM matches the cluster.
+    pub(super) async fn converge(&self, timeout: Duration, progress: &mut dyn FnMut(Progress)) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut last_full = Instant::now() - Duration::from_secs(10);
+        loop {
+            let (total, configured, refused) = self.cluster.progress();
+            progress(Progress::Count((configured + refused).min(total), total));
+            if configured + refused >= total && last_full.elapsed() >= Duration::from_millis(500) {
+                last_full = Instant::now();
+                let inv = check_invariants(self);
+                if inv.converged() {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A seeded choice of `k` distinct indices out of `n`.
+fn pick(rng: &mut rand::rngs::StdRng, n: usize, k: usize) -> Vec<usize> {
+    use rand::seq::index::sample;
+    if n == 0 {
+        return Vec::new();
+    }
+    sample(rng, n, k.min(n)).into_vec()
+}
+
+/// Runs a scenario and reports. The report's invariant counts decide the exit code.
+pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Report, SimError> {
+    use rand::SeedableRng;
+    let started = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
+    let cfg = EngineConfig { guid_range: GuidRange::DEFAULT, ..EngineConfig::default() };
+    let conflict_rate = if s.faults == FaultProfile::Chaos { 0.05 } else { 0.0 };
+    let world = World::new(s, cfg, conflict_rate).await?;
+    progress(Progress::Phase("setup"));
+    world.seed_foreign(pkey_of(0))?;
+    for t in 0..4 {
+        world.cluster.set_namespace(&format!("tenant-{t}"), BTreeMap::new()).await;
+    }
+    for n in 0..s.nodes {
+        world.cluster.set_node(&format!("node-{n}"), None).await;
+    }
+    for i in 0..s.pkeys.max(1) {
+        let (ns, name) = network_of(i);
+        let config =
+            format!(r#"{{"cniVersion":"0.3.1","type":"ib-sriov","pkey":"{}","ibKubernetesEnabled":true}}"#, pkey_of(i));
+        world.cluster.apply_nad(&ns, &name, BTreeMap::new(), &config).await;
+    }
+    let mut controller = world.controller().await;
+    progress(Progress::Phase("burst"));
+    let mut next_pod = 0usize;
+    for _ in 0..s.pods {
+        create_pod(&world, s, next_pod).await;
+        next_pod += 1;
+    }
+    let mut converged = world.converge(Duration::from_secs(s.timeout_s), progress).await;
+    let mut restarts_done = 0;
+    let churn = s.delete_share > 0.0 || s.restarts > 0 || s.faults != FaultProfile::None;
+    if churn {
+        progress(Progress::Phase("churn"));
+        install_faults(&world, s);
+        let rounds = 4usize;
+        let per_round = ((s.pods as f64 * s.delete_share) / rounds as f64).ceil() as usize;
+        for round in 0..rounds {
+            let live: Vec<String> = world.cluster.pods().into_iter().map(|p| p.uid).collect();
+            for (k, i) in pick(&mut rng, live.len(), per_round).into_iter().enumerate() {
+                if k % 2 == 0 {
+                    world.cluster.delete_pod(&live[i]).await;
+                } else {
+                    world.cluster.finish_pod(&live[i]).await;
+                }
+            }
+            for _ in 0..per_round {
+                create_pod(&world, s, next_pod).await;
+                next_pod += 1;
+            }
+            if s.faults == FaultProfile::Chaos && round == 1 && s.pkeys > 1 {
+                // A tenant moves a network to another pkey while pods use it.
+                let (ns, name) = network_of(1);
+                let moved = PKey::new(0x6000).unwrap_or(PKey::DEFAULT);
+                let config = format!(r#"{{"type":"ib-sriov","pkey":"{moved}","ibKubernetesEnabled":true}}"#);
+                world.cluster.apply_nad(&ns, &name, BTreeMap::new(), &config).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if restarts_done < s.restarts {
+                let every = rounds.div_ceil(s.restarts.max(1));
+                if round % every.max(1) == 0 || rounds - round <= s.restarts - restarts_done {
+                    controller.kill(&world.cluster).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    controller = world.controller().await;
+                    restarts_done += 1;
+                }
+            }
+        }
+        while restarts_done < s.restarts {
+            controller.kill(&world.cluster).await;
+            controller = world.controller().await;
+            restarts_done += 1;
+        }
+        if matches!(s.faults, FaultProfile::Outage | FaultProfile::Chaos) {
+            // Let the outage run its course before judging convergence.
+            let end = Duration::from_millis(s.outage_ms);
+            tokio::time::sleep(end.min(Duration::from_secs(s.timeout_s))).await;
+        }
+        world.ufm.clear_faults();
+        if s.ufm_latency_ms > 0 {
+            world.ufm.add_fault(mock_ufm::FaultRule::latency(Duration::from_millis(s.ufm_latency_ms)));
+        }
+        progress(Progress::Phase("converge"));
+        converged = world.converge(Duration::from_secs(s.timeout_s), progress).await;
+    }
+    let stats = controller.stats.clone();
+    let report = Report::build(s, &world, &stats, started.elapsed(), converged, restarts_done);
+    controller.kill(&world.cluster).await;
+    world.ufm.shutdown().await;
+    Ok(report)
+}
+
+async fn create_pod(world: &World, s: &Scenario, i: usize) {
+    let net = i % s.pkeys.max(1);
+    let (ns, name) = network_of(net);
+    let node = format!("node-{}", i % s.nodes.max(1));
+    world.cluster.create_pod(&format!("uid-{i:07}"), &ns, &format!("job-{i}"), &node, &name).await;
+}
+
+fn install_faults(world: &World, s: &Scenario) {
+    use mock_ufm::FaultRule;
+    let writes = "/resources/pkeys";
+    match s.faults {
+        FaultProfile::None => {}
+        FaultProfile::Flaky => {
+            world.ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
+        }
+        FaultProfile::Outage => {
+            world.ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
+        }
+        FaultProfile::Chaos => {
+            world.ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
+            world.ufm.add_fault(FaultRule::hang().with_probability(0.02).path(writes));
+            world.ufm.add_fault(FaultRule::reset().with_probability(0.02).path(writes));
+            world.ufm.add_fault(FaultRule::unauthorized_next(3));
+            world.ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `fabric-sync ufm …`: check and inspect a UFM with the controller's own settings (same flags,
+//! environment and secret directory). Exit codes: 0 success, 1 UFM failed or refused, 2 bad
+//! arguments or settings.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{UfmClient, UfmError, UfmPartition};
+use crate::config::{UfmArgs, UfmAuth, UfmScheme, UfmSettings};
+use crate::ib::{Guid, Membership, MtuLimit, PKey, PartitionSpec, Qos, RateLimit};
+
+/// `fabric-sync ufm <action>`.
+#[derive(Args, Debug)]
+pub struct UfmCmd {
+    #[command(subcommand)]
+    pub action: UfmAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UfmAction {
+    /// Check reachability, TLS, credentials and UFM's version; exit 0 only if all pass.
+    Check {
+        #[command(flatten)]
+        conn: UfmArgs,
+    },
+    /// List every pkey with its member count (or, with --json, its members).
+    Pkeys {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: UfmArgs,
+    },
+    /// Show one pkey: attributes, QoS and members.
+    Show {
+        /// The pkey, e.g. 0x5.
+        #[arg(value_parser = parse_any_pkey)]
+        pkey: PKey,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: UfmArgs,
+    },
+    /// Make GUIDs members of a pkey (created if absent).
+    Add {
+        #[arg(value_parser = parse_tenant_pkey)]
+        pkey: (PKey, Option<Membership>),
+        /// GUIDs in any common form (02:00:00:00:00:00:00:01, 0200000000000001).
+        #[arg(required = true)]
+        guids: Vec<Guid>,
+        /// `full` or `limited` (default full, or the pkey's 0x8000 bit).
+        #[arg(long)]
+        membership: Option<Membership>,
+        /// Put the pkey at index 0 of the members' pkey tables.
+        #[arg(long)]
+        index0: bool,
+        /// Leave the pkey out of the IPoIB multicast group.
+        #[arg(long)]
+        no_ip_over_ib: bool,
+        /// Partition MTU limit: 2 (2048) or 4 (4096).
+        #[arg(long)]
+        mtu_limit: Option<MtuLimit>,
+        /// Service level, 0-15.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=15))]
+        service_level: Option<u8>,
+        /// Rate limit in Gb/s, e.g. 2.5 or 200.
+        #[arg(long)]
+        rate_limit: Option<RateLimit>,
+        #[command(flatten)]
+        conn: UfmArgs,
+    },
+    /// Remove GUIDs from a pkey (removing the last member deletes the partition in UFM).
+    Remove {
+        #[arg(value_parser = parse_tenant_pkey)]
+        pkey: (PKey, Option<Membership>),
+        #[arg(required = true)]
+        guids: Vec<Guid>,
+        #[command(flatten)]
+        conn: UfmArgs,
+    },
+}
+
+fn parse_any_pkey(s: &str) -> Result<PKey, String> {
+    s.parse::<PKey>().map_err(|e| e.to_string())
+}
+
+fn parse_tenant_pkey(s: &str) -> Result<(PKey, Option<Membership>), String> {
+    PKey::parse_tenant(s).map_err(|e| e.to_string())
+}
+
+/// Runs the command on a fresh single-threaded runtime.
+pub fn main(cmd: UfmCmd) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(run(cmd)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: u8 = 2;
+
+pub async fn run(cmd: UfmCmd) -> ExitCode {
+    let conn = match &cmd.action {
+        UfmAction::Check { conn }
+        | UfmAction::Pkeys { conn, .. }
+        | UfmAction::Show { conn, .. }
+        | UfmAction::Add { conn, .. }
+        | UfmAction::Remove { conn, .. } => conn.clone(),
+    };
+    let check = matches!(cmd.action, UfmAction::Check { .. });
+    let (settings, client) = match connect(conn, check) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let result = match cmd.action {
+        UfmAction::Check { .. } => return check_ufm(&settings, &client).await,
+        UfmAction::Pkeys { json, .. } => pkeys(&client, json).await,
+        UfmAction::Show { pkey, json, .. } => show(&client, pkey, json).await,
+        UfmAction::Add {
+            pkey: (pkey, bit),
+            guids,
+            membership,
+            index0,
+            no_ip_over_ib,
+            mtu_limit,
+            service_level,
+            rate_limit,
+            ..
+        } => {
+            let spec = PartitionSpec {
+                pkey,
+                membership: membership.or(bit).unwrap_or(Membership::Full),
+                index0,
+                ip_over_ib: !no_ip_over_ib,
+                qos: Qos { mtu_limit, service_level, rate_limit },
+            };
+            client.add_guids(&spec, &guids).await.map(|()| {
+                println!(
+                    "added {} GUID(s) to {pkey} (membership {}, index0 {}, ip_over_ib {})",
+                    guids.len(),
+                    spec.membership,
+                    spec.index0,
+                    spec.ip_over_ib
+                );
+                true
+            })
+        }
+        UfmAction::Remove { pkey: (pkey, _), guids, .. } => client.remove_guids(pkey, &guids).await.map(|()| {
+            println!("removed {} GUID(s) from {pkey}", guids.len());
+            true
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings (always the UFM plugin: these commands exist to talk to UFM) and a client.
+fn connect(mut args: UfmArgs, check: bool) -> Result<(UfmSettings, UfmClient), String> {
+    args.sm_plugin = "ufm".into();
+    let mut settings = UfmSettings::from_args(&args).map_err(|e| format!("config: {e}"))?;
+    if check {
+        // One attempt: a person is waiting for a diagnosis, not for retries.
+        settings.max_attempts = 1;
+    }
+    let client = UfmClient::new(&settings)
+        .map_err(|e| format!("config: {e}"))?
+        .with_retry_delays(Duration::from_millis(200), Duration::from_secs(2))
+        .with_ca_label(ca_label(&args));
+    Ok((settings, client))
+}
+
+/// Which setting the trusted CA came from, for TLS messages.
+fn ca_label(args: &UfmArgs) -> String {
+    let in_dir = args.secret_dir.as_ref().is_some_and(|d| d.join("UFM_CERTIFICATE").is_file());
+    if in_dir || args.certificate.as_deref().is_some_and(|c| !c.trim().is_empty()) {
+        "UFM_CERTIFICATE".into()
+    } else if let Some(path) = &args.ca_file {
+        format!("UFM_CA_FILE ({})", path.display())
+    } else {
+        "UFM_CERTIFICATE".into()
+    }
+}
+
+async fn check_ufm(settings: &UfmSettings, client: &UfmClient) -> ExitCode {
+    let target = client.target();
+    let auth = match settings.credentials.current() {
+        Ok(c) => match c.auth {
+            UfmAuth::Basic { username, .. } => format!("basic auth as user {username} on /ufmRest"),
+            UfmAuth::Token(_) => "access token on /ufmRestV3".into(),
+            UfmAuth::ClientCertificate => "client certificate on /ufmRest".into(),
+        },
+        Err(e) => {
+            println!("credentials: FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("UFM: {} ({auth})", client.base_url());
+    match client.version().await {
+        Ok(version) => {
+            println!("connect: ok ({target})");
+            let tls = match (settings.scheme, settings.insecure_skip_verify, &settings.ca_pem) {
+                (UfmScheme::Http, _, _) => "none: plain HTTP (UFM_HTTP_SCHEMA=http)".to_string(),
+                (UfmScheme::Https, true, _) => "NOT verified (UFM_INSECURE_SKIP_VERIFY=true)".to_string(),
+                (UfmScheme::Https, false, Some(_)) => "ok (certificate verified against the configured CA)".into(),
+                (UfmScheme::Https, false, None) => "ok (certificate verified against the system trust store)".into(),
+            };
+            println!("TLS: {tls}");
+            println!("auth: ok");
+            println!("version: UFM {version}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}", diagnose(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line naming the failed step and what to do about it.
+fn diagnose(e: &UfmError) -> String {
+    match e {
+        UfmError::Connect { detail, .. } => format!("connect: FAILED: {detail}"),
+        UfmError::Tls { problem, .. } => format!("connect: ok\nTLS: FAILED: {problem}"),
+        UfmError::Timeout { .. } | UfmError::Broken { .. } => format!("request: FAILED: {e}"),
+        UfmError::Unauthorized { who, hint, answer, .. } => {
+            format!("connect: ok\nTLS: ok\nauth: FAILED: UFM answered 401 for {who}: {hint} (UFM said: {answer})")
+        }
+        UfmError::Forbidden { .. } => format!("connect: ok\nTLS: ok\nauth: FAILED: {e}"),
+        UfmError::Credentials(c) => format!("credentials: FAILED: {c}"),
+        other => format!("connect: ok\nTLS: ok\nversion: FAILED: {other}"),
+    }
+}
+
+async fn pkeys(client: &UfmClient, as_json: bool) -> Result<bool, UfmError> {
+    let parts = client.list_pkeys().await?;
+    if as_json {
+        let map: serde_json::Map<String, serde_json::Value> =
+            parts.values().map(|p| (p.pkey.to_string(), partition_json(p))).collect();
+        println!("{}", serde_json::Value::Object(map));
+        return Ok(true);
+    }
+    println!("{:<8} {:<24} {:<6} MEMBERS", "PKEY", "NAME", "IPOIB");
+    for p in parts.values() {
+        let ipoib = p.ip_over_ib.map_or("-".to_string(), |b| b.to_string());
+        println!("{:<8} {:<24} {:<6} {}", p.pkey.to_string(), p.name.as_deref().unwrap_or("-"), ipoib, p.members.len());
+    }
+    Ok(true)
+}
+
+async fn show(client: &UfmClient, pkey: PKey, as_json: bool) -> Result<bool, UfmError> {
+    let Some(p) = client.get_pkey(pkey).await? else {
+        if as_json {
+            println!("null");
+        }
+        eprintln!("pkey {pkey} does not exist in UFM");
+        return Ok(false);
+    };
+    if as_json {
+        println!("{}", partition_json(&p));
+        return Ok(true);
+    }
+    println!("pkey: {}", p.pkey);
+    println!("name: {}", p.name.as_deref().unwrap_or("-"));
+    println!("ip_over_ib: {}", p.ip_over_ib.map_or("-".to_string(), |b| b.to_string()));
+    if let Some(q) = p.qos {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        println!(
+            "qos: mtu_limit={} service_level={} rate_limit={}",
+            show(q.mtu_limit.map(|v| v.to_string())),
+            show(q.service_level.map(|v| v.to_string())),
+            show(q.rate_limit.map(|v| v.to_string()))
+        );
+    }
+    println!("members: {}", p.members.len());
+    for m in &p.members {
+        println!("  {}  {:<7} {}", m.guid, m.membership, if m.index0 { "index0" } else { "" });
+    }
+    Ok(true)
+}
+
+fn partition_json(p: &UfmPartition) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = p
+        .members
+        .iter()
+        .map(|m| json!({"guid": m.guid.to_string(), "membership": m.membership.as_str(), "index0": m.index0}))
+        .collect();
+    json!({
+        "pkey": p.pkey.to_string(),
+        "name": p.name,
+        "ip_over_ib": p.ip_over_ib,
+        "qos": p.qos,
+        "members": members,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Top {
+        #[command(subcommand)]
+        action: UfmAction,
+    }
+
+    #[test]
+    fn bad_pkeys_and_guids_are_usage_errors() {
+        let e = Top::try_parse_from(["ufm", "add", "0x7fff", "0200000000000001"]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("default (management) partition"), "{e}");
+        let e = Top::try_parse_from(["ufm", "remove", "0x5", "02:00:zz"]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+        let e = Top::try_parse_from(["ufm", "add", "0x5"]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+        let ok = Top::try_parse_from(["ufm", "add", "0x8005", "02:00:00:00:00:00:00:01", "--mtu-limit", "4"]).unwrap();
+        match ok.action {
+            UfmAction::Add { pkey, mtu_limit, index0, .. } => {
+                assert_eq!(pkey, (PKey::new(5).unwrap(), Some(Membership::Full)));
+                assert_eq!((mtu_limit, index0), (Some(MtuLimit::Mtu4k), false));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
