@@ -29,7 +29,7 @@ pub use ports::{
 };
 pub use run::{Engine, Timing};
 pub use state::{Assignment, Desired, EngineConfig, Standing, State};
-pub use stats::{Counter, EngineStats};
+pub use stats::{Counter, EngineStats, Gauges};
 pub use writeback::{STATUS_ANNOTATION, apply_writes};
 
 #[cfg(test)]

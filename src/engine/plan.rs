@@ -44,6 +44,8 @@ pub struct Plan {
     /// Dirty GUIDs this plan handles (the rest stay dirty).
     pub done: Vec<Guid>,
     pub breaker: Vec<BreakerTrip>,
+    /// Stale GUIDs (no owner) this plan removes: drift repair.
+    pub stale_removals: usize,
 }
 
 /// What the planner may not touch right now.
@@ -139,6 +141,7 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
         if guids.len() > state.cfg.mass_removal_min && share > state.cfg.mass_removal_share {
             out.breaker.push(BreakerTrip { pkey: p, stale: guids.len(), members });
         } else {
+            out.stale_removals += guids.len();
             out.jobs.entry(p).or_default().remove.extend(guids);
         }
     }

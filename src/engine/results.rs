@@ -131,9 +131,21 @@ impl State {
 
     /// A fabric listing arrived (`started` from `knowledge.list_started()` when it was sent).
     /// Nothing UFM lists may be handed out; nothing it no longer lists stays blocked.
-    pub fn list_result(&mut self, started: u64, listing: &FabricListing) {
+    /// Returns how many owned GUIDs UFM had lost (they are re-added: drift repair).
+    pub fn list_result(&mut self, started: u64, listing: &FabricListing) -> usize {
         let range = self.cfg.guid_range;
         let changed = self.knowledge.merge_list(listing, range, started);
+        let lost = changed
+            .iter()
+            .filter(|g| {
+                self.ledger.get(g).is_some_and(|a| match a.desired {
+                    super::state::Desired::Member(spec) if a.owner.is_some() && a.written.is_some() => {
+                        !self.knowledge.members(**g).iter().any(|m| m.satisfies(&spec))
+                    }
+                    _ => false,
+                })
+            })
+            .count();
         self.dirty_guids.extend(changed);
         let listed: HashSet<Guid> = listing.values().flatten().map(|m| m.guid).filter(|g| range.contains(*g)).collect();
         for &g in &listed {
@@ -157,5 +169,6 @@ impl State {
             self.fabric_listed = true;
             self.dirty_all();
         }
+        lost
     }
 }

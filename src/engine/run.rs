@@ -29,6 +29,18 @@ pub struct Timing {
     pub patch_concurrency: usize,
 }
 
+impl Timing {
+    pub fn from_settings(s: &crate::config::EngineSettings) -> Timing {
+        Timing {
+            batch_window: s.batch_window,
+            periodic_update: s.periodic_update,
+            resync_interval: s.resync_interval,
+            max_parallel_pkeys: s.max_parallel_pkeys,
+            patch_concurrency: s.patch_concurrency,
+        }
+    }
+}
+
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
@@ -76,6 +88,7 @@ pub struct Engine {
     list_in_flight: bool,
     next_resync: Instant,
     next_tick: Instant,
+    next_gauges: Instant,
     leader: bool,
 }
 
@@ -99,6 +112,7 @@ impl Engine {
             events_in_flight: 0,
             next_tick: now + timing.periodic_update,
             next_resync: now,
+            next_gauges: now,
             timing,
             stats,
             tasks: JoinSet::new(),
@@ -160,11 +174,15 @@ impl Engine {
         self.events_in_flight = 0;
         self.list_in_flight = false;
         self.state.reset_leader_state();
+        self.stats.set_fabric_reached(false);
         self.next_resync = Instant::now();
     }
 
     fn on_event(&mut self, ev: ClusterEvent) {
         self.stats.events_applied.inc();
+        if matches!(ev, ClusterEvent::CachesSynced) {
+            self.stats.set_caches_synced(true);
+        }
         self.state.apply(ev);
         if self.window.is_none() {
             self.window = Some(Instant::now() + self.timing.batch_window);
@@ -172,7 +190,7 @@ impl Engine {
     }
 
     fn next_wake(&self) -> Instant {
-        let mut wake = self.next_tick.min(self.next_resync);
+        let mut wake = self.next_tick.min(self.next_resync).min(self.next_gauges);
         if let Some(w) = self.window {
             wake = wake.min(w);
         }
@@ -189,6 +207,10 @@ impl Engine {
         self.backoff_pkeys.retain(|_, (until, _)| *until > now);
         self.backoff_pods.retain(|_, (until, _)| *until > now);
         let backoff_expired = self.backoff_pkeys.len() + self.backoff_pods.len() < backoffs;
+        if now >= self.next_gauges {
+            self.next_gauges = now + GAUGE_PERIOD;
+            self.stats.set_gauges(self.state.gauges());
+        }
         if !self.leader {
             self.window = None;
             self.next_tick = now + self.timing.periodic_update;
@@ -246,6 +268,9 @@ impl Engine {
 
     fn commit(&mut self, plan: Plan) {
         self.state.commit(&plan);
+        for _ in 0..plan.stale_removals {
+            self.stats.drift_repairs.inc();
+        }
         for _ in &plan.breaker {
             self.stats.breaker_trips.inc();
         }
@@ -410,7 +435,11 @@ impl Engine {
         match result {
             Ok(listing) => {
                 let first = !self.state.fabric_listed;
-                self.state.list_result(started, &listing);
+                self.stats.set_fabric_reached(true);
+                let lost = self.state.list_result(started, &listing);
+                for _ in 0..lost {
+                    self.stats.drift_repairs.inc();
+                }
                 if first {
                     self.window = None;
                 }
@@ -424,6 +453,9 @@ impl Engine {
         }
     }
 }
+
+/// How often the gauges (attachments by state, pool, nodes at limit) are recomputed.
+const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Events in flight at once (they are few; keep the API server's load low).
 const EVENT_CONCURRENCY: usize = 4;

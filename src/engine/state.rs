@@ -27,6 +27,33 @@ pub struct EngineConfig {
     pub policy_mode: PolicyMode,
 }
 
+impl EngineConfig {
+    /// From validated settings; reads the policy file when one is set.
+    pub fn from_settings(s: &crate::config::EngineSettings) -> Result<EngineConfig, super::policy::PolicyError> {
+        let policy = match &s.policy_file {
+            None => None,
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| super::policy::PolicyError {
+                    source_name: name.clone(),
+                    detail: format!("cannot read it ({e}); check FABRIC_SYNC_POLICY_FILE"),
+                })?;
+                Some(Policy::parse(&name, &text)?)
+            }
+        };
+        Ok(EngineConfig {
+            guid_range: s.guid_range,
+            pkey_capacity: s.pkey_capacity,
+            pkey_reserved_slots: s.pkey_reserved_slots,
+            mass_removal_share: s.mass_removal_share,
+            mass_removal_min: s.mass_removal_min,
+            batch_max_guids: s.batch_max_guids,
+            policy,
+            policy_mode: s.policy_mode,
+        })
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
@@ -207,6 +234,28 @@ impl State {
     pub fn dirty_all(&mut self) {
         let ids: Vec<AttachmentId> = self.pods.values().flat_map(attachment_ids).collect();
         self.dirty_attachments.extend(ids);
+    }
+
+    /// The levels published as metrics.
+    pub fn gauges(&self) -> super::stats::Gauges {
+        let mut g = super::stats::Gauges {
+            pool_in_use: self.pool.in_use(),
+            pool_quarantined: self.pool.quarantined() as u64,
+            pool_capacity: self.cfg.guid_range.size(),
+            nodes_at_pkey_limit: self.budget.nodes_at_limit() as u64,
+            ..Default::default()
+        };
+        for a in self.ledger.values().filter(|a| a.owner.is_some()) {
+            if a.written.is_some() {
+                g.configured += 1;
+            } else if a.desired != Desired::Nothing {
+                g.pending += 1;
+            }
+        }
+        for s in self.standing.values() {
+            *g.not_configured.entry(s.refusal().reason.as_str()).or_insert(0) += 1;
+        }
+        g
     }
 
     /// Whether a pkey may be touched for GUIDs nobody owns: only pkeys a network names.

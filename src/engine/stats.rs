@@ -1,5 +1,7 @@
 //! Counters the engine keeps while it runs; the admin server and the simulator read them.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::outcome::Reason;
@@ -29,8 +31,28 @@ pub struct EngineStats {
     pub events_emitted: Counter,
     pub configured: Counter,
     pub breaker_trips: Counter,
+    /// GUIDs drift repair changed: stale ones removed, lost ones re-added.
+    pub drift_repairs: Counter,
     refusals: [Counter; Reason::ALL.len()],
     leader: AtomicBool,
+    caches_synced: AtomicBool,
+    fabric_reached: AtomicBool,
+    gauges: Mutex<Gauges>,
+}
+
+/// Levels the engine publishes about once a second (computing them walks the ledger).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Attachments written `configured`.
+    pub configured: u64,
+    /// Attachments with a GUID, not yet configured.
+    pub pending: u64,
+    /// Attachments refused or waiting, by reason.
+    pub not_configured: BTreeMap<&'static str, u64>,
+    pub pool_in_use: u64,
+    pub pool_quarantined: u64,
+    pub pool_capacity: u64,
+    pub nodes_at_pkey_limit: u64,
 }
 
 impl EngineStats {
@@ -50,5 +72,31 @@ impl EngineStats {
 
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
+    }
+
+    pub fn set_caches_synced(&self, v: bool) {
+        self.caches_synced.store(v, Ordering::Relaxed);
+    }
+
+    /// Every initial list has been delivered to the engine.
+    pub fn caches_synced(&self) -> bool {
+        self.caches_synced.load(Ordering::Relaxed)
+    }
+
+    pub fn set_fabric_reached(&self, v: bool) {
+        self.fabric_reached.store(v, Ordering::Relaxed);
+    }
+
+    /// The fabric answered a listing in this leader term.
+    pub fn fabric_reached(&self) -> bool {
+        self.fabric_reached.load(Ordering::Relaxed)
+    }
+
+    pub fn set_gauges(&self, g: Gauges) {
+        *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = g;
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        self.gauges.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
