@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         }
         Command::Controller(_) => not_built("controller"),
         Command::Agent => not_built("agent"),
-        Command::Demo => not_built("demo"),
+        Command::Demo => fabric_sync::sim::demo::main(),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
         Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),
     }

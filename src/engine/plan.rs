@@ -136,7 +136,9 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
     // Stale GUIDs (no owner) go through the breaker: a whole partition never vanishes at once
     // because of a bug, a wrong range or an empty cache.
     for (p, guids) in stale {
-        let members = state.knowledge.pkey_members(p);
+        // The partition as it will be after this round's adds: replacements count as members.
+        let adding: usize = adds.get(&p).map_or(0, |by_spec| by_spec.values().map(Vec::len).sum());
+        let members = state.knowledge.pkey_members(p) + adding;
         let share = guids.len() as f64 / members.max(1) as f64;
         if guids.len() > state.cfg.mass_removal_min && share > state.cfg.mass_removal_share {
             out.breaker.push(BreakerTrip { pkey: p, stale: guids.len(), members });

@@ -147,6 +147,10 @@ impl State {
             })
             .count();
         self.dirty_guids.extend(changed);
+        // Unowned GUIDs are looked at again on every listing: a removal the breaker refused
+        // is reconsidered once the partition has changed.
+        let unowned: Vec<Guid> = self.knowledge.guids().filter(|g| !self.ledger.contains_key(g)).collect();
+        self.dirty_guids.extend(unowned);
         let listed: HashSet<Guid> = listing.values().flatten().map(|m| m.guid).filter(|g| range.contains(*g)).collect();
         for &g in &listed {
             match self.ledger.get_mut(&g) {

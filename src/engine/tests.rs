@@ -566,3 +566,23 @@ fn a_burst_of_many_pods_on_16_pkeys_takes_16_adds() {
     assert_eq!(w.fabric.values().map(BTreeSet::len).sum::<usize>(), 2000);
     let _ = HashMap::<u8, u8>::new();
 }
+
+#[test]
+fn a_refused_mass_removal_is_reconsidered_once_replacements_join() {
+    let cfg = EngineConfig { mass_removal_min: 2, mass_removal_share: 0.5, ..EngineConfig::default() };
+    let mut w = World::new(cfg);
+    w.ib_nad("b", "0x20");
+    for i in 1..=4 {
+        w.fabric.entry(pk("0x20")).or_default().insert(g(200 + i)); // orphans of a crashed controller
+    }
+    w.converge();
+    assert_eq!(w.members("0x20").len(), 4, "4 of 4 stale: refused");
+    for i in 0..6 {
+        w.pod(&format!("u{i}"), "n1", "b");
+    }
+    w.converge();
+    w.list();
+    w.converge();
+    assert_eq!(w.members("0x20").len(), 6, "4 stale of 10 after the adds: removed");
+    assert!((1..=4).all(|i| !w.members("0x20").contains(&g(200 + i))));
+}

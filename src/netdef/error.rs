@@ -6,13 +6,13 @@ use crate::ib::{GuidError, PKeyError};
 pub enum NetdefError {
     #[error("networks annotation: {0}")]
     Networks(String),
-    #[error("network {network}: config is not valid JSON ({detail}); fix spec.config")]
+    #[error("{network}: config is not valid JSON ({detail}); fix spec.config")]
     ConfigJson { network: String, detail: String },
-    #[error("network {network}: {field} {detail}")]
+    #[error("{network}: {field} {detail}")]
     Field { network: String, field: String, detail: String },
-    #[error("network {network}: {field}: {source}")]
+    #[error("{network}: {field}: {source}")]
     PKey { network: String, field: String, source: PKeyError },
-    #[error("network {network}: annotation {annotation}={value:?}: {detail}")]
+    #[error("{network}: annotation {annotation}={value:?}: {detail}")]
     Annotation { network: String, annotation: String, value: String, detail: String },
     #[error("{element}: {field}: {source}")]
     Guid { element: String, field: String, source: GuidError },

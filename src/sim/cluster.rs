@@ -188,12 +188,11 @@ impl SimCluster {
         self.send(ev).await;
     }
 
-    /// (pods, pods written configured at least once, pods whose status holds a refusal).
+    /// Live (not finished) pods: (count, written configured at least once, status holds a refusal).
     pub fn progress(&self) -> (usize, usize, usize) {
         let inner = self.lock();
-        let configured = inner.pods.values().filter(|p| p.configured_at.is_some()).count();
-        let refused = inner.pods.values().filter(|p| p.refused).count();
-        (inner.pods.len(), configured, refused)
+        let live = || inner.pods.values().filter(|p| !p.phase.is_finished());
+        (live().count(), live().filter(|p| p.configured_at.is_some()).count(), live().filter(|p| p.refused).count())
     }
 
     /// Runs `f` over the pods without copying them (a 100k-pod cluster is large).

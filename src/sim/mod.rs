@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod cluster;
+pub mod demo;
 mod recording;
 mod report;
 mod scenario;
@@ -11,3 +12,6 @@ pub use cluster::{ApiCounts, SimCluster, SimPod};
 pub use recording::{Accepted, RecordingFabric};
 pub use report::{Invariants, Report, peak_rss_mb};
 pub use scenario::{FaultProfile, Progress, Scenario, SimError, run};
+
+#[cfg(test)]
+mod tests;

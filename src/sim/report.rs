@@ -209,7 +209,7 @@ pub(super) fn check_invariants(world: &World) -> Invariants {
         let Some(pkey) = PKey::new(*raw_pkey) else { continue };
         for raw in part.members.keys() {
             let v = raw.value();
-            if v == FOREIGN_OUTSIDE && pkey == super::scenario::pkey_of(0) {
+            if v == FOREIGN_OUTSIDE && pkey == world.foreign_managed {
                 foreign_outside_ok = true;
             }
             if v == FOREIGN_INSIDE && *raw_pkey == FOREIGN_PKEY {

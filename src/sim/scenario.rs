@@ -164,6 +164,8 @@ pub(super) struct World {
     pub counters: Arc<UfmCounters>,
     pub cfg: EngineConfig,
     pub timing: Timing,
+    /// The managed pkey holding the seeded GUID from outside the range.
+    pub foreign_managed: PKey,
 }
 
 impl World {
@@ -213,7 +215,7 @@ impl World {
             max_parallel_pkeys: 8,
             patch_concurrency: 64,
         };
-        Ok(World { ufm, cluster, fabric, counters, cfg, timing })
+        Ok(World { ufm, cluster, fabric, counters, cfg, timing, foreign_managed: PKey::DEFAULT })
     }
 
     pub(super) async fn controller(&self) -> Controller {
@@ -221,7 +223,8 @@ impl World {
     }
 
     /// Seeds memberships fabric-sync must leave alone (straight into the mock's table).
-    pub(super) fn seed_foreign(&self, managed: PKey) -> Result<(), SimError> {
+    pub(super) fn seed_foreign(&mut self, managed: PKey) -> Result<(), SimError> {
+        self.foreign_managed = managed;
         use mock_ufm::{Guid as MGuid, Member, Membership as MMembership, Mutation, PKey as MPKey};
         let err = |e: mock_ufm::state::StateError| SimError::MockUfm(e.to_string());
         let member = Member { membership: MMembership::Full, index0: false };
@@ -276,7 +279,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
     let cfg = EngineConfig { guid_range: GuidRange::DEFAULT, ..EngineConfig::default() };
     let conflict_rate = if s.faults == FaultProfile::Chaos { 0.05 } else { 0.0 };
-    let world = World::new(s, cfg, conflict_rate).await?;
+    let mut world = World::new(s, cfg, conflict_rate).await?;
     progress(Progress::Phase("setup"));
     world.seed_foreign(pkey_of(0))?;
     for t in 0..4 {
