@@ -3,10 +3,13 @@
 //!
 //! Pure core (`ib`, `netdef`, `alloc`) and adapters (`ops`, later `ufm`, `kube`, `agent`, `sim`).
 
+pub mod agent;
 pub mod alloc;
 pub mod config;
+pub mod controller;
 pub mod engine;
 pub mod ib;
+pub mod kube;
 pub mod netdef;
 pub mod ops;
 pub mod sim;

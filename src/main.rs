@@ -24,7 +24,7 @@ enum Command {
     /// Run the controller (Deployment, leader elected).
     Controller(Box<ControllerCmd>),
     /// Node agent: inventory, VF GUID verification and programming.
-    Agent,
+    Agent(Box<fabric_sync::agent::cli::AgentCmd>),
     /// A friendly fixed scenario on the embedded mock UFM.
     Demo,
     /// Drive the engine against an in-memory cluster and mock UFM, and check every invariant.
@@ -59,8 +59,11 @@ fn main() -> ExitCode {
             println!("{}", fabric_sync::version_string());
             ExitCode::SUCCESS
         }
-        Command::Controller(_) => not_built("controller"),
-        Command::Agent => not_built("agent"),
+        Command::Controller(cmd) => {
+            let ControllerCmd { ufm, engine, controller } = *cmd;
+            fabric_sync::controller::main(ufm, engine, controller)
+        }
+        Command::Agent(cmd) => fabric_sync::agent::cli::main(*cmd),
         Command::Demo => fabric_sync::sim::demo::main(),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
         Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),

@@ -1,0 +1,322 @@
+//! `fabric-sync agent …`: `inventory` (one shot, no cluster) and `run` (the DaemonSet loop), with
+//! the agent's settings (flag, environment variable, default, validation naming the setting).
+//! Exit codes: 0 success, 1 a failed or unclean `--once` pass (mismatch or error), 2 bad settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use super::cluster::KubeAgentCluster;
+use super::metrics::{AgentMetrics, Health, admin_router};
+use super::netlink::NetlinkVfControl;
+use super::pass::{Agent, AgentMode, add_netlink_guids};
+use super::scan::scan;
+use super::sysfs::Sysfs;
+use crate::config::{ConfigError, format_duration, parse_duration};
+
+/// `fabric-sync agent <action>`.
+#[derive(Args, Debug)]
+pub struct AgentCmd {
+    #[command(subcommand)]
+    pub action: AgentAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentAction {
+    /// Print this node's HCAs, ports, pkey tables and VFs (sysfs only; no cluster needed).
+    Inventory {
+        /// Where sysfs is mounted.
+        #[arg(long = "sysfs-root", env = "FABRIC_SYNC_SYSFS_ROOT", default_value = "/sys")]
+        sysfs_root: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also read VF GUIDs over rtnetlink from each PF (meaningful on the real /sys only).
+        #[arg(long)]
+        netlink: bool,
+    },
+    /// The DaemonSet loop: Node inventory annotation, VF GUID verification (or programming).
+    Run(AgentArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// The node this agent runs on (set from the downward API `spec.nodeName`).
+    #[arg(long = "node-name", env = "K8S_NODE")]
+    pub node_name: Option<String>,
+    /// `verify` (read only) or `program` (set assigned GUIDs, reset unheld VFs).
+    #[arg(long, env = "FABRIC_SYNC_AGENT_MODE", value_enum, default_value_t = AgentMode::Verify)]
+    pub mode: AgentMode,
+    /// Run one pass and exit (0 when nothing mismatched and nothing failed).
+    #[arg(long, env = "FABRIC_SYNC_AGENT_ONCE")]
+    pub once: bool,
+    /// Time between passes.
+    #[arg(long, env = "FABRIC_SYNC_AGENT_INTERVAL", default_value = "60s")]
+    pub interval: String,
+    /// Where sysfs is mounted.
+    #[arg(long = "sysfs-root", env = "FABRIC_SYNC_SYSFS_ROOT", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+    /// Address of the agent's admin server (/metrics, /healthz); the agent uses the host network.
+    #[arg(long = "admin-listen", env = "FABRIC_SYNC_AGENT_ADMIN_LISTEN", default_value = "0.0.0.0:9810")]
+    pub admin_listen: String,
+    /// kubeconfig file; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Validated [`AgentArgs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSettings {
+    pub node_name: String,
+    pub mode: AgentMode,
+    pub once: bool,
+    pub interval: Duration,
+    pub sysfs_root: PathBuf,
+    pub admin_listen: SocketAddr,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl AgentSettings {
+    pub fn from_args(a: &AgentArgs) -> Result<AgentSettings, ConfigError> {
+        let node_name = match a.node_name.as_deref().map(str::trim) {
+            Some(n) if crate::netdef::is_dns1123_subdomain(n) => n.to_string(),
+            Some(n) if !n.is_empty() => {
+                return Err(ConfigError::new("K8S_NODE", "node-name", format!("{n:?} is not a node name")));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "K8S_NODE",
+                    "node-name",
+                    "is required: set it from the downward API (fieldRef spec.nodeName)",
+                ));
+            }
+        };
+        let interval = parse_duration(&a.interval, false)
+            .map_err(|e| ConfigError::new("FABRIC_SYNC_AGENT_INTERVAL", "interval", e))?;
+        if interval < Duration::from_secs(1) {
+            return Err(ConfigError::new("FABRIC_SYNC_AGENT_INTERVAL", "interval", "must be at least 1s"));
+        }
+        check_sysfs_root(&a.sysfs_root)?;
+        let admin_listen = a.admin_listen.parse().map_err(|_| {
+            ConfigError::new(
+                "FABRIC_SYNC_AGENT_ADMIN_LISTEN",
+                "admin-listen",
+                format!("{:?} is not an address:port such as 0.0.0.0:9810", a.admin_listen),
+            )
+        })?;
+        Ok(AgentSettings {
+            node_name,
+            mode: a.mode,
+            once: a.once,
+            interval,
+            sysfs_root: a.sysfs_root.clone(),
+            admin_listen,
+            kubeconfig: a.kubeconfig.clone(),
+        })
+    }
+
+    /// `/healthz` fails once no pass has finished for this long.
+    pub fn stale_after(&self) -> Duration {
+        self.interval.saturating_mul(3) + Duration::from_secs(60)
+    }
+}
+
+fn check_sysfs_root(root: &std::path::Path) -> Result<(), ConfigError> {
+    if root.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "FABRIC_SYNC_SYSFS_ROOT",
+            "sysfs-root",
+            format!("{} is not a directory (mount the host's /sys there)", root.display()),
+        ))
+    }
+}
+
+const USAGE: u8 = 2;
+
+/// Runs the command on a fresh single-threaded runtime.
+pub fn main(cmd: AgentCmd) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(run(cmd)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(cmd: AgentCmd) -> ExitCode {
+    match cmd.action {
+        AgentAction::Inventory { sysfs_root, json, netlink } => inventory(sysfs_root, json, netlink).await,
+        AgentAction::Run(args) => match AgentSettings::from_args(&args) {
+            Ok(settings) => run_agent(settings).await,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(USAGE)
+            }
+        },
+    }
+}
+
+async fn inventory(root: PathBuf, json: bool, netlink: bool) -> ExitCode {
+    if let Err(e) = check_sysfs_root(&root) {
+        eprintln!("{e}");
+        return ExitCode::from(USAGE);
+    }
+    let sys = Sysfs::new(root);
+    let mut inv = scan(&sys);
+    if netlink {
+        match NetlinkVfControl::connect(sys) {
+            Ok(vf) => add_netlink_guids(&mut inv, &vf).await,
+            Err(e) => inv.warnings.push(e.to_string()),
+        }
+    }
+    if json {
+        match serde_json::to_string_pretty(&inv) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("cannot encode the inventory: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", inv.render_table());
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_agent(s: AgentSettings) -> ExitCode {
+    crate::install_crypto_provider();
+    let metrics = match AgentMetrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("cannot register metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cluster = match KubeAgentCluster::connect(s.kubeconfig.as_deref(), &s.node_name).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sys = Sysfs::new(s.sysfs_root.clone());
+    let vf = match NetlinkVfControl::connect(sys.clone()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut agent = Agent::new(&s.node_name, s.mode, sys, cluster, vf, metrics.clone());
+    tracing::info!(
+        node = %s.node_name,
+        mode = ?s.mode,
+        interval = %format_duration(s.interval),
+        sysfs_root = %s.sysfs_root.display(),
+        "agent starting"
+    );
+    if s.once {
+        let report = agent.pass().await;
+        return if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    let health = Arc::new(Health::new(Instant::now(), s.stale_after()));
+    let listener = match tokio::net::TcpListener::bind(s.admin_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("FABRIC_SYNC_AGENT_ADMIN_LISTEN (--admin-listen): cannot listen on {}: {e}", s.admin_listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let router = admin_router(metrics, health.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        // A pass is never cut short: stopping between unbind and bind would strand a VF.
+        agent.pass().await;
+        health.pass_finished(Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(s.interval) => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!("agent stopping");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(root: &std::path::Path) -> AgentArgs {
+        AgentArgs {
+            node_name: Some("node-1".into()),
+            mode: AgentMode::Verify,
+            once: false,
+            interval: "60s".into(),
+            sysfs_root: root.to_path_buf(),
+            admin_listen: "0.0.0.0:9810".into(),
+            kubeconfig: None,
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AgentSettings::from_args(&args(dir.path())).unwrap();
+        assert_eq!(s.interval, Duration::from_secs(60));
+        assert_eq!(s.stale_after(), Duration::from_secs(240));
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |a: AgentArgs| AgentSettings::from_args(&a).unwrap_err().to_string();
+        assert!(err(AgentArgs { node_name: None, ..args(dir.path()) }).starts_with("K8S_NODE (--node-name)"));
+        assert!(
+            err(AgentArgs { interval: "5".into(), ..args(dir.path()) })
+                .starts_with("FABRIC_SYNC_AGENT_INTERVAL (--interval)")
+        );
+        assert!(
+            err(AgentArgs { sysfs_root: dir.path().join("nope"), ..args(dir.path()) })
+                .starts_with("FABRIC_SYNC_SYSFS_ROOT (--sysfs-root)")
+        );
+        assert!(
+            err(AgentArgs { admin_listen: "9810".into(), ..args(dir.path()) })
+                .starts_with("FABRIC_SYNC_AGENT_ADMIN_LISTEN (--admin-listen)")
+        );
+    }
+}
