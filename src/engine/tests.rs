@@ -586,3 +586,48 @@ fn a_refused_mass_removal_is_reconsidered_once_replacements_join() {
     assert_eq!(w.members("0x20").len(), 6, "4 stale of 10 after the adds: removed");
     assert!((1..=4).all(|i| !w.members("0x20").contains(&g(200 + i))));
 }
+
+#[test]
+fn security_a_nad_in_one_namespace_cannot_move_another_namespaces_pods() {
+    let mut w = World::default();
+    w.nad("team-a", "ib", r#"{"type":"ib-sriov","pkey":"0x10"}"#);
+    w.nad("team-b", "ib", r#"{"type":"ib-sriov","pkey":"0x20"}"#);
+    w.pod_in("team-a", "a1", "n1", "ib");
+    w.converge();
+    let ga = w.guid_of("a1", 0);
+    // Team B repoints its own network called "ib"; team A's pod references team-a/ib.
+    w.nad("team-b", "ib", r#"{"type":"ib-sriov","pkey":"0x30"}"#);
+    w.state.apply(ClusterEvent::NetworkDeleted { key: NetworkKey::new("team-b", "ib"), kind: NetworkKind::Nad });
+    w.converge();
+    assert_eq!(w.members("0x10"), [ga].into());
+    assert!(w.members("0x30").is_empty() && w.members("0x20").is_empty());
+    assert_eq!(w.annotation("a1")[0]["cni-args"]["pkey"], "0x10");
+}
+
+#[test]
+fn security_crafted_infiniband_guid_cannot_join_a_guid_listed_in_another_partition() {
+    let mut w = World::default();
+    w.ib_nad("a", "0x10");
+    // A GUID inside the managed range that UFM lists in another tenant's partition, owned by
+    // no pod we know (e.g. a pod deleted while we were down): it is not handed to a new pod.
+    w.fabric.entry(pk("0x20")).or_default().insert(g(9));
+    w.ib_nad("other", "0x20");
+    w.pod("u1", "n1", &format!(r#"[{{"name":"a","infiniband-guid":"{}"}}]"#, g(9)));
+    w.step();
+    w.list();
+    w.step();
+    assert_eq!(w.standing("u1", "a"), Some(Reason::GuidConflict));
+    assert!(!w.members("0x10").contains(&g(9)));
+}
+
+#[test]
+fn security_policy_warn_mode_configures_but_reports() {
+    let policy = Policy::parse("p", "rules:\n  - namespaces: [t]\n    pkeys: ['0x10']\n").unwrap();
+    let cfg = EngineConfig { policy: Some(policy), policy_mode: PolicyMode::Warn, ..EngineConfig::default() };
+    let mut w = World::new(cfg);
+    w.ib_nad("theirs", "0x20");
+    w.pod("u1", "n1", "theirs");
+    w.converge();
+    assert_eq!(w.members("0x20").len(), 1);
+    assert!(w.events.iter().any(|e| e.reason == "PKeyNotAllowed" && e.message.contains("policy mode warn")));
+}

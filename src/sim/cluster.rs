@@ -3,7 +3,7 @@
 //! `ClusterWriter` port (with a configurable API latency). It also records what the simulator
 //! measures: configure latency, API requests, and writes that broke an invariant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,18 @@ struct Inner {
     configured_before_fabric: u64,
 }
 
+struct Watcher {
+    id: u64,
+    sender: mpsc::Sender<ClusterEvent>,
+    /// While the connection is down: what the watcher knew when it dropped.
+    paused: Option<Known>,
+}
+
+struct Known {
+    pods: BTreeSet<String>,
+    nads: BTreeSet<NetworkKey>,
+}
+
 /// API requests the engine made, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApiCounts {
@@ -64,8 +76,10 @@ pub struct SimCluster {
     inner: Mutex<Inner>,
     counts: Mutex<ApiCounts>,
     api_latency: Duration,
-    /// Held while sending, so a controller's initial list and later changes arrive in order.
-    sender: tokio::sync::Mutex<Option<mpsc::Sender<ClusterEvent>>>,
+    /// Watch streams, one per controller. Held while sending, so a controller's initial list
+    /// and later changes arrive in order.
+    watchers: tokio::sync::Mutex<Vec<Watcher>>,
+    next_watcher: std::sync::atomic::AtomicU64,
     accepted: Arc<Accepted>,
     /// A write fails with a conflict this often (0..1), like a 409 under concurrent writers.
     conflict_rate: f64,
@@ -77,7 +91,8 @@ impl SimCluster {
             inner: Mutex::new(Inner::default()),
             counts: Mutex::new(ApiCounts::default()),
             api_latency,
-            sender: tokio::sync::Mutex::new(None),
+            watchers: tokio::sync::Mutex::new(Vec::new()),
+            next_watcher: std::sync::atomic::AtomicU64::new(1),
             accepted,
             conflict_rate,
         }
@@ -87,45 +102,83 @@ impl SimCluster {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Points the watch stream at a (new) controller and delivers the initial list to it
+    /// Opens a watch stream for a (new) controller and delivers the initial list to it
     /// (namespaces, nodes, NADs, pods, then caches-synced), as a fresh informer would.
-    pub async fn connect(&self, sender: mpsc::Sender<ClusterEvent>) {
-        let mut slot = self.sender.lock().await;
-        let initial = {
-            let inner = self.lock();
-            let mut out = Vec::with_capacity(inner.pods.len() + inner.nads.len() + inner.nodes.len() + 8);
-            for (name, labels) in &inner.namespaces {
-                out.push(ClusterEvent::NamespaceApplied { name: name.clone(), labels: labels.clone() });
-            }
-            for (name, cap) in &inner.nodes {
-                out.push(ClusterEvent::NodeApplied { name: name.clone(), pkey_capacity: *cap });
-            }
-            for (key, nad) in &inner.nads {
-                out.push(nad_event(key, nad));
-            }
-            for pod in inner.pods.values() {
-                out.push(ClusterEvent::PodApplied(view(pod)));
-            }
-            out.push(ClusterEvent::CachesSynced);
-            out
-        };
-        for ev in initial {
+    /// Returns the stream's id for [`SimCluster::disconnect`].
+    pub async fn connect(&self, sender: mpsc::Sender<ClusterEvent>) -> u64 {
+        let id = self.next_watcher.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut watchers = self.watchers.lock().await;
+        for ev in self.initial_list(&BTreeSet::new(), &BTreeSet::new()) {
             if sender.send(ev).await.is_err() {
                 break;
             }
         }
-        *slot = Some(sender);
+        watchers.push(Watcher { id, sender, paused: None });
+        id
     }
 
-    /// Disconnects the watch stream (the controller is gone).
-    pub async fn disconnect(&self) {
-        *self.sender.lock().await = None;
+    /// Closes a controller's watch stream (the controller is gone).
+    pub async fn disconnect(&self, id: u64) {
+        self.watchers.lock().await.retain(|w| w.id != id);
+    }
+
+    /// Every watch connection drops: nothing is delivered until [`SimCluster::resume_watches`].
+    pub async fn drop_watches(&self) {
+        let known = {
+            let inner = self.lock();
+            Known { pods: inner.pods.keys().cloned().collect(), nads: inner.nads.keys().cloned().collect() }
+        };
+        for w in self.watchers.lock().await.iter_mut() {
+            if w.paused.is_none() {
+                w.paused = Some(Known { pods: known.pods.clone(), nads: known.nads.clone() });
+            }
+        }
+    }
+
+    /// Watches come back with a relist (their resource version expired: 410 Gone): deletions of
+    /// what vanished meanwhile, the full list, then caches-synced — what the kube adapter emits.
+    pub async fn resume_watches(&self) {
+        let mut watchers = self.watchers.lock().await;
+        for w in watchers.iter_mut() {
+            let Some(known) = w.paused.take() else { continue };
+            for ev in self.initial_list(&known.pods, &known.nads) {
+                if w.sender.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The full list, preceded by deletions of known objects that no longer exist.
+    fn initial_list(&self, known_pods: &BTreeSet<String>, known_nads: &BTreeSet<NetworkKey>) -> Vec<ClusterEvent> {
+        let inner = self.lock();
+        let mut out = Vec::with_capacity(inner.pods.len() + inner.nads.len() + inner.nodes.len() + 8);
+        for uid in known_pods.iter().filter(|u| !inner.pods.contains_key(*u)) {
+            out.push(ClusterEvent::PodDeleted { uid: crate::engine::PodUid::new(uid) });
+        }
+        for key in known_nads.iter().filter(|k| !inner.nads.contains_key(*k)) {
+            out.push(ClusterEvent::NetworkDeleted { key: key.clone(), kind: NetworkKind::Nad });
+        }
+        for (name, labels) in &inner.namespaces {
+            out.push(ClusterEvent::NamespaceApplied { name: name.clone(), labels: labels.clone() });
+        }
+        for (name, cap) in &inner.nodes {
+            out.push(ClusterEvent::NodeApplied { name: name.clone(), pkey_capacity: *cap });
+        }
+        for (key, nad) in &inner.nads {
+            out.push(nad_event(key, nad));
+        }
+        for pod in inner.pods.values() {
+            out.push(ClusterEvent::PodApplied(view(pod)));
+        }
+        out.push(ClusterEvent::CachesSynced);
+        out
     }
 
     async fn send(&self, ev: ClusterEvent) {
-        let slot = self.sender.lock().await;
-        if let Some(s) = slot.as_ref() {
-            let _ = s.send(ev).await;
+        let watchers = self.watchers.lock().await;
+        for w in watchers.iter().filter(|w| w.paused.is_none()) {
+            let _ = w.sender.send(ev.clone()).await;
         }
     }
 

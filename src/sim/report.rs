@@ -65,6 +65,7 @@ pub struct Report {
     pub invariants: Invariants,
     pub converged: bool,
     pub restarts: usize,
+    pub leader_changes: usize,
     pub breaker_trips: u64,
     pub peak_rss_mb: f64,
 }
@@ -77,6 +78,7 @@ impl Report {
         wall: Duration,
         converged: bool,
         restarts: usize,
+        leader_changes: usize,
     ) -> Report {
         let invariants = check_invariants(world);
         let pods = world.cluster.pods();
@@ -124,6 +126,7 @@ impl Report {
             invariants,
             converged,
             restarts,
+            leader_changes,
             breaker_trips: stats.breaker_trips.get(),
             peak_rss_mb: peak_rss_mb(),
         }

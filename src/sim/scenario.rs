@@ -126,7 +126,8 @@ pub fn network_of(i: usize) -> (String, String) {
 pub(super) struct Controller {
     handle: Option<JoinHandle<()>>,
     pub stats: Arc<EngineStats>,
-    leader: Option<watch::Sender<bool>>,
+    leader: watch::Sender<bool>,
+    watch_id: u64,
 }
 
 impl Controller {
@@ -135,24 +136,29 @@ impl Controller {
         fabric: Arc<dyn Fabric>,
         cfg: EngineConfig,
         timing: Timing,
+        leader: bool,
     ) -> Controller {
         let (tx, rx) = mpsc::channel(8192);
-        let (leader_tx, leader_rx) = watch::channel(true);
+        let (leader_tx, leader_rx) = watch::channel(leader);
         let stats = Arc::new(EngineStats::default());
         let engine = Engine::new(State::new(cfg), fabric, cluster.clone(), timing, stats.clone());
         let handle = tokio::spawn(engine.run(rx, leader_rx));
-        cluster.connect(tx).await;
-        Controller { handle: Some(handle), stats, leader: Some(leader_tx) }
+        let watch_id = cluster.connect(tx).await;
+        Controller { handle: Some(handle), stats, leader: leader_tx, watch_id }
     }
 
     /// Kills the controller without warning, as a crash or a lost node would.
     pub(super) async fn kill(&mut self, cluster: &SimCluster) {
-        cluster.disconnect().await;
+        cluster.disconnect(self.watch_id).await;
         if let Some(h) = self.handle.take() {
             h.abort();
             let _ = h.await;
         }
-        self.leader = None;
+    }
+
+    /// Gives or takes leadership (what the Lease loop does).
+    pub(super) fn set_leader(&self, leader: bool) {
+        let _ = self.leader.send(leader);
     }
 }
 
@@ -218,8 +224,14 @@ impl World {
         Ok(World { ufm, cluster, fabric, counters, cfg, timing, foreign_managed: PKey::DEFAULT })
     }
 
+    /// A new controller, leading.
     pub(super) async fn controller(&self) -> Controller {
-        Controller::start(&self.cluster, self.fabric.clone(), self.cfg.clone(), self.timing.clone()).await
+        self.controller_as(true).await
+    }
+
+    /// A new controller, leading or a warm follower.
+    pub(super) async fn controller_as(&self, leader: bool) -> Controller {
+        Controller::start(&self.cluster, self.fabric.clone(), self.cfg.clone(), self.timing.clone(), leader).await
     }
 
     /// Seeds memberships fabric-sync must leave alone (straight into the mock's table).
@@ -295,6 +307,9 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
         world.cluster.apply_nad(&ns, &name, BTreeMap::new(), &config).await;
     }
     let mut controller = world.controller().await;
+    // Chaos keeps a warm follower, as a two-replica Deployment does.
+    let mut follower = if s.faults == FaultProfile::Chaos { Some(world.controller_as(false).await) } else { None };
+    let mut leader_changes = 0usize;
     progress(Progress::Phase("burst"));
     let mut next_pod = 0usize;
     for _ in 0..s.pods {
@@ -322,6 +337,29 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
                 create_pod(&world, s, next_pod).await;
                 next_pod += 1;
             }
+            if s.faults == FaultProfile::Chaos && round == 0 {
+                // Watch connections drop; pods come and go unseen; the watches relist (410 Gone).
+                world.cluster.drop_watches().await;
+                let live: Vec<String> = world.cluster.pods().into_iter().map(|p| p.uid).collect();
+                for i in pick(&mut rng, live.len(), per_round.max(1)) {
+                    world.cluster.delete_pod(&live[i]).await;
+                }
+                for _ in 0..per_round.max(1) {
+                    create_pod(&world, s, next_pod).await;
+                    next_pod += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                world.cluster.resume_watches().await;
+            }
+            if s.faults == FaultProfile::Chaos && round == 2 {
+                // A leader change: the old leader stops writing before the new one starts.
+                if let Some(f) = follower.take() {
+                    controller.set_leader(false);
+                    f.set_leader(true);
+                    follower = Some(std::mem::replace(&mut controller, f));
+                    leader_changes += 1;
+                }
+            }
             if s.faults == FaultProfile::Chaos && round == 1 && s.pkeys > 1 {
                 // A tenant moves a network to another pkey while pods use it.
                 let (ns, name) = network_of(1);
@@ -333,16 +371,13 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
             if restarts_done < s.restarts {
                 let every = rounds.div_ceil(s.restarts.max(1));
                 if round % every.max(1) == 0 || rounds - round <= s.restarts - restarts_done {
-                    controller.kill(&world.cluster).await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    controller = world.controller().await;
+                    controller = restart(&world, controller, &mut follower).await;
                     restarts_done += 1;
                 }
             }
         }
         while restarts_done < s.restarts {
-            controller.kill(&world.cluster).await;
-            controller = world.controller().await;
+            controller = restart(&world, controller, &mut follower).await;
             restarts_done += 1;
         }
         if matches!(s.faults, FaultProfile::Outage | FaultProfile::Chaos) {
@@ -351,6 +386,8 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
             tokio::time::sleep(end.min(Duration::from_secs(s.timeout_s))).await;
         }
         world.ufm.clear_faults();
+        world.ufm.update_settings(|st| st.apply_delay_ms = 0);
+        world.ufm.apply_pending();
         if s.ufm_latency_ms > 0 {
             world.ufm.add_fault(mock_ufm::FaultRule::latency(Duration::from_millis(s.ufm_latency_ms)));
         }
@@ -358,10 +395,28 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
         converged = world.converge(Duration::from_secs(s.timeout_s), progress).await;
     }
     let stats = controller.stats.clone();
-    let report = Report::build(s, &world, &stats, started.elapsed(), converged, restarts_done);
+    let report = Report::build(s, &world, &stats, started.elapsed(), converged, restarts_done, leader_changes);
     controller.kill(&world.cluster).await;
+    if let Some(mut f) = follower {
+        f.kill(&world.cluster).await;
+    }
     world.ufm.shutdown().await;
     Ok(report)
+}
+
+/// Kills the leader. A warm follower takes over (and a new follower starts), or a new
+/// controller starts in its place.
+async fn restart(world: &World, mut leader: Controller, follower: &mut Option<Controller>) -> Controller {
+    leader.kill(&world.cluster).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match follower.take() {
+        Some(f) => {
+            f.set_leader(true);
+            *follower = Some(world.controller_as(false).await);
+            f
+        }
+        None => world.controller().await,
+    }
 }
 
 async fn create_pod(world: &World, s: &Scenario, i: usize) {
@@ -383,6 +438,8 @@ fn install_faults(world: &World, s: &Scenario) {
             world.ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
         }
         FaultProfile::Chaos => {
+            // UFM applies through OpenSM: changes show up in listings only later.
+            world.ufm.update_settings(|st| st.apply_delay_ms = 100);
             world.ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
             world.ufm.add_fault(FaultRule::hang().with_probability(0.02).path(writes));
             world.ufm.add_fault(FaultRule::reset().with_probability(0.02).path(writes));

@@ -387,6 +387,38 @@ mod tests {
     }
 
     #[test]
+    fn listing_and_single_answers_never_panic_on_arbitrary_bytes() {
+        use proptest::prelude::*;
+        let cases = std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+        let body = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            ".{0,200}".prop_map(String::into_bytes),
+            (prop::collection::btree_map(
+                prop_oneof![Just("0x5".to_string()), Just("0x7fff".to_string()), "[0-9a-zx]{0,6}"],
+                prop_oneof![
+                    Just(serde_json::json!({"guids": [{"guid": "0200000000000001", "membership": "limited", "index0": true}]})),
+                    Just(serde_json::json!({"guids": ["0200000000000002", 5, null, {"guid": 7}]})),
+                    Just(serde_json::json!({"guids": "nope", "qos_conf": {"mtu_limit": 4096, "rate_limit": "x"}})),
+                    Just(serde_json::json!([1, 2])),
+                    ".{0,12}".prop_map(serde_json::Value::String),
+                ],
+                0..6
+            ))
+            .prop_map(|m| serde_json::to_vec(&m).unwrap_or_default()),
+        ];
+        let mut runner =
+            proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases, ..Default::default() });
+        runner
+            .run(&body, |b| {
+                let _ = parse_listing(&b);
+                let _ = parse_one(PKey::new(5).unwrap_or(PKey::DEFAULT), &b);
+                let _ = parse_version(&b);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
     fn managed_filter_keeps_only_the_range() {
         let range = GuidRange::new(g(0x0200_0000_0000_0000), g(0x02ff_ffff_ffff_ffff)).unwrap();
         let m = |v| FabricMember { guid: g(v), membership: Membership::Full, index0: true };
