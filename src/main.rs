@@ -59,10 +59,7 @@ fn main() -> ExitCode {
             println!("{}", fabric_sync::version_string());
             ExitCode::SUCCESS
         }
-        Command::Controller(cmd) => {
-            let ControllerCmd { ufm, engine, controller } = *cmd;
-            fabric_sync::controller::main(ufm, engine, controller)
-        }
+        Command::Controller(_) => not_built("controller"),
         Command::Agent(cmd) => fabric_sync::agent::cli::main(*cmd),
         Command::Demo => fabric_sync::sim::demo::main(),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
