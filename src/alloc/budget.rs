@@ -103,6 +103,14 @@ impl PkeyBudget {
         }
     }
 
+    /// Forgets every node's pkey usage, keeping the capacities nodes reported (a new leader term
+    /// rebuilds usage; capacities came from watched Node annotations and stay true).
+    pub fn clear_usage(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.pkeys.clear();
+        }
+    }
+
     /// Nodes whose distinct pkeys have reached their limit.
     pub fn nodes_at_limit(&self) -> usize {
         self.nodes.keys().filter(|n| self.used(n) >= self.limit(n)).count()

@@ -222,7 +222,8 @@ impl State {
         self.standing.clear();
         self.knowledge = Knowledge::default();
         self.pool = GuidPool::new(self.cfg.guid_range);
-        self.budget = PkeyBudget::new(self.cfg.pkey_capacity, self.cfg.pkey_reserved_slots);
+        // Node capacities came from watched annotations and stay true across terms.
+        self.budget.clear_usage();
         self.dirty_guids.clear();
         self.dirty_status.clear();
         self.fabric_listed = false;

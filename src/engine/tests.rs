@@ -631,3 +631,17 @@ fn security_policy_warn_mode_configures_but_reports() {
     assert_eq!(w.members("0x20").len(), 1);
     assert!(w.events.iter().any(|e| e.reason == "PKeyNotAllowed" && e.message.contains("policy mode warn")));
 }
+
+#[test]
+fn node_capacity_learned_as_a_follower_survives_becoming_leader() {
+    let mut w = World::default();
+    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), pkey_capacity: Some(2) });
+    w.state.reset_leader_state(); // a new leader term
+    w.ib_nad("a", "0x1");
+    w.ib_nad("b", "0x2");
+    w.pod("u1", "n1", "a");
+    w.pod("u2", "n1", "b");
+    w.converge();
+    assert_eq!(w.state.budget.capacity("n1"), 2);
+    assert_eq!(w.standing("u2", "b"), Some(Reason::PKeyLimitExceeded));
+}

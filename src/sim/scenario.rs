@@ -13,7 +13,7 @@ use super::cluster::SimCluster;
 use super::recording::{Accepted, RecordingFabric};
 use super::report::{Report, check_invariants};
 use crate::alloc::GuidRange;
-use crate::config::{CredentialSource, SmPlugin, UfmScheme, UfmSettings};
+use crate::config::{UfmArgs, UfmSettings};
 use crate::engine::{Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::ib::PKey;
 use crate::ufm::{UfmClient, UfmCounters};
@@ -172,6 +172,9 @@ pub(super) struct World {
     pub timing: Timing,
     /// The managed pkey holding the seeded GUID from outside the range.
     pub foreign_managed: PKey,
+    /// The mounted UFM Secret the client reads its token from.
+    secret_dir: SecretDir,
+    token: std::sync::Mutex<String>,
 }
 
 impl World {
@@ -191,21 +194,26 @@ impl World {
         })
         .await
         .map_err(|e| SimError::MockUfm(e.to_string()))?;
-        let settings = UfmSettings {
-            plugin: SmPlugin::Ufm,
-            scheme: UfmScheme::Https,
-            address: "127.0.0.1".into(),
-            port: ufm.addr().port(),
-            ca_pem: ufm.ca_pem(),
-            insecure_skip_verify: false,
-            client_cert: None,
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_millis(1500),
-            max_attempts: 3,
-            max_guids_per_request: 2000,
-            credentials: CredentialSource::basic("admin", &password),
-            warnings: Vec::new(),
+        // Credentials come the way a cluster mounts them: a Secret directory the client re-reads.
+        let token = ufm.issue_token();
+        let secret_dir = SecretDir::new().map_err(|e| SimError::Scenario(format!("secret directory: {e}")))?;
+        secret_dir.write("UFM_TOKEN", &token).map_err(|e| SimError::Scenario(format!("secret directory: {e}")))?;
+        let args = UfmArgs {
+            sm_plugin: "ufm".into(),
+            address: Some("127.0.0.1".into()),
+            port: Some(ufm.addr().port().to_string()),
+            scheme: Some("https".into()),
+            certificate: ufm.ca_pem(),
+            secret_dir: Some(secret_dir.path.clone()),
+            insecure_skip_verify: "false".into(),
+            connect_timeout: "2s".into(),
+            request_timeout: "1500ms".into(),
+            max_attempts: "3".into(),
+            max_guids_per_request: "2000".into(),
+            ..UfmArgs::default()
         };
+        let settings = UfmSettings::from_args(&args).map_err(|e| SimError::Client(e.to_string()))?;
+        let _ = password;
         let client = UfmClient::new(&settings)
             .map_err(|e| SimError::Client(e.to_string()))?
             .with_retry_delays(Duration::from_millis(20), Duration::from_millis(200));
@@ -221,7 +229,31 @@ impl World {
             max_parallel_pkeys: 8,
             patch_concurrency: 64,
         };
-        Ok(World { ufm, cluster, fabric, counters, cfg, timing, foreign_managed: PKey::DEFAULT })
+        Ok(World {
+            ufm,
+            cluster,
+            fabric,
+            counters,
+            cfg,
+            timing,
+            foreign_managed: PKey::DEFAULT,
+            secret_dir,
+            token: std::sync::Mutex::new(token),
+        })
+    }
+
+    /// Starts a token rotation as an operator might, badly: a new token is issued and the old
+    /// one revoked at once, while the mounted Secret still holds the old one. Requests get 401s
+    /// until [`World::finish_rotation`] writes the new token and the client re-reads it.
+    pub(super) fn begin_rotation(&self) -> String {
+        let fresh = self.ufm.issue_token();
+        let old = std::mem::replace(&mut *self.token.lock().unwrap_or_else(|p| p.into_inner()), fresh.clone());
+        self.ufm.revoke_token(&old);
+        fresh
+    }
+
+    pub(super) fn finish_rotation(&self, token: &str) -> Result<(), SimError> {
+        self.secret_dir.write("UFM_TOKEN", token).map_err(|e| SimError::Scenario(format!("secret directory: {e}")))
     }
 
     /// A new controller, leading.
@@ -385,6 +417,17 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
             let end = Duration::from_millis(s.outage_ms);
             tokio::time::sleep(end.min(Duration::from_secs(s.timeout_s))).await;
         }
+        if s.faults == FaultProfile::Chaos {
+            // Credential rotation with a gap: the pods created now meet 401s until the Secret
+            // catches up, then must be configured without a restart.
+            let fresh = world.begin_rotation();
+            for _ in 0..per_round.max(1) {
+                create_pod(&world, s, next_pod).await;
+                next_pod += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            world.finish_rotation(&fresh)?;
+        }
         world.ufm.clear_faults();
         world.ufm.update_settings(|st| st.apply_delay_ms = 0);
         world.ufm.apply_pending();
@@ -446,5 +489,37 @@ fn install_faults(world: &World, s: &Scenario) {
             world.ufm.add_fault(FaultRule::unauthorized_next(3));
             world.ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
         }
+    }
+}
+
+/// A private temporary directory holding UFM Secret files; removed when dropped.
+struct SecretDir {
+    path: std::path::PathBuf,
+}
+
+impl SecretDir {
+    fn new() -> std::io::Result<SecretDir> {
+        let path =
+            std::env::temp_dir().join(format!("fabric-sync-sim-{}-{:x}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(SecretDir { path })
+    }
+
+    /// Replaces a file atomically, as the kubelet swaps a Secret volume.
+    fn write(&self, key: &str, value: &str) -> std::io::Result<()> {
+        let tmp = self.path.join(format!(".{key}.tmp"));
+        std::fs::write(&tmp, value)?;
+        std::fs::rename(&tmp, self.path.join(key))
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
