@@ -6,8 +6,10 @@
 pub mod agent;
 pub mod alloc;
 pub mod config;
+pub mod controller;
 pub mod engine;
 pub mod ib;
+pub mod kube;
 pub mod netdef;
 pub mod ops;
 pub mod sim;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fabric_sync::config::{ControllerArgs, EngineArgs, LogFormat, UfmArgs};
 
 #[derive(Parser)]
@@ -33,6 +33,10 @@ enum Command {
     Ufm(Box<fabric_sync::ufm::cli::UfmCmd>),
     /// Print the version and git commit.
     Version,
+    /// Every flag of every subcommand as JSON (long name, env var, default), for the tests that
+    /// keep deploy/ true to the binary.
+    #[command(hide = true)]
+    ConfigSchema,
 }
 
 #[derive(clap::Args)]
@@ -45,11 +49,6 @@ struct ControllerCmd {
     controller: ControllerArgs,
 }
 
-fn not_built(what: &str) -> ExitCode {
-    eprintln!("fabric-sync {what}: not built yet in this version");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     fabric_sync::install_crypto_provider();
     let cli = Cli::parse();
@@ -59,10 +58,49 @@ fn main() -> ExitCode {
             println!("{}", fabric_sync::version_string());
             ExitCode::SUCCESS
         }
-        Command::Controller(_) => not_built("controller"),
+        Command::ConfigSchema => {
+            println!("{}", config_schema());
+            ExitCode::SUCCESS
+        }
+        Command::Controller(cmd) => {
+            let ControllerCmd { ufm, engine, controller } = *cmd;
+            fabric_sync::controller::main(ufm, engine, controller)
+        }
         Command::Agent(cmd) => fabric_sync::agent::cli::main(*cmd),
         Command::Demo => fabric_sync::sim::demo::main(),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
         Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),
     }
+}
+
+/// `{"<subcommand path>": [{"long", "env", "default"}]}` for every (sub)command, walked from clap's
+/// own definition so that it cannot drift from the flags the binary accepts.
+fn config_schema() -> serde_json::Value {
+    fn walk(cmd: &clap::Command, path: String, out: &mut serde_json::Map<String, serde_json::Value>) {
+        let args: Vec<serde_json::Value> = cmd
+            .get_arguments()
+            .filter(|a| !matches!(a.get_action(), clap::ArgAction::Help | clap::ArgAction::Version))
+            .filter(|a| a.get_long().is_some() || a.get_env().is_some())
+            .map(|a| {
+                let default: Vec<String> =
+                    a.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
+                serde_json::json!({
+                    "long": a.get_long(),
+                    "env": a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                    "default": (!default.is_empty()).then(|| default.join(",")),
+                })
+            })
+            .collect();
+        out.insert(path.clone(), args.into());
+        // clap's generated `help` subcommands take no settings.
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+    let mut cmd = Cli::command();
+    // Propagates global flags (e.g. --log-format) into every subcommand.
+    cmd.build();
+    let mut out = serde_json::Map::new();
+    walk(&cmd, cmd.get_name().to_string(), &mut out);
+    out.into()
 }

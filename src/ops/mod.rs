@@ -1,5 +1,10 @@
-//! Operations plumbing: tracing setup now; the admin HTTP server and metrics registry later.
+//! Operations plumbing: tracing setup, the Prometheus metrics registry and the admin HTTP
+//! server (`/metrics`, `/healthz`, `/readyz`).
 
+mod admin;
+mod metrics;
 mod telemetry;
 
+pub use admin::{AdminState, readiness, router, serve};
+pub use metrics::{METRICS, Metrics};
 pub use telemetry::init_tracing;

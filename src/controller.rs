@@ -1,0 +1,238 @@
+//! `fabric-sync controller`: the engine wired to the Kubernetes adapter (watchers, writer,
+//! Lease), the UFM client and the admin server. Every replica watches (warm standby); only the
+//! Lease holder writes. SIGTERM stops writing, releases the Lease and exits 0.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{
+    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, SmPlugin, UfmArgs, UfmSettings,
+};
+use crate::engine::{Engine, EngineConfig, EngineStats, Fabric, State, Timing};
+use crate::kube::{
+    EventPublisher, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, WatchSettings, client_config, spawn_watchers,
+};
+use crate::ops::{AdminState, Metrics};
+use crate::ufm::{NoopFabric, UfmClient};
+
+/// Events queued between the watchers and the engine (a burst waits here, not in memory twice).
+const EVENT_BUFFER: usize = 4096;
+/// How long shutdown waits for the engine to drop leadership, and for the Lease release.
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything the controller needs besides its client and fabric.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub lease: LeaseSettings,
+    pub watch: WatchSettings,
+    pub engine: EngineConfig,
+    pub timing: Timing,
+}
+
+/// One controller replica.
+pub struct Controller {
+    client: Client,
+    fabric: Arc<dyn Fabric>,
+    config: ControllerConfig,
+    stats: Arc<EngineStats>,
+    metrics: Arc<Metrics>,
+}
+
+impl Controller {
+    pub fn new(client: Client, fabric: Arc<dyn Fabric>, config: ControllerConfig, metrics: Arc<Metrics>) -> Controller {
+        Controller { client, fabric, config, stats: Arc::new(EngineStats::default()), metrics }
+    }
+
+    /// The engine's counters and flags (leader, synced, fabric reached), for the admin server.
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then steps down: writes stop, the Lease is released,
+    /// the watchers and the engine end. Dropping this future instead stops everything at once
+    /// without releasing the Lease (as a crash would).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let Controller { client, fabric, config, stats, metrics } = self;
+        let identity = config.lease.identity.clone();
+        tracing::info!(identity = %identity, lease = %format!("{}/{}", config.lease.namespace, config.lease.name),
+            "controller starting");
+        // Dropping the set aborts every task in it: nothing outlives `run`.
+        let mut tasks = JoinSet::new();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let uids = Arc::new(NetworkUids::default());
+        let publisher = EventPublisher::new(client.clone(), &identity, uids.clone());
+        let writer = Arc::new(KubeWriter::new(client.clone(), publisher, metrics.clone()));
+        let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
+        tasks.spawn(engine.run(events_rx, leader_rx));
+        spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids);
+
+        let mut elector = LeaderElector::new(client, config.lease);
+        tokio::select! {
+            () = elector.run(&leader_tx) => {}
+            () = shutdown => {}
+        }
+        tracing::info!(identity = %identity, "shutting down");
+        let was_leader = leader_tx.send_replace(false);
+        if was_leader {
+            // The engine aborts its in-flight writes when it sees leadership go.
+            let acknowledged = wait_until(STEP_DOWN_WAIT, || !stats.is_leader()).await;
+            if !acknowledged {
+                tracing::warn!("the engine did not acknowledge stepping down in time");
+            }
+        }
+        match tokio::time::timeout(STEP_DOWN_WAIT, elector.release()).await {
+            Ok(Ok(true)) | Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the leader lease; it will expire"),
+            Err(_) => tracing::warn!("releasing the leader lease timed out; it will expire"),
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!(identity = %identity, "controller stopped");
+    }
+}
+
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// Validated settings of `fabric-sync controller`.
+struct Settings {
+    ufm: UfmSettings,
+    engine: EngineSettings,
+    engine_config: EngineConfig,
+    controller: ControllerSettings,
+}
+
+fn load(ufm: &UfmArgs, engine: &EngineArgs, controller: &ControllerArgs) -> Result<Settings, String> {
+    let ufm = UfmSettings::from_args(ufm).map_err(|e| e.to_string())?;
+    let engine = EngineSettings::from_args(engine).map_err(|e| e.to_string())?;
+    let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
+    let controller = ControllerSettings::from_args(controller, &hostname()).map_err(|e| e.to_string())?;
+    Ok(Settings { ufm, engine, engine_config, controller })
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fabric-sync".to_string())
+}
+
+/// The `fabric-sync controller` command. Exit 2 for a configuration problem (the message names
+/// the setting), 1 for a runtime failure, 0 after a clean shutdown (SIGTERM or Ctrl-C).
+pub fn main(ufm: UfmArgs, engine: EngineArgs, controller: ControllerArgs) -> ExitCode {
+    let settings = match load(&ufm, &engine, &controller) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fabric-sync controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fabric-sync controller: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run_main(settings))
+}
+
+async fn run_main(s: Settings) -> ExitCode {
+    let metrics = Metrics::new();
+    let identity = s.controller.identity.clone();
+    let client = match client_config(s.controller.kubeconfig.as_deref(), &identity).await.and_then(|c| {
+        Client::try_from(c)
+            .map_err(|e| ConfigError { setting: "KUBECONFIG (--kubeconfig)".into(), detail: e.to_string() })
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fabric-sync controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let fabric: Arc<dyn Fabric> = match s.ufm.plugin {
+        SmPlugin::Noop => {
+            for w in &s.ufm.warnings {
+                tracing::warn!("{w}");
+            }
+            Arc::new(NoopFabric)
+        }
+        // UfmClient::new logs the settings' warnings itself.
+        SmPlugin::Ufm => match UfmClient::new(&s.ufm) {
+            Ok(c) => Arc::new(c.with_observer(metrics.clone())),
+            Err(e) => {
+                eprintln!("fabric-sync controller: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let listener = match tokio::net::TcpListener::bind(s.controller.admin_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "fabric-sync controller: cannot listen on {} (FABRIC_SYNC_ADMIN_LISTEN): {e}",
+                s.controller.admin_listen
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let mut lease = LeaseSettings::new(&s.controller.namespace, &s.controller.lease_name, &identity);
+    lease.renew_deadline = lease.renew_deadline.min(lease.duration);
+    let config = ControllerConfig {
+        lease,
+        watch: WatchSettings::default(),
+        engine: s.engine_config,
+        timing: Timing::from_settings(&s.engine),
+    };
+    let controller = Controller::new(client, fabric, config, metrics.clone());
+    let admin_state = AdminState { stats: controller.stats(), metrics };
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    tracing::info!(listen = %s.controller.admin_listen, "admin server listening (/metrics, /healthz, /readyz)");
+    let admin = tokio::spawn(crate::ops::serve(listener, admin_state, async move {
+        let _ = admin_stopped.await;
+    }));
+    controller.run(shutdown_signal()).await;
+    let _ = admin_stop.send(());
+    match admin.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "admin server failed");
+            ExitCode::SUCCESS
+        }
+        Err(_) => ExitCode::SUCCESS,
+    }
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the controller");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

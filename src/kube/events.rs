@@ -1,0 +1,208 @@
+//! Kubernetes Events (`events.k8s.io/v1`) for the engine's records, de-duplicated: the same
+//! object, reason and message within [`DEDUP_WINDOW`] bumps the first Event's series count
+//! (a merge patch) instead of creating another object.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::watch::NetworkUids;
+use super::writer::write_error;
+use crate::engine::{EventRecord, EventType, WriteError};
+use crate::netdef::{NetworkKey, SMC_API_VERSION};
+
+/// Repeats within this window are counted on the first Event.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// Most distinct Events remembered for de-duplication.
+const CACHE_LIMIT: usize = 4096;
+/// Kubernetes rejects notes above 1 kB.
+const NOTE_LIMIT: usize = 1024;
+/// `reportingController` of every Event.
+pub const REPORTING_CONTROLLER: &str = "fabric-sync.io/controller";
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    reason: &'static str,
+    message: String,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    namespace: String,
+    name: String,
+    count: i32,
+    first: Instant,
+}
+
+/// What to do with a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Action {
+    Create,
+    /// Patch the series count of this Event.
+    Bump {
+        namespace: String,
+        name: String,
+        count: i32,
+    },
+}
+
+/// Publishes engine Event records.
+pub struct EventPublisher {
+    client: Client,
+    instance: String,
+    uids: Arc<NetworkUids>,
+    cache: Mutex<HashMap<Key, Seen>>,
+}
+
+impl EventPublisher {
+    /// `instance` is `reportingInstance` (this replica's leader identity).
+    pub fn new(client: Client, instance: &str, uids: Arc<NetworkUids>) -> EventPublisher {
+        EventPublisher { client, instance: instance.to_string(), uids, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn publish(&self, record: &EventRecord) -> Result<(), WriteError> {
+        let key = Key {
+            kind: record.object.kind,
+            namespace: record.object.key.namespace.clone(),
+            name: record.object.key.name.clone(),
+            reason: record.reason,
+            message: record.message.clone(),
+        };
+        let action = self.decide(&key, Instant::now());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &key.namespace);
+        if let Action::Bump { namespace, name, count } = &action {
+            let patch = json!({"series": {"count": count, "lastObservedTime": MicroTime(Timestamp::now())}});
+            match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    self.remember(key, namespace, name, *count);
+                    return Ok(());
+                }
+                // Expired or deleted meanwhile: start a new one.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        let event = self.build(record);
+        let created = api.create(&PostParams::default(), &event).await.map_err(write_error)?;
+        let name = created.metadata.name.unwrap_or_default();
+        self.remember(key, &record.object.key.namespace, &name, 1);
+        Ok(())
+    }
+
+    fn decide(&self, key: &Key, now: Instant) -> Action {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, s| now.duration_since(s.first) < DEDUP_WINDOW);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        match cache.get(key) {
+            Some(s) => Action::Bump { namespace: s.namespace.clone(), name: s.name.clone(), count: s.count + 1 },
+            None => Action::Create,
+        }
+    }
+
+    fn remember(&self, key: Key, namespace: &str, name: &str, count: i32) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let first = cache.get(&key).map_or_else(Instant::now, |s| s.first);
+        cache.insert(key, Seen { namespace: namespace.to_string(), name: name.to_string(), count, first });
+    }
+
+    fn build(&self, r: &EventRecord) -> Event {
+        let now = Timestamp::now();
+        let o = &r.object;
+        let uid = o.uid.clone().or_else(|| self.uids.get(o.kind, &NetworkKey::new(&o.key.namespace, &o.key.name)));
+        let api_version = match o.kind {
+            "Pod" => "v1",
+            "NetworkAttachmentDefinition" => "k8s.cni.cncf.io/v1",
+            "SpiderMultusConfig" => SMC_API_VERSION,
+            _ => "",
+        };
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", o.key.name, now.as_nanosecond())),
+                namespace: Some(o.key.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(if o.kind == "Pod" { "Configure" } else { "Validate" }.to_string()),
+            reason: Some(r.reason.to_string()),
+            note: Some(truncate(&r.message, NOTE_LIMIT)),
+            type_: Some(
+                match r.event_type {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_string(),
+            ),
+            regarding: Some(ObjectReference {
+                api_version: Some(api_version.to_string()).filter(|v| !v.is_empty()),
+                kind: Some(o.kind.to_string()),
+                namespace: Some(o.key.namespace.clone()),
+                name: Some(o.key.name.clone()),
+                uid,
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
+            reporting_instance: Some(self.instance.clone()),
+            series: None::<EventSeries>,
+            ..Event::default()
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(message: &str) -> Key {
+        Key { kind: "Pod", namespace: "t".into(), name: "p".into(), reason: "R", message: message.into() }
+    }
+
+    fn publisher() -> EventPublisher {
+        // Never used for requests: only the cache is exercised.
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        EventPublisher::new(client, "me", Arc::new(NetworkUids::default()))
+    }
+
+    #[tokio::test]
+    async fn repeats_bump_the_series_and_new_messages_create() {
+        let p = publisher();
+        let now = Instant::now();
+        assert_eq!(p.decide(&key("a"), now), Action::Create);
+        p.remember(key("a"), "t", "p.1", 1);
+        assert_eq!(p.decide(&key("a"), now), Action::Bump { namespace: "t".into(), name: "p.1".into(), count: 2 });
+        assert_eq!(p.decide(&key("b"), now), Action::Create);
+        let later = Instant::now() + DEDUP_WINDOW + Duration::from_secs(1);
+        assert_eq!(p.decide(&key("a"), later), Action::Create);
+    }
+
+    #[test]
+    fn notes_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(600);
+        let t = truncate(&long, NOTE_LIMIT);
+        assert!(t.len() <= NOTE_LIMIT && t.ends_with("..."));
+        assert_eq!(truncate("short", NOTE_LIMIT), "short");
+    }
+}

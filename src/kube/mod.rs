@@ -1,0 +1,77 @@
+//! The Kubernetes adapter (kube-rs): watchers that turn pods, NADs, SpiderMultusConfigs, nodes
+//! and namespaces into the engine's `ClusterEvent`s; the `ClusterWriter` (pod patches with
+//! optimistic concurrency, de-duplicated Events, node annotations); and Lease leader election.
+
+mod events;
+mod lease;
+mod resources;
+mod watch;
+mod writer;
+
+use std::path::Path;
+
+use axum::http::{HeaderValue, header};
+
+pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
+pub use lease::{Decision, LeaderElector, LeaseSettings, decide};
+pub use resources::{
+    INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
+    smc_resource,
+};
+pub use watch::{NetworkUids, WatchSettings, network_kind_name, spawn_watchers};
+pub use writer::{KubeWriter, MAX_CONFLICT_RETRIES, PodChange, pod_change};
+
+use crate::config::ConfigError;
+
+/// Every API call the controller makes: (API group, resource, verb). The RBAC in `deploy/`
+/// must grant exactly these (a test compares the fake API server's request log against it).
+pub const API_CALLS: &[(&str, &str, &str)] = &[
+    // Watchers: an initial list, then a watch (relisted after 410 Gone).
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    // Pod write-back: read, then merge-patch our annotations with a resourceVersion precondition.
+    ("", "pods", "get"),
+    ("", "pods", "patch"),
+    ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+    ("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
+    ("spiderpool.spidernet.io", "spidermultusconfigs", "list"),
+    ("spiderpool.spidernet.io", "spidermultusconfigs", "watch"),
+    // Node agent inventory (metadata only).
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
+    // Node annotations when the engine asks for them (`ClusterWriter::annotate_node`).
+    ("", "nodes", "patch"),
+    // Namespace labels for the tenant policy (metadata only).
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+    // Events: created, then their series count patched when they repeat.
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+    // Leader election.
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+];
+
+/// The client configuration: the kubeconfig file when one is given (`KUBECONFIG` /
+/// `--kubeconfig`), else the in-cluster service account. Requests carry a User-Agent naming
+/// this replica, so the API server's audit log tells replicas apart.
+pub async fn client_config(kubeconfig: Option<&Path>, identity: &str) -> Result<kube::Config, ConfigError> {
+    let setting = |detail: String| ConfigError { setting: "KUBECONFIG (--kubeconfig)".into(), detail };
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| setting(format!("cannot read {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| setting(format!("{} is not usable: {e}", path.display())))?
+        }
+        None => kube::Config::incluster()
+            .map_err(|e| setting(format!("unset, and not running in a cluster ({e}): set it to a kubeconfig file")))?,
+    };
+    let agent = format!("fabric-sync/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    let agent = HeaderValue::from_str(&agent)
+        .unwrap_or_else(|_| HeaderValue::from_static(concat!("fabric-sync/", env!("CARGO_PKG_VERSION"))));
+    config.headers.push((header::USER_AGENT, agent));
+    Ok(config)
+}

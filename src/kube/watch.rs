@@ -1,0 +1,565 @@
+//! Watchers (kube-runtime `watcher`) for pods, NADs, SpiderMultusConfigs, nodes and namespaces,
+//! turned into `ClusterEvent`s. Each resource remembers which keys it has reported, so that a
+//! relist (after `410 Gone` or a restart) reports what disappeared in the gap as deletions.
+//! `CachesSynced` is sent once, after every resource delivered its first complete list.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::resources::{
+    SlimPod, nad_resource, namespace_event, network_event, network_key, node_event, pod_view, smc_resource,
+};
+use crate::engine::{ClusterEvent, NetworkKind, PodUid};
+use crate::netdef::NetworkKey;
+use crate::ops::Metrics;
+
+/// How watch failures are retried.
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    /// First pause after a failure; doubles up to `backoff_max`, reset by any success.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How often to look again for an optional resource the API server does not serve
+    /// (SpiderMultusConfig without Spiderpool's CRD).
+    pub absent_retry: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> WatchSettings {
+        WatchSettings {
+            backoff_min: Duration::from_millis(800),
+            backoff_max: Duration::from_secs(30),
+            absent_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// NAD and SMC UIDs by kind and key, for the `regarding` reference of network Events.
+#[derive(Default)]
+pub struct NetworkUids(Mutex<HashMap<(&'static str, NetworkKey), String>>);
+
+impl NetworkUids {
+    /// The UID of the `kind` (`NetworkAttachmentDefinition` or `SpiderMultusConfig`) at `key`.
+    pub fn get(&self, kind: &str, key: &NetworkKey) -> Option<String> {
+        let kind = [NetworkKind::Nad, NetworkKind::SpiderMultusConfig]
+            .into_iter()
+            .map(network_kind_name)
+            .find(|k| *k == kind)?;
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(kind, key.clone())).cloned()
+    }
+
+    fn set(&self, kind: &'static str, key: NetworkKey, uid: Option<String>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match uid {
+            Some(uid) => map.insert((kind, key), uid),
+            None => map.remove(&(kind, key)),
+        };
+    }
+}
+
+/// The Event `kind` of a network definition.
+pub fn network_kind_name(kind: NetworkKind) -> &'static str {
+    match kind {
+        NetworkKind::Nad => "NetworkAttachmentDefinition",
+        NetworkKind::SpiderMultusConfig => "SpiderMultusConfig",
+    }
+}
+
+struct Context {
+    tx: mpsc::Sender<ClusterEvent>,
+    metrics: Arc<Metrics>,
+    settings: WatchSettings,
+    /// Resources that have not delivered their first complete list yet.
+    unsynced: AtomicUsize,
+}
+
+impl Context {
+    /// This resource's first list is in; the last one to arrive tells the engine.
+    async fn synced(&self) -> bool {
+        if self.unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
+            tracing::info!("initial lists delivered: caches synced");
+            return self.tx.send(ClusterEvent::CachesSynced).await.is_ok();
+        }
+        true
+    }
+}
+
+/// Starts one watcher task per resource into `tasks`; they run until aborted or until the
+/// engine's channel closes.
+pub fn spawn_watchers(
+    tasks: &mut JoinSet<()>,
+    client: &Client,
+    tx: mpsc::Sender<ClusterEvent>,
+    metrics: Arc<Metrics>,
+    settings: WatchSettings,
+    uids: Arc<NetworkUids>,
+) {
+    let ctx = Arc::new(Context { tx, metrics, settings, unsynced: AtomicUsize::new(5) });
+    let cfg = watcher::Config::default;
+    let pods = watcher(Api::<SlimPod>::all(client.clone()), cfg());
+    tasks.spawn(drive(PodTracker::default(), pods, ctx.clone()));
+    let nads = watcher(Api::<DynamicObject>::all_with(client.clone(), &nad_resource()), cfg());
+    tasks.spawn(drive(NetworkTracker::new(NetworkKind::Nad, uids.clone()), nads, ctx.clone()));
+    let smcs = watcher(Api::<DynamicObject>::all_with(client.clone(), &smc_resource()), cfg());
+    tasks.spawn(drive(NetworkTracker::new(NetworkKind::SpiderMultusConfig, uids), smcs, ctx.clone()));
+    let nodes = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), cfg());
+    tasks.spawn(drive(NodeTracker::default(), nodes, ctx.clone()));
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), cfg());
+    tasks.spawn(drive(NamespaceTracker::default(), namespaces, ctx));
+}
+
+/// Turns one resource's watch events into cluster events.
+trait Tracker: Send + 'static {
+    type Obj: Send + 'static;
+    /// Metric label and log field.
+    fn resource(&self) -> &'static str;
+    /// A 404 on list means "not installed here": treated as empty and looked for again slowly.
+    fn optional(&self) -> bool {
+        false
+    }
+    fn apply(&mut self, obj: Self::Obj, out: &mut Vec<ClusterEvent>);
+    fn delete(&mut self, obj: Self::Obj, out: &mut Vec<ClusterEvent>);
+    fn list_started(&mut self);
+    /// The list is complete: report what was known before and is not there any more.
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>);
+}
+
+async fn drive<T, S>(mut tracker: T, stream: S, ctx: Arc<Context>)
+where
+    T: Tracker,
+    S: Stream<Item = Result<watcher::Event<T::Obj>, watcher::Error>> + Send,
+{
+    let mut stream = pin!(stream);
+    let mut backoff = Backoff::new(ctx.settings.backoff_min, ctx.settings.backoff_max);
+    let mut synced = false;
+    let mut absent = false;
+    let mut out = Vec::new();
+    let resource = tracker.resource();
+    ctx.metrics.watch_started(resource);
+    while let Some(item) = stream.next().await {
+        let mut first_sync = false;
+        let pause = match item {
+            Ok(event) => {
+                backoff.reset();
+                match event {
+                    watcher::Event::Init => {
+                        if synced {
+                            ctx.metrics.watch_relist(resource);
+                            tracing::info!(resource = resource, "relisting");
+                        }
+                        tracker.list_started();
+                    }
+                    watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => tracker.apply(obj, &mut out),
+                    watcher::Event::Delete(obj) => tracker.delete(obj, &mut out),
+                    watcher::Event::InitDone => {
+                        if absent {
+                            absent = false;
+                            tracing::info!(resource = resource, "the API server serves this resource now");
+                        }
+                        tracker.list_done(&mut out);
+                        first_sync = !synced;
+                    }
+                }
+                None
+            }
+            Err(e) => {
+                ctx.metrics.watch_error(resource);
+                if tracker.optional() && is_not_found(&e) {
+                    if !absent {
+                        absent = true;
+                        tracing::info!(
+                            resource = resource,
+                            retry_s = ctx.settings.absent_retry.as_secs_f64(),
+                            "the API server does not serve this resource (CRD not installed?); treating it as empty"
+                        );
+                    }
+                    // Whatever was known is gone with the CRD.
+                    tracker.list_started();
+                    tracker.list_done(&mut out);
+                    first_sync = !synced;
+                    Some(ctx.settings.absent_retry)
+                } else if is_gone(&e) {
+                    tracing::info!(resource = resource, "resource version expired (410 Gone); relisting");
+                    Some(Duration::ZERO)
+                } else {
+                    let pause = backoff.next_pause();
+                    tracing::warn!(resource = resource, error = %e, retry_ms = pause.as_millis() as u64,
+                        "watch failed; backing off");
+                    Some(pause)
+                }
+            }
+        };
+        for ev in out.drain(..) {
+            if ctx.tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        if first_sync {
+            synced = true;
+            if !ctx.synced().await {
+                return;
+            }
+        }
+        if let Some(p) = pause.filter(|p| !p.is_zero()) {
+            tokio::time::sleep(p).await;
+        }
+    }
+}
+
+fn api_code(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+fn is_not_found(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(_)) && api_code(e) == Some(404)
+}
+
+fn is_gone(e: &watcher::Error) -> bool {
+    api_code(e) == Some(410)
+}
+
+/// Doubling pauses with a little jitter.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max: max.max(min), next: min }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter_ms = (pause.as_millis() as u64 / 10).max(1);
+        pause + Duration::from_millis(rand::random::<u64>() % jitter_ms)
+    }
+}
+
+/// Keys reported to the engine, and the keys seen by a list in progress.
+struct Keys<K> {
+    known: HashSet<K>,
+    seen: Option<HashSet<K>>,
+}
+
+impl<K> Default for Keys<K> {
+    fn default() -> Keys<K> {
+        Keys { known: HashSet::new(), seen: None }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Keys<K> {
+    fn list_started(&mut self) {
+        self.seen = Some(HashSet::new());
+    }
+
+    fn saw(&mut self, k: &K) {
+        if let Some(seen) = &mut self.seen {
+            seen.insert(k.clone());
+        }
+    }
+
+    /// Keys known before the list that it did not contain; they are forgotten.
+    fn list_done(&mut self) -> Vec<K> {
+        let seen = self.seen.take().unwrap_or_default();
+        let gone: Vec<K> = self.known.iter().filter(|k| !seen.contains(*k)).cloned().collect();
+        for k in &gone {
+            self.known.remove(k);
+        }
+        gone
+    }
+}
+
+/// Pods are reported only while they name networks (or were reported before): the engine
+/// forgets the rest, and 100k plain pods should cost neither events nor memory.
+#[derive(Default)]
+struct PodTracker {
+    keys: Keys<PodUid>,
+}
+
+impl Tracker for PodTracker {
+    type Obj = SlimPod;
+
+    fn resource(&self) -> &'static str {
+        "pods"
+    }
+
+    fn apply(&mut self, pod: SlimPod, out: &mut Vec<ClusterEvent>) {
+        let Some(view) = pod_view(&pod) else {
+            tracing::debug!(pod = %pod.name_any(), "pod without uid, name or namespace ignored");
+            return;
+        };
+        drop(pod);
+        if view.has_networks() {
+            self.keys.saw(&view.uid);
+            self.keys.known.insert(view.uid.clone());
+            out.push(ClusterEvent::PodApplied(view));
+        } else if self.keys.known.remove(&view.uid) {
+            out.push(ClusterEvent::PodApplied(view));
+        }
+    }
+
+    fn delete(&mut self, pod: SlimPod, out: &mut Vec<ClusterEvent>) {
+        let Some(uid) = pod.metadata.uid.as_deref() else { return };
+        let uid = PodUid::new(uid);
+        if self.keys.known.remove(&uid) {
+            out.push(ClusterEvent::PodDeleted { uid });
+        }
+    }
+
+    fn list_started(&mut self) {
+        self.keys.list_started();
+    }
+
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
+        for uid in self.keys.list_done() {
+            out.push(ClusterEvent::PodDeleted { uid });
+        }
+    }
+}
+
+struct NetworkTracker {
+    kind: NetworkKind,
+    keys: Keys<NetworkKey>,
+    uids: Arc<NetworkUids>,
+}
+
+impl NetworkTracker {
+    fn new(kind: NetworkKind, uids: Arc<NetworkUids>) -> NetworkTracker {
+        NetworkTracker { kind, keys: Keys::default(), uids }
+    }
+
+    fn deleted(&mut self, key: NetworkKey, out: &mut Vec<ClusterEvent>) {
+        self.uids.set(network_kind_name(self.kind), key.clone(), None);
+        out.push(ClusterEvent::NetworkDeleted { key, kind: self.kind });
+    }
+}
+
+impl Tracker for NetworkTracker {
+    type Obj = DynamicObject;
+
+    fn resource(&self) -> &'static str {
+        match self.kind {
+            NetworkKind::Nad => "networkattachmentdefinitions",
+            NetworkKind::SpiderMultusConfig => "spidermultusconfigs",
+        }
+    }
+
+    /// Spiderpool is optional; Multus (and so the NAD CRD) is a prerequisite: without it the
+    /// controller stays not-ready and says why.
+    fn optional(&self) -> bool {
+        self.kind == NetworkKind::SpiderMultusConfig
+    }
+
+    fn apply(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        let Some(key) = network_key(&obj.metadata) else { return };
+        self.keys.saw(&key);
+        self.keys.known.insert(key.clone());
+        self.uids.set(network_kind_name(self.kind), key.clone(), obj.metadata.uid.clone());
+        out.push(network_event(self.kind, key, &obj));
+    }
+
+    fn delete(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        let Some(key) = network_key(&obj.metadata) else { return };
+        if self.keys.known.remove(&key) {
+            self.deleted(key, out);
+        }
+    }
+
+    fn list_started(&mut self) {
+        self.keys.list_started();
+    }
+
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
+        for key in self.keys.list_done() {
+            self.deleted(key, out);
+        }
+    }
+}
+
+#[derive(Default)]
+struct NodeTracker {
+    keys: Keys<String>,
+}
+
+impl Tracker for NodeTracker {
+    type Obj = PartialObjectMeta<Node>;
+
+    fn resource(&self) -> &'static str {
+        "nodes"
+    }
+
+    fn apply(&mut self, node: PartialObjectMeta<Node>, out: &mut Vec<ClusterEvent>) {
+        if let Some(ev) = node_event(&node) {
+            if let ClusterEvent::NodeApplied { name, .. } = &ev {
+                self.keys.saw(name);
+                self.keys.known.insert(name.clone());
+            }
+            out.push(ev);
+        }
+    }
+
+    fn delete(&mut self, node: PartialObjectMeta<Node>, out: &mut Vec<ClusterEvent>) {
+        let Some(name) = node.metadata.name else { return };
+        if self.keys.known.remove(&name) {
+            out.push(ClusterEvent::NodeDeleted { name });
+        }
+    }
+
+    fn list_started(&mut self) {
+        self.keys.list_started();
+    }
+
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
+        out.extend(self.keys.list_done().into_iter().map(|name| ClusterEvent::NodeDeleted { name }));
+    }
+}
+
+#[derive(Default)]
+struct NamespaceTracker {
+    keys: Keys<String>,
+}
+
+impl Tracker for NamespaceTracker {
+    type Obj = PartialObjectMeta<Namespace>;
+
+    fn resource(&self) -> &'static str {
+        "namespaces"
+    }
+
+    fn apply(&mut self, ns: PartialObjectMeta<Namespace>, out: &mut Vec<ClusterEvent>) {
+        if let Some(ev) = namespace_event(&ns) {
+            if let ClusterEvent::NamespaceApplied { name, .. } = &ev {
+                self.keys.saw(name);
+                self.keys.known.insert(name.clone());
+            }
+            out.push(ev);
+        }
+    }
+
+    fn delete(&mut self, ns: PartialObjectMeta<Namespace>, out: &mut Vec<ClusterEvent>) {
+        let Some(name) = ns.metadata.name else { return };
+        if self.keys.known.remove(&name) {
+            out.push(ClusterEvent::NamespaceDeleted { name });
+        }
+    }
+
+    fn list_started(&mut self) {
+        self.keys.list_started();
+    }
+
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
+        out.extend(self.keys.list_done().into_iter().map(|name| ClusterEvent::NamespaceDeleted { name }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(uid: &str, networks: Option<&str>) -> SlimPod {
+        let mut meta = json!({"name": format!("p-{uid}"), "namespace": "t", "uid": uid});
+        if let Some(n) = networks {
+            meta["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": n});
+        }
+        serde_json::from_value(json!({"metadata": meta, "spec": {"nodeName": "n1"}})).unwrap()
+    }
+
+    fn kinds(out: &[ClusterEvent]) -> Vec<String> {
+        out.iter()
+            .map(|e| match e {
+                ClusterEvent::PodApplied(v) => format!("applied {}", v.uid),
+                ClusterEvent::PodDeleted { uid } => format!("deleted {uid}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_relist_reports_pods_that_vanished_in_the_gap() {
+        let mut t = PodTracker::default();
+        let mut out = Vec::new();
+        t.list_started();
+        t.apply(pod("a", Some("ib")), &mut out);
+        t.apply(pod("b", Some("ib")), &mut out);
+        t.apply(pod("plain", None), &mut out);
+        t.list_done(&mut out);
+        assert_eq!(kinds(&out), ["applied a", "applied b"]);
+        out.clear();
+        // Relist: a is gone, c is new, b lost its networks annotation.
+        t.list_started();
+        t.apply(pod("b", None), &mut out);
+        t.apply(pod("c", Some("ib")), &mut out);
+        t.list_done(&mut out);
+        assert_eq!(kinds(&out), ["applied b", "applied c", "deleted a"]);
+        out.clear();
+        // A deletion of an unknown or plain pod says nothing; of a known one, once.
+        t.delete(pod("b", None), &mut out);
+        t.delete(pod("c", Some("ib")), &mut out);
+        t.delete(pod("c", Some("ib")), &mut out);
+        assert_eq!(kinds(&out), ["deleted c"]);
+    }
+
+    #[test]
+    fn a_relist_reports_networks_that_vanished_and_forgets_their_uids() {
+        let uids = Arc::new(NetworkUids::default());
+        let mut t = NetworkTracker::new(NetworkKind::Nad, uids.clone());
+        let nad = |name: &str| -> DynamicObject {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "t", "uid": format!("uid-{name}")}}))
+                .unwrap()
+        };
+        let mut out = Vec::new();
+        t.list_started();
+        t.apply(nad("x"), &mut out);
+        t.apply(nad("y"), &mut out);
+        t.list_done(&mut out);
+        assert_eq!(uids.get("NetworkAttachmentDefinition", &NetworkKey::new("t", "x")).as_deref(), Some("uid-x"));
+        out.clear();
+        t.list_started();
+        t.apply(nad("y"), &mut out);
+        t.list_done(&mut out);
+        assert!(
+            matches!(&out[1], ClusterEvent::NetworkDeleted { key, kind: NetworkKind::Nad } if key.name.as_ref() == "x")
+        );
+        assert_eq!(uids.get("NetworkAttachmentDefinition", &NetworkKey::new("t", "x")), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let p: Vec<u128> = (0..4).map(|_| b.next_pause().as_millis()).collect();
+        let floors = [100, 200, 350, 350];
+        for (got, floor) in p.iter().zip(floors) {
+            assert!((floor..floor + floor / 10 + 1).contains(got), "{p:?}");
+        }
+        b.reset();
+        assert!(b.next_pause() < Duration::from_millis(111));
+    }
+}

@@ -1,0 +1,249 @@
+//! The engine's `ClusterWriter` over the Kubernetes API. A pod patch reads the pod, rewrites
+//! only our keys (the networks annotation through `apply_writes`, and `fabric-sync.io/status`),
+//! and sends a JSON merge patch carrying the `resourceVersion` it was computed from: a
+//! concurrent change answers 409 and the patch is recomputed from a fresh read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::ObjectMeta;
+use serde_json::{Value, json};
+
+use super::events::EventPublisher;
+use super::resources::SlimPod;
+use crate::engine::{
+    AttachmentRequest, ClusterWriter, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION, WriteError, apply_writes,
+};
+use crate::netdef::{NETWORKS_ANNOTATION, parse_networks};
+use crate::ops::Metrics;
+
+/// Reads and patches per pod write before giving up (the engine retries later).
+pub const MAX_CONFLICT_RETRIES: usize = 5;
+
+/// Pod patches, Events and node annotations through one `kube::Client`.
+pub struct KubeWriter {
+    client: Client,
+    events: EventPublisher,
+    metrics: Arc<Metrics>,
+}
+
+impl KubeWriter {
+    pub fn new(client: Client, events: EventPublisher, metrics: Arc<Metrics>) -> KubeWriter {
+        KubeWriter { client, events, metrics }
+    }
+}
+
+/// What a pod patch comes to, given the pod as read.
+#[derive(Debug, PartialEq)]
+pub enum PodChange {
+    /// Our keys already hold these values.
+    Unchanged,
+    /// Not applicable: the attachment left the annotation.
+    Outcome(PatchOutcome),
+    /// The merge patch to send, and how many attachments it newly marks configured.
+    Patch { body: Value, newly_configured: usize },
+}
+
+/// Computes the merge patch for `patch` against the pod's current metadata (pure).
+pub fn pod_change(meta: &ObjectMeta, patch: &PodPatch) -> Result<PodChange, WriteError> {
+    let empty = BTreeMap::new();
+    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    let mut ours = serde_json::Map::new();
+    let mut newly_configured = 0;
+    if !patch.writes.is_empty() {
+        let Some(current) = annotations.get(NETWORKS_ANNOTATION) else {
+            return Ok(PodChange::Outcome(PatchOutcome::AttachmentGone));
+        };
+        let text = match apply_writes(&patch.pod.namespace, current, &patch.writes) {
+            Ok(Ok(text)) => text,
+            Ok(Err(outcome)) => return Ok(PodChange::Outcome(outcome)),
+            Err(e) => return Err(WriteError { retryable: false, message: format!("pod {}: {e}", patch.pod) }),
+        };
+        if !same_json(&text, current) {
+            newly_configured = newly_configured_count(&patch.pod.namespace, current, patch);
+            ours.insert(NETWORKS_ANNOTATION.to_string(), Value::String(text));
+        }
+    }
+    if !patch.status.is_empty() {
+        let status = serde_json::to_string(&patch.status)
+            .map_err(|e| WriteError { retryable: false, message: format!("encoding status: {e}") })?;
+        if annotations.get(STATUS_ANNOTATION) != Some(&status) {
+            ours.insert(STATUS_ANNOTATION.to_string(), Value::String(status));
+        }
+    }
+    if ours.is_empty() {
+        return Ok(PodChange::Unchanged);
+    }
+    let rv = meta.resource_version.clone().unwrap_or_default();
+    let body = json!({"metadata": {"resourceVersion": rv, "annotations": ours}});
+    Ok(PodChange::Patch { body, newly_configured })
+}
+
+/// Equal as JSON (key order aside); text that is not JSON (the comma form) is never equal.
+fn same_json(a: &str, b: &str) -> bool {
+    match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Writes whose attachment was not configured in `before`.
+fn newly_configured_count(namespace: &str, before: &str, patch: &PodPatch) -> usize {
+    let Ok(elements) = parse_networks(before) else { return 0 };
+    let requests = AttachmentRequest::from_selections(namespace, &elements);
+    patch
+        .writes
+        .iter()
+        .filter(|w| !requests.iter().any(|r| r.network == w.network && r.slot == w.slot && r.configured))
+        .count()
+}
+
+/// Maps a client error to the engine's: server trouble and throttling are retryable,
+/// refusals (403, 422…) are not.
+pub(crate) fn write_error(e: kube::Error) -> WriteError {
+    let retryable = match &e {
+        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
+        _ => true,
+    };
+    WriteError { retryable, message: e.to_string() }
+}
+
+fn age(meta: &ObjectMeta) -> Option<Duration> {
+    let created = meta.creation_timestamp.as_ref()?.0;
+    let d = Timestamp::now().duration_since(created);
+    Duration::try_from(d).ok()
+}
+
+#[async_trait]
+impl ClusterWriter for KubeWriter {
+    async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError> {
+        let api: Api<SlimPod> = Api::namespaced(self.client.clone(), &patch.pod.namespace);
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let pod = match api.get_opt(&patch.pod.name).await.map_err(write_error)? {
+                Some(p) => p,
+                None => return Ok(PatchOutcome::PodGone),
+            };
+            if pod.metadata.uid.as_deref() != Some(patch.uid.as_str()) {
+                return Ok(PatchOutcome::PodGone);
+            }
+            let (body, newly_configured) = match pod_change(&pod.metadata, patch)? {
+                PodChange::Unchanged => return Ok(PatchOutcome::Patched),
+                PodChange::Outcome(o) => return Ok(o),
+                PodChange::Patch { body, newly_configured } => (body, newly_configured),
+            };
+            match api.patch(&patch.pod.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+                Ok(_) => {
+                    if let Some(age) = age(&pod.metadata) {
+                        for _ in 0..newly_configured {
+                            self.metrics.pod_configured(age);
+                        }
+                    }
+                    return Ok(PatchOutcome::Patched);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    self.metrics.pod_patch_conflict();
+                    tracing::debug!(pod = %patch.pod, "pod changed meanwhile (409); recomputing the patch");
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(PatchOutcome::PodGone),
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        Err(WriteError {
+            retryable: true,
+            message: format!("pod {}: still conflicting after {MAX_CONFLICT_RETRIES} attempts", patch.pod),
+        })
+    }
+
+    async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError> {
+        self.events.publish(event).await
+    }
+
+    async fn annotate_node(&self, node: &str, key: &str, value: &str) -> Result<(), WriteError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let body = json!({"metadata": {"annotations": {key: value}}});
+        api.patch_metadata(node, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AttachmentWrite, ObjectKey, PodUid, Slot};
+    use crate::netdef::{GuidVia, NetworkKey};
+
+    fn meta(networks: Option<&str>, status: Option<&str>) -> ObjectMeta {
+        let mut a = BTreeMap::from([("keep.example.com/x".to_string(), "1".to_string())]);
+        if let Some(n) = networks {
+            a.insert(NETWORKS_ANNOTATION.into(), n.into());
+        }
+        if let Some(s) = status {
+            a.insert(STATUS_ANNOTATION.into(), s.into());
+        }
+        ObjectMeta { resource_version: Some("42".into()), annotations: Some(a), ..ObjectMeta::default() }
+    }
+
+    fn patch(writes: bool) -> PodPatch {
+        let w = AttachmentWrite {
+            network: NetworkKey::new("t", "ib"),
+            slot: Slot::Occurrence(0),
+            guid: "02:00:00:00:00:00:00:0a".parse().unwrap(),
+            guid_via: GuidVia::CniArgs,
+            pkey: Some("0x10".parse().unwrap()),
+        };
+        PodPatch {
+            uid: PodUid::new("u"),
+            pod: ObjectKey { namespace: "t".into(), name: "p".into() },
+            writes: if writes { vec![w] } else { vec![] },
+            status: BTreeMap::from([("t/ib".to_string(), "configured".to_string())]),
+        }
+    }
+
+    #[test]
+    fn the_patch_carries_the_resource_version_and_only_our_keys() {
+        let PodChange::Patch { body, newly_configured } =
+            pod_change(&meta(Some(r#"[{"name":"ib"}]"#), None), &patch(true)).unwrap()
+        else {
+            panic!("expected a patch");
+        };
+        assert_eq!(newly_configured, 1);
+        assert_eq!(body["metadata"]["resourceVersion"], "42");
+        let ann = body["metadata"]["annotations"].as_object().unwrap();
+        assert_eq!(ann.len(), 2);
+        let net: Value = serde_json::from_str(ann[NETWORKS_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(net[0]["cni-args"]["guid"], "02:00:00:00:00:00:00:0a");
+        assert_eq!(ann[STATUS_ANNOTATION], r#"{"t/ib":"configured"}"#);
+    }
+
+    #[test]
+    fn nothing_to_change_sends_nothing() {
+        let configured = r#"[{"name":"ib","cni-args":{"guid":"02:00:00:00:00:00:00:0a","mellanox.infiniband.app":"configured","pkey":"0x10"}}]"#;
+        let m = meta(Some(configured), Some(r#"{"t/ib":"configured"}"#));
+        assert_eq!(pod_change(&m, &patch(true)).unwrap(), PodChange::Unchanged);
+    }
+
+    #[test]
+    fn a_status_only_patch_leaves_the_networks_annotation_alone() {
+        let PodChange::Patch { body, newly_configured } = pod_change(&meta(None, None), &patch(false)).unwrap() else {
+            panic!("expected a patch");
+        };
+        assert_eq!(newly_configured, 0);
+        assert!(body["metadata"]["annotations"].get(NETWORKS_ANNOTATION).is_none());
+    }
+
+    #[test]
+    fn a_missing_attachment_is_reported_not_written() {
+        assert_eq!(
+            pod_change(&meta(None, None), &patch(true)).unwrap(),
+            PodChange::Outcome(PatchOutcome::AttachmentGone)
+        );
+        let other = meta(Some(r#"[{"name":"other"}]"#), None);
+        assert_eq!(pod_change(&other, &patch(true)).unwrap(), PodChange::Outcome(PatchOutcome::AttachmentGone));
+    }
+}

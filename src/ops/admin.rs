@@ -1,0 +1,80 @@
+//! The admin HTTP server on its own port: `/metrics` (Prometheus text), `/healthz` (the process
+//! serves) and `/readyz` (every initial list is in and, for the leader, UFM has answered).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use super::metrics::Metrics;
+use crate::engine::EngineStats;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub stats: Arc<EngineStats>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Ready once caches are synced; the leader also needs UFM to have answered a listing.
+/// A follower is ready when synced: it is a warm standby and should stay in the Service.
+pub fn readiness(stats: &EngineStats) -> Result<(), &'static str> {
+    if !stats.caches_synced() {
+        return Err("waiting for the initial lists of pods, networks, nodes and namespaces");
+    }
+    if stats.is_leader() && !stats.fabric_reached() {
+        return Err("leader: UFM has not answered a listing yet");
+    }
+    Ok(())
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let body = s.metrics.render(&s.stats);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    match readiness(&s.stats) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_needs_the_fabric_and_a_follower_only_the_caches() {
+        let s = EngineStats::default();
+        assert!(readiness(&s).is_err());
+        s.set_caches_synced(true);
+        assert_eq!(readiness(&s), Ok(()));
+        s.set_leader(true);
+        assert!(readiness(&s).unwrap_err().contains("UFM"));
+        s.set_fabric_reached(true);
+        assert_eq!(readiness(&s), Ok(()));
+    }
+}
