@@ -61,15 +61,9 @@ fn engine(f: fn(&mut EngineArgs)) -> Result<(), (String, String)> {
 
 fn ufm(f: fn(&mut UfmArgs)) -> Result<(), (String, String)> {
     let mut a = UfmArgs {
-        sm_plugin: "ufm".into(),
         address: Some("ufm.example".into()),
         username: Some("admin".into()),
         password: Some("pw".parse().unwrap_or_default()),
-        insecure_skip_verify: "false".into(),
-        connect_timeout: "5s".into(),
-        request_timeout: "30s".into(),
-        max_attempts: "4".into(),
-        max_guids_per_request: "2000".into(),
         ..UfmArgs::default()
     };
     f(&mut a);
@@ -176,4 +170,16 @@ fn every_bad_input_gives_its_specific_error() {
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// Prints the catalogue README shows: `cargo test --test bad_input -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints README's bad-input catalogue"]
+fn print_catalogue() {
+    println!("| input | reason | what the user sees |\n|---|---|---|");
+    for case in cases() {
+        if let Err((reason, message)) = (case.run)() {
+            println!("| {} | `{reason}` | {} |", case.name, message.replace('|', "\\|"));
+        }
+    }
 }

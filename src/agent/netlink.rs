@@ -185,15 +185,7 @@ impl VfControl for NetlinkVfControl {
     }
 }
 
-/// `dddd:bb:dd.f` in hex, as sysfs names PCI functions.
-pub fn is_pci_address(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 12
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11].iter().all(|&i| b[i].is_ascii_hexdigit())
-}
+pub use crate::netdef::is_pci_address;
 
 #[cfg(test)]
 mod tests {

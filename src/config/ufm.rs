@@ -45,7 +45,7 @@ const SECRET_KEYS: [&str; 7] =
 
 /// UFM flags and environment. Values given in `--ufm-secret-dir` files win over the environment,
 /// because a mounted Secret is updated in place when rotated while env vars are not.
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct UfmArgs {
     /// Subnet-manager backend: `ufm` or `noop`.
     #[arg(long = "sm-plugin", env = "DAEMON_SM_PLUGIN", default_value = "ufm")]
@@ -101,6 +101,32 @@ pub struct UfmArgs {
     /// Largest number of GUIDs in one UFM request; larger changes are split.
     #[arg(long = "ufm-max-guids-per-request", env = "UFM_MAX_GUIDS_PER_REQUEST", default_value = "2000")]
     pub max_guids_per_request: String,
+}
+
+/// The values clap gives when nothing is set (for code that builds settings without a command line).
+impl Default for UfmArgs {
+    fn default() -> UfmArgs {
+        UfmArgs {
+            sm_plugin: "ufm".into(),
+            sm_plugin_path: None,
+            address: None,
+            scheme: None,
+            port: None,
+            username: None,
+            password: None,
+            token: None,
+            certificate: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            insecure_skip_verify: "false".into(),
+            secret_dir: None,
+            connect_timeout: "5s".into(),
+            request_timeout: "30s".into(),
+            max_attempts: "4".into(),
+            max_guids_per_request: "2000".into(),
+        }
+    }
 }
 
 /// How fabric-sync proves who it is to UFM.
@@ -451,17 +477,23 @@ mod tests {
 
     fn args() -> UfmArgs {
         UfmArgs {
-            sm_plugin: "ufm".into(),
             address: Some("ufm.example".into()),
             username: Some("admin".into()),
             password: Some(Secret::new("s3cret-pw")),
-            insecure_skip_verify: "false".into(),
-            connect_timeout: "5s".into(),
-            request_timeout: "30s".into(),
-            max_attempts: "4".into(),
-            max_guids_per_request: "2000".into(),
             ..UfmArgs::default()
         }
+    }
+
+    #[test]
+    fn default_args_are_what_clap_gives() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            ufm: UfmArgs,
+        }
+        let parsed = Cli::try_parse_from(["x"]).unwrap().ufm;
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", UfmArgs::default()));
     }
 
     #[test]

@@ -117,9 +117,9 @@ pub fn spawn_watchers(
     let smcs = watcher(Api::<DynamicObject>::all_with(client.clone(), &smc_resource()), cfg());
     tasks.spawn(drive(NetworkTracker::new(NetworkKind::SpiderMultusConfig, uids), smcs, ctx.clone()));
     let nodes = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), cfg());
-    tasks.spawn(drive(NodeTracker::default(), nodes, ctx.clone()));
+    tasks.spawn(drive(nodes_tracker(), nodes, ctx.clone()));
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), cfg());
-    tasks.spawn(drive(NamespaceTracker::default(), namespaces, ctx));
+    tasks.spawn(drive(namespaces_tracker(), namespaces, ctx));
 }
 
 /// Turns one resource's watch events into cluster events.
@@ -403,32 +403,52 @@ impl Tracker for NetworkTracker {
     }
 }
 
-#[derive(Default)]
-struct NodeTracker {
+/// Cluster-scoped objects known by name (nodes, namespaces): the same bookkeeping, with the
+/// events of their kind.
+struct NamedTracker<K> {
+    resource: &'static str,
     keys: Keys<String>,
+    applied: fn(&PartialObjectMeta<K>) -> Option<ClusterEvent>,
+    deleted: fn(String) -> ClusterEvent,
 }
 
-impl Tracker for NodeTracker {
-    type Obj = PartialObjectMeta<Node>;
+impl<K> NamedTracker<K> {
+    fn new(
+        resource: &'static str,
+        applied: fn(&PartialObjectMeta<K>) -> Option<ClusterEvent>,
+        deleted: fn(String) -> ClusterEvent,
+    ) -> NamedTracker<K> {
+        NamedTracker { resource, keys: Keys::default(), applied, deleted }
+    }
+}
+
+fn nodes_tracker() -> NamedTracker<Node> {
+    NamedTracker::new("nodes", node_event, |name| ClusterEvent::NodeDeleted { name })
+}
+
+fn namespaces_tracker() -> NamedTracker<Namespace> {
+    NamedTracker::new("namespaces", namespace_event, |name| ClusterEvent::NamespaceDeleted { name })
+}
+
+impl<K: Send + 'static> Tracker for NamedTracker<K> {
+    type Obj = PartialObjectMeta<K>;
 
     fn resource(&self) -> &'static str {
-        "nodes"
+        self.resource
     }
 
-    fn apply(&mut self, node: PartialObjectMeta<Node>, out: &mut Vec<ClusterEvent>) {
-        if let Some(ev) = node_event(&node) {
-            if let ClusterEvent::NodeApplied { name, .. } = &ev {
-                self.keys.saw(name);
-                self.keys.known.insert(name.clone());
-            }
+    fn apply(&mut self, obj: PartialObjectMeta<K>, out: &mut Vec<ClusterEvent>) {
+        if let (Some(ev), Some(name)) = ((self.applied)(&obj), obj.metadata.name.as_ref()) {
+            self.keys.saw(name);
+            self.keys.known.insert(name.clone());
             out.push(ev);
         }
     }
 
-    fn delete(&mut self, node: PartialObjectMeta<Node>, out: &mut Vec<ClusterEvent>) {
-        let Some(name) = node.metadata.name else { return };
+    fn delete(&mut self, obj: PartialObjectMeta<K>, out: &mut Vec<ClusterEvent>) {
+        let Some(name) = obj.metadata.name else { return };
         if self.keys.known.remove(&name) {
-            out.push(ClusterEvent::NodeDeleted { name });
+            out.push((self.deleted)(name));
         }
     }
 
@@ -437,45 +457,7 @@ impl Tracker for NodeTracker {
     }
 
     fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
-        out.extend(self.keys.list_done().into_iter().map(|name| ClusterEvent::NodeDeleted { name }));
-    }
-}
-
-#[derive(Default)]
-struct NamespaceTracker {
-    keys: Keys<String>,
-}
-
-impl Tracker for NamespaceTracker {
-    type Obj = PartialObjectMeta<Namespace>;
-
-    fn resource(&self) -> &'static str {
-        "namespaces"
-    }
-
-    fn apply(&mut self, ns: PartialObjectMeta<Namespace>, out: &mut Vec<ClusterEvent>) {
-        if let Some(ev) = namespace_event(&ns) {
-            if let ClusterEvent::NamespaceApplied { name, .. } = &ev {
-                self.keys.saw(name);
-                self.keys.known.insert(name.clone());
-            }
-            out.push(ev);
-        }
-    }
-
-    fn delete(&mut self, ns: PartialObjectMeta<Namespace>, out: &mut Vec<ClusterEvent>) {
-        let Some(name) = ns.metadata.name else { return };
-        if self.keys.known.remove(&name) {
-            out.push(ClusterEvent::NamespaceDeleted { name });
-        }
-    }
-
-    fn list_started(&mut self) {
-        self.keys.list_started();
-    }
-
-    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
-        out.extend(self.keys.list_done().into_iter().map(|name| ClusterEvent::NamespaceDeleted { name }));
+        out.extend(self.keys.list_done().into_iter().map(self.deleted));
     }
 }
 

@@ -12,7 +12,7 @@ pub use nad::{
     ANNOTATION_INDEX0, ANNOTATION_IP_OVER_IB, ANNOTATION_MEMBERSHIP, ANNOTATION_MTU_LIMIT, ANNOTATION_RATE_LIMIT,
     ANNOTATION_SERVICE_LEVEL, GuidVia, IbNetwork, NetworkSource, parse_nad,
 };
-pub use network_status::{NETWORK_STATUS_ANNOTATION, NetworkStatus, parse_network_status};
+pub use network_status::{NETWORK_STATUS_ANNOTATION, NetworkStatus, is_pci_address, parse_network_status};
 pub use networks::{
     CNI_ARG_CONFIGURED, CNI_ARG_GUID, CNI_ARG_PKEY, CONFIGURED_VALUE, INFINIBAND_GUID, NETWORKS_ANNOTATION,
     NetworkSelection, encode_networks, parse_networks,

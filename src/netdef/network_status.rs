@@ -61,7 +61,7 @@ pub fn parse_network_status(annotation: &str) -> Result<Vec<NetworkStatus>, Netd
 }
 
 /// `dddd:bb:dd.f` in hex, as sysfs names PCI devices.
-pub(crate) fn is_pci_address(s: &str) -> bool {
+pub fn is_pci_address(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 12
         && b[4] == b':'

@@ -205,11 +205,9 @@ impl World {
             scheme: Some("https".into()),
             certificate: ufm.ca_pem(),
             secret_dir: Some(secret_dir.path.clone()),
-            insecure_skip_verify: "false".into(),
             connect_timeout: "2s".into(),
             request_timeout: "1500ms".into(),
             max_attempts: "3".into(),
-            max_guids_per_request: "2000".into(),
             ..UfmArgs::default()
         };
         let settings = UfmSettings::from_args(&args).map_err(|e| SimError::Client(e.to_string()))?;
@@ -343,11 +341,9 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
     let mut follower = if s.faults == FaultProfile::Chaos { Some(world.controller_as(false).await) } else { None };
     let mut leader_changes = 0usize;
     progress(Progress::Phase("burst"));
-    let mut next_pod = 0usize;
-    for _ in 0..s.pods {
-        create_pod(&world, s, next_pod).await;
-        next_pod += 1;
-    }
+    let burst: Vec<_> = (0..s.pods).map(|i| pod_spec(s, i)).collect();
+    world.cluster.create_pods(&burst).await;
+    let mut next_pod = s.pods;
     let mut converged = world.converge(Duration::from_secs(s.timeout_s), progress).await;
     let mut restarts_done = 0;
     let churn = s.delete_share > 0.0 || s.restarts > 0 || s.faults != FaultProfile::None;
@@ -462,11 +458,15 @@ async fn restart(world: &World, mut leader: Controller, follower: &mut Option<Co
     }
 }
 
+/// Pod `i` of a scenario: (uid, namespace, name, node, networks), spread over nodes and networks.
+fn pod_spec(s: &Scenario, i: usize) -> (String, String, String, String, String) {
+    let (ns, network) = network_of(i % s.pkeys.max(1));
+    (format!("uid-{i:07}"), ns, format!("job-{i}"), format!("node-{}", i % s.nodes.max(1)), network)
+}
+
 async fn create_pod(world: &World, s: &Scenario, i: usize) {
-    let net = i % s.pkeys.max(1);
-    let (ns, name) = network_of(net);
-    let node = format!("node-{}", i % s.nodes.max(1));
-    world.cluster.create_pod(&format!("uid-{i:07}"), &ns, &format!("job-{i}"), &node, &name).await;
+    let (uid, ns, name, node, network) = pod_spec(s, i);
+    world.cluster.create_pod(&uid, &ns, &name, &node, &network).await;
 }
 
 fn install_faults(world: &World, s: &Scenario) {

@@ -88,7 +88,6 @@ mod tests {
             address: Some("127.0.0.1".into()),
             username: Some("admin".into()),
             password: Some(crate::config::Secret::new("pw")),
-            insecure_skip_verify: "false".into(),
             connect_timeout: "1s".into(),
             request_timeout: "1s".into(),
             max_attempts: "1".into(),

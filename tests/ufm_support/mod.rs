@@ -26,17 +26,13 @@ pub async fn start_with(config: Config) -> MockUfm {
 /// Settings for `ufm`: its address and port, trusting only its CA, Basic auth.
 pub fn args(ufm: &MockUfm) -> UfmArgs {
     UfmArgs {
-        sm_plugin: "ufm".into(),
         address: Some(ufm.addr().ip().to_string()),
         port: Some(ufm.addr().port().to_string()),
         username: Some(USER.into()),
         password: Some(Secret::new(PASSWORD)),
         certificate: ufm.ca_pem(),
-        insecure_skip_verify: "false".into(),
         connect_timeout: "2s".into(),
         request_timeout: "5s".into(),
-        max_attempts: "4".into(),
-        max_guids_per_request: "2000".into(),
         ..UfmArgs::default()
     }
 }
