@@ -217,6 +217,18 @@ mod tests {
     }
 
     #[test]
+    fn unknown_numbers_survive_a_rewrite_exactly() {
+        // Found by fuzzing: without exact float parsing this came back one ULP off.
+        let src = r#"[{"name":"ib-sriov","type":-4.9986154364132914e+151,"big":18446744073709551615}]"#;
+        let nets = parse_networks(src).unwrap();
+        let back = parse_networks(&encode_networks(&nets)).unwrap();
+        assert_eq!(back, nets);
+        let v: Value = serde_json::from_str(&encode_networks(&nets)).unwrap();
+        assert_eq!(v[0]["type"].as_f64(), Some(-4.9986154364132914e+151));
+        assert_eq!(v[0]["big"].as_u64(), Some(u64::MAX));
+    }
+
+    #[test]
     fn requested_guid_prefers_infiniband_guid() {
         let nets = parse_networks(
             r#"[{"name":"a","infiniband-guid":"02:00:00:00:00:00:00:02","cni-args":{"guid":"02:00:00:00:00:00:00:03"}}]"#,

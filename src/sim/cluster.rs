@@ -225,35 +225,38 @@ impl SimCluster {
     }
 
     /// Creates many pods at once (uid, namespace, name, node, networks): their events go out
-    /// back to back, as a watch streams a burst.
+    /// back to back, as a watch streams a burst; built a chunk at a time to bound memory.
     pub async fn create_pods(&self, pods: &[(String, String, String, String, String)]) {
         let now = Instant::now();
-        let events: Vec<ClusterEvent> = {
-            let mut inner = self.lock();
-            pods.iter()
-                .map(|(uid, namespace, name, node, networks)| {
-                    let pod = SimPod {
-                        uid: uid.clone(),
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        node: Some(node.clone()),
-                        phase: PodPhase::Pending,
-                        networks: networks.clone(),
-                        status: None,
-                        created: now,
-                        configured_at: None,
-                        refused: false,
-                    };
-                    let ev = ClusterEvent::PodApplied(view(&pod));
-                    inner.pods.insert(uid.clone(), pod);
-                    ev
-                })
-                .collect()
-        };
         let watchers = self.watchers.lock().await;
-        for w in watchers.iter().filter(|w| w.paused.is_none()) {
-            for ev in &events {
-                let _ = w.sender.send(ev.clone()).await;
+        for chunk in pods.chunks(1024) {
+            let events: Vec<ClusterEvent> = {
+                let mut inner = self.lock();
+                chunk
+                    .iter()
+                    .map(|(uid, namespace, name, node, networks)| {
+                        let pod = SimPod {
+                            uid: uid.clone(),
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            node: Some(node.clone()),
+                            phase: PodPhase::Pending,
+                            networks: networks.clone(),
+                            status: None,
+                            created: now,
+                            configured_at: None,
+                            refused: false,
+                        };
+                        let ev = ClusterEvent::PodApplied(view(&pod));
+                        inner.pods.insert(uid.clone(), pod);
+                        ev
+                    })
+                    .collect()
+            };
+            for w in watchers.iter().filter(|w| w.paused.is_none()) {
+                for ev in &events {
+                    let _ = w.sender.send(ev.clone()).await;
+                }
             }
         }
     }

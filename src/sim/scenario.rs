@@ -341,8 +341,10 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
     let mut follower = if s.faults == FaultProfile::Chaos { Some(world.controller_as(false).await) } else { None };
     let mut leader_changes = 0usize;
     progress(Progress::Phase("burst"));
-    let burst: Vec<_> = (0..s.pods).map(|i| pod_spec(s, i)).collect();
-    world.cluster.create_pods(&burst).await;
+    for start in (0..s.pods).step_by(8192) {
+        let burst: Vec<_> = (start..(start + 8192).min(s.pods)).map(|i| pod_spec(s, i)).collect();
+        world.cluster.create_pods(&burst).await;
+    }
     let mut next_pod = s.pods;
     let mut converged = world.converge(Duration::from_secs(s.timeout_s), progress).await;
     let mut restarts_done = 0;
