@@ -202,3 +202,67 @@ async fn a_bad_setting_exits_2_naming_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("KUBECONFIG"));
 }
+
+/// The migration overlay shares ib-kubernetes' Lease: a record written by client-go (MicroTime
+/// timestamps, its own identity and transition count) must be honoured while its holder
+/// renews it, and taken over only after the holder stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_by_ib_kubernetes_is_honoured_until_its_holder_stops_renewing() {
+    let env = Env::new().await;
+    env.nad("ib-a", "0x10", false);
+    env.pod("p1", r#"[{"name":"ib-a"}]"#, &[]);
+    let micro = |t: std::time::SystemTime| {
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs() as i64;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since the epoch (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            d.subsec_micros()
+        )
+    };
+    let now = std::time::SystemTime::now();
+    env.api.create(
+        Res::Leases,
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": LEASE_NAME, "namespace": LEASE_NS},
+            "spec": {"holderIdentity": "cp-1_5d0e7a3c", "leaseDurationSeconds": 2,
+                     "acquireTime": micro(now), "renewTime": micro(now), "leaseTransitions": 4}
+        }),
+    );
+    let b = env.controller("ctrl-b", UfmAuth::Basic).await;
+    eventually("ctrl-b synced", || b.stats.caches_synced()).await;
+    // ib-kubernetes renews every 500 ms for 4 s: twice its lease duration.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.api.merge_patch(
+            Res::Leases,
+            LEASE_NS,
+            LEASE_NAME,
+            json!({"spec": {"renewTime": micro(std::time::SystemTime::now())}}),
+        );
+        assert!(!b.is_leader(), "fabric-sync must not lead while ib-kubernetes renews");
+    }
+    assert!(writes_by(&env.api, "ctrl-b").is_empty(), "{:?}", writes_by(&env.api, "ctrl-b"));
+    assert!(env.ufm.requests().is_empty(), "no UFM call while ib-kubernetes leads");
+    // ib-kubernetes is scaled to 0 and stops renewing: fabric-sync takes over and configures.
+    eventually("ctrl-b takes over", || b.is_leader()).await;
+    eventually("p1 configured", || env.configured_element("p1").is_some()).await;
+    let lease = env.api.get(Res::Leases, LEASE_NS, LEASE_NAME).unwrap();
+    assert_eq!(lease.pointer("/spec/holderIdentity").and_then(Value::as_str), Some("ctrl-b"));
+    assert_eq!(lease.pointer("/spec/leaseTransitions").and_then(Value::as_i64), Some(5));
+    b.stop().await;
+}
