@@ -193,8 +193,12 @@ async fn run_main(s: Settings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut lease = LeaseSettings::new(&s.controller.namespace, &s.controller.lease_name, &identity);
-    lease.renew_deadline = lease.renew_deadline.min(lease.duration);
+    let lease = LeaseSettings {
+        duration: s.controller.lease_duration,
+        renew_deadline: s.controller.lease_renew_deadline,
+        retry_period: s.controller.lease_retry_period,
+        ..LeaseSettings::new(&s.controller.namespace, &s.controller.lease_name, &identity)
+    };
     let config = ControllerConfig {
         lease,
         watch: WatchSettings::default(),

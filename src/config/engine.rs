@@ -217,6 +217,15 @@ pub struct ControllerArgs {
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long = "admin-listen", env = "FABRIC_SYNC_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: String,
+    /// How long a leader's term lasts without renewal.
+    #[arg(long = "lease-duration", env = "FABRIC_SYNC_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
+    /// A leader that could not renew for this long stops writing (must be below the duration).
+    #[arg(long = "lease-renew-deadline", env = "FABRIC_SYNC_LEASE_RENEW_DEADLINE", default_value = "10s")]
+    pub lease_renew_deadline: String,
+    /// Pause between Lease attempts (renewals by the leader, polls by standbys).
+    #[arg(long = "lease-retry-period", env = "FABRIC_SYNC_LEASE_RETRY_PERIOD", default_value = "2s")]
+    pub lease_retry_period: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +236,9 @@ pub struct ControllerSettings {
     /// `<node>_<pod uid>`, as ib-kubernetes.
     pub identity: String,
     pub admin_listen: SocketAddr,
+    pub lease_duration: Duration,
+    pub lease_renew_deadline: Duration,
+    pub lease_retry_period: Duration,
 }
 
 impl ControllerSettings {
@@ -252,6 +264,32 @@ impl ControllerSettings {
                 format!("{:?} is not a valid object name", a.lease_name),
             ));
         }
+        let lease = |env: &str, flag: &str, v: &str| {
+            let d = parse_duration(v, false).map_err(|e| ConfigError::new(env, flag, e))?;
+            if d < Duration::from_secs(1) {
+                return Err(ConfigError::new(env, flag, "must be at least 1s"));
+            }
+            Ok(d)
+        };
+        let lease_duration = lease("FABRIC_SYNC_LEASE_DURATION", "lease-duration", &a.lease_duration)?;
+        let lease_renew_deadline =
+            lease("FABRIC_SYNC_LEASE_RENEW_DEADLINE", "lease-renew-deadline", &a.lease_renew_deadline)?;
+        let lease_retry_period = lease("FABRIC_SYNC_LEASE_RETRY_PERIOD", "lease-retry-period", &a.lease_retry_period)?;
+        // The gap between giving up and the term's end is what keeps two leaders from writing.
+        if lease_renew_deadline >= lease_duration {
+            return Err(ConfigError::new(
+                "FABRIC_SYNC_LEASE_RENEW_DEADLINE",
+                "lease-renew-deadline",
+                "must be below FABRIC_SYNC_LEASE_DURATION: a leader must stop writing before its term can pass to another",
+            ));
+        }
+        if lease_retry_period >= lease_renew_deadline {
+            return Err(ConfigError::new(
+                "FABRIC_SYNC_LEASE_RETRY_PERIOD",
+                "lease-retry-period",
+                "must be below FABRIC_SYNC_LEASE_RENEW_DEADLINE, or a single failed renewal ends the term",
+            ));
+        }
         let node = a.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| hostname.to_string());
         let identity = match a.pod_uid.as_deref().filter(|u| !u.is_empty()) {
             Some(uid) => format!("{node}_{uid}"),
@@ -263,6 +301,9 @@ impl ControllerSettings {
             lease_name: a.lease_name.clone(),
             identity,
             admin_listen,
+            lease_duration,
+            lease_renew_deadline,
+            lease_retry_period,
         })
     }
 }
@@ -288,9 +329,17 @@ mod tests {
             node_name: Some("cp-1".into()),
             pod_uid: Some("1234".into()),
             admin_listen: "0.0.0.0:8080".into(),
+            lease_duration: "15s".into(),
+            lease_renew_deadline: "10s".into(),
+            lease_retry_period: "2s".into(),
         };
         assert_eq!(ControllerSettings::from_args(&a, "host").unwrap().identity, "cp-1_1234");
         let a = ControllerArgs { node_name: None, pod_uid: None, ..a };
         assert_eq!(ControllerSettings::from_args(&a, "host").unwrap().identity, "host");
+        let bad = ControllerArgs { lease_renew_deadline: "15s".into(), ..a.clone() };
+        let err = ControllerSettings::from_args(&bad, "host").unwrap_err();
+        assert!(err.to_string().contains("FABRIC_SYNC_LEASE_RENEW_DEADLINE"), "{err}");
+        let bad = ControllerArgs { lease_retry_period: "10s".into(), ..a };
+        assert!(ControllerSettings::from_args(&bad, "host").is_err());
     }
 }
