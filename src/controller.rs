@@ -109,20 +109,35 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// Validated settings of `fabric-sync controller`.
-struct Settings {
-    ufm: UfmSettings,
-    engine: EngineSettings,
-    engine_config: EngineConfig,
-    controller: ControllerSettings,
+/// The flags and environment of `fabric-sync controller`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerCmd {
+    #[command(flatten)]
+    pub ufm: UfmArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
 }
 
-fn load(ufm: &UfmArgs, engine: &EngineArgs, controller: &ControllerArgs) -> Result<Settings, String> {
-    let ufm = UfmSettings::from_args(ufm).map_err(|e| e.to_string())?;
-    let engine = EngineSettings::from_args(engine).map_err(|e| e.to_string())?;
-    let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
-    let controller = ControllerSettings::from_args(controller, &hostname()).map_err(|e| e.to_string())?;
-    Ok(Settings { ufm, engine, engine_config, controller })
+/// Validated settings of `fabric-sync controller`.
+pub struct Settings {
+    pub ufm: UfmSettings,
+    pub engine: EngineSettings,
+    pub engine_config: EngineConfig,
+    pub controller: ControllerSettings,
+}
+
+impl ControllerCmd {
+    /// Validates every setting as the controller does at start (the policy file is read too);
+    /// the error names the setting.
+    pub fn load(&self) -> Result<Settings, String> {
+        let ufm = UfmSettings::from_args(&self.ufm).map_err(|e| e.to_string())?;
+        let engine = EngineSettings::from_args(&self.engine).map_err(|e| e.to_string())?;
+        let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
+        let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
+        Ok(Settings { ufm, engine, engine_config, controller })
+    }
 }
 
 fn hostname() -> String {
@@ -136,8 +151,8 @@ fn hostname() -> String {
 
 /// The `fabric-sync controller` command. Exit 2 for a configuration problem (the message names
 /// the setting), 1 for a runtime failure, 0 after a clean shutdown (SIGTERM or Ctrl-C).
-pub fn main(ufm: UfmArgs, engine: EngineArgs, controller: ControllerArgs) -> ExitCode {
-    let settings = match load(&ufm, &engine, &controller) {
+pub fn main(cmd: ControllerCmd) -> ExitCode {
+    let settings = match cmd.load() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fabric-sync controller: {e}");

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use fabric_sync::config::{ControllerArgs, EngineArgs, LogFormat, UfmArgs};
+use fabric_sync::config::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (Deployment, leader elected).
-    Controller(Box<ControllerCmd>),
+    Controller(Box<fabric_sync::controller::ControllerCmd>),
     /// Node agent: inventory, VF GUID verification and programming.
     Agent(Box<fabric_sync::agent::cli::AgentCmd>),
     /// A friendly fixed scenario on the embedded mock UFM.
@@ -39,16 +39,6 @@ enum Command {
     ConfigSchema,
 }
 
-#[derive(clap::Args)]
-struct ControllerCmd {
-    #[command(flatten)]
-    ufm: UfmArgs,
-    #[command(flatten)]
-    engine: EngineArgs,
-    #[command(flatten)]
-    controller: ControllerArgs,
-}
-
 fn main() -> ExitCode {
     fabric_sync::install_crypto_provider();
     let cli = Cli::parse();
@@ -62,10 +52,7 @@ fn main() -> ExitCode {
             println!("{}", config_schema());
             ExitCode::SUCCESS
         }
-        Command::Controller(cmd) => {
-            let ControllerCmd { ufm, engine, controller } = *cmd;
-            fabric_sync::controller::main(ufm, engine, controller)
-        }
+        Command::Controller(cmd) => fabric_sync::controller::main(*cmd),
         Command::Agent(cmd) => fabric_sync::agent::cli::main(*cmd),
         Command::Demo => fabric_sync::sim::demo::main(),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clap::{CommandFactory, Parser};
-use fabric_sync::config::{
-    ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, LogFormat, UfmArgs, UfmSettings,
-};
+use fabric_sync::config::LogFormat;
 use fabric_sync::engine::{EngineConfig, Policy};
 use fabric_sync::ib::PKey;
 use fabric_sync::netdef::{GuidVia, parse_nad, parse_networks, parse_smc};
@@ -250,15 +248,11 @@ fn check_invocation(c: &Container) -> Result<String, String> {
     Ok(path)
 }
 
-/// The controller's flags as the binary would read them from this environment.
+/// The controller's flags as the binary reads them.
 #[derive(Parser)]
 struct ControllerFlags {
     #[command(flatten)]
-    ufm: UfmArgs,
-    #[command(flatten)]
-    engine: EngineArgs,
-    #[command(flatten)]
-    controller: ControllerArgs,
+    cmd: fabric_sync::controller::ControllerCmd,
 }
 
 /// Validates an environment the way `fabric-sync controller` does at start (the policy file is
@@ -280,10 +274,7 @@ fn validate_controller_env(env: &BTreeMap<String, String>) -> Result<EngineConfi
         }
     }
     let flags = ControllerFlags::try_parse_from(&argv).map_err(|e| e.to_string())?;
-    UfmSettings::from_args(&flags.ufm).map_err(|e| e.to_string())?;
-    let engine = EngineSettings::from_args(&flags.engine).map_err(|e| e.to_string())?;
-    ControllerSettings::from_args(&flags.controller, "host").map_err(|e| e.to_string())?;
-    EngineConfig::from_settings(&engine).map_err(|e| e.to_string())
+    flags.cmd.load().map(|s| s.engine_config)
 }
 
 /// The agent's flags as the binary would read them from this environment.
