@@ -255,18 +255,24 @@ struct ControllerFlags {
     cmd: fabric_sync::controller::ControllerCmd,
 }
 
+/// The two log settings every command reads, checked by their own parsers (RUST_LOG is not a
+/// clap flag).
+fn check_log_setting(key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "FABRIC_SYNC_LOG_FORMAT" => {
+            <LogFormat as clap::ValueEnum>::from_str(value, false).map(drop).map_err(|e| format!("{key}: {e}"))
+        }
+        _ => tracing_subscriber::EnvFilter::try_new(value).map(drop).map_err(|e| format!("{key}: {e}")),
+    }
+}
+
 /// Validates an environment the way `fabric-sync controller` does at start (the policy file is
 /// read too). Log settings are checked by their own parsers.
 fn validate_controller_env(env: &BTreeMap<String, String>) -> Result<EngineConfig, String> {
     let mut argv = vec!["controller".to_string()];
     for (k, v) in env {
         match k.as_str() {
-            "FABRIC_SYNC_LOG_FORMAT" => {
-                <LogFormat as clap::ValueEnum>::from_str(v, false).map_err(|e| format!("{k}: {e}"))?;
-            }
-            "RUST_LOG" => {
-                tracing_subscriber::EnvFilter::try_new(v).map_err(|e| format!("{k}: {e}"))?;
-            }
+            "FABRIC_SYNC_LOG_FORMAT" | "RUST_LOG" => check_log_setting(k, v)?,
             _ => {
                 let flag = flag_by_env(CONTROLLER, k).ok_or_else(|| format!("{k}: not a controller setting"))?;
                 argv.push(format!("--{}={v}", flag.long.as_deref().unwrap_or_default()));
@@ -291,12 +297,7 @@ fn validate_agent_env(env: &BTreeMap<String, String>) -> Result<(), String> {
     let mut argv = vec!["run".to_string()];
     for (k, v) in env {
         match k.as_str() {
-            "FABRIC_SYNC_LOG_FORMAT" => {
-                <LogFormat as clap::ValueEnum>::from_str(v, false).map_err(|e| format!("{k}: {e}"))?;
-            }
-            "RUST_LOG" => {
-                tracing_subscriber::EnvFilter::try_new(v).map_err(|e| format!("{k}: {e}"))?;
-            }
+            "FABRIC_SYNC_LOG_FORMAT" | "RUST_LOG" => check_log_setting(k, v)?,
             _ => {
                 let flag = flag_by_env(AGENT, k).ok_or_else(|| format!("{k}: not an agent setting"))?;
                 let long = flag.long.as_deref().unwrap_or_default();
