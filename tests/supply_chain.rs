@@ -1,5 +1,10 @@
-//! The supply-chain policy of deny.toml, enforced offline: no banned crate in Cargo.lock, every
-//! dependency from crates.io, every license allowed.
+//! The supply-chain policy of deny.toml, enforced on every test run: no banned crate in the build
+//! (for any target platform), every dependency from crates.io, every license allowed.
+//!
+//! `cargo metadata` and `cargo tree --target all` need the manifests of every platform's
+//! packages, which a Linux build never downloads; they are fetched here from crates.io as usual
+//! (no `--offline`), so the test passes from an empty cargo cache. `.ci/run` proves it by pointing
+//! `FABRIC_SYNC_SUPPLY_CHAIN_CARGO_HOME` at a new, empty directory.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,13 +31,20 @@ fn lock() -> Vec<toml::Table> {
     lock["package"].as_array().expect("packages").iter().filter_map(|p| p.as_table().cloned()).collect()
 }
 
-/// `cargo metadata` of the workspace: the dependency graph as it is built.
+/// A cargo command in the workspace; `FABRIC_SYNC_SUPPLY_CHAIN_CARGO_HOME` runs it on another
+/// (for instance empty) cargo home, to prove nothing depends on a warm cache.
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(args).current_dir(root());
+    if let Some(home) = std::env::var_os("FABRIC_SYNC_SUPPLY_CHAIN_CARGO_HOME") {
+        cmd.env("CARGO_HOME", home);
+    }
+    cmd
+}
+
+/// `cargo metadata` of the workspace: the dependency graph, every platform's packages included.
 fn metadata() -> serde_json::Value {
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        .current_dir(root())
-        .output()
-        .expect("cargo metadata runs");
+    let out = cargo(&["metadata", "--format-version", "1", "--locked"]).output().expect("cargo metadata runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("metadata is JSON")
 }
@@ -48,20 +60,32 @@ fn no_banned_crate_is_built() {
     assert!(banned.contains("backoff") && banned.contains("ring"));
     // What is built (cargo's feature resolver, all targets), not Cargo.lock: the lockfile also
     // lists optional dependencies no enabled feature activates (ring, as an option of rustls-webpki).
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "--locked", "--offline", "--workspace", "--target", "all", "-e", "normal,build,dev"])
+    let out = cargo(&["tree", "--locked", "--workspace", "--target", "all", "-e", "normal,build,dev"])
         .args(["--prefix", "none", "--format", "{p}"])
-        .current_dir(root())
         .output()
         .expect("cargo tree runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let built: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    assert!(built.contains("tokio") && built.contains("rustls"), "cargo tree listed the build");
-    let found: Vec<&String> = built.iter().filter(|n| banned.contains(*n)).collect();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.lines().any(|l| l.starts_with("tokio ")) && tree.lines().any(|l| l.starts_with("rustls ")));
+    let found = banned_in(&tree, &banned);
     assert!(found.is_empty(), "banned crates in the build: {found:?}");
+}
+
+/// The banned crates among the packages of `cargo tree --prefix none --format {p}` output.
+fn banned_in(tree: &str, banned: &BTreeSet<String>) -> BTreeSet<String> {
+    tree.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| banned.contains(*n))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_ban_check_finds_a_banned_crate_in_a_tree() {
+    let banned: BTreeSet<String> = ["ring".to_string(), "backoff".to_string()].into();
+    let tree = "tokio v1.48.0\nring v0.17.14\nrustls v0.23.35 (*)\nring-compat v0.8.0\n";
+    assert_eq!(banned_in(tree, &banned), BTreeSet::from(["ring".to_string()]));
+    assert!(banned_in("tokio v1.48.0\n", &banned).is_empty());
 }
 
 #[test]
@@ -111,4 +135,17 @@ fn the_license_check_refuses_what_it_should() {
     assert!(allowed("Apache-2.0 WITH LLVM-exception", &allow));
     assert!(!allowed("GPL-3.0", &allow));
     assert!(!allowed("MIT AND GPL-3.0", &allow));
+}
+
+#[test]
+fn the_license_files_match_the_declared_license() {
+    let manifest: toml::Table =
+        std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml").parse().expect("Cargo.toml parses");
+    let declared = manifest["workspace"]["package"]["license"].as_str().expect("workspace.package.license");
+    assert_eq!(declared, "Apache-2.0", "LICENSE holds the Apache License 2.0; change both together");
+    for file in ["LICENSE", "mock-ufm/LICENSE"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let words: Vec<&str> = text.split_whitespace().take(4).collect();
+        assert_eq!(words, ["Apache", "License", "Version", "2.0,"], "{file} is not the Apache License 2.0");
+    }
 }
