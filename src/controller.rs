@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, SmPlugin, UfmArgs, UfmSettings,
 };
-use crate::engine::{Engine, EngineConfig, EngineStats, Fabric, State, Timing};
+use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
-    EventPublisher, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, WatchSettings, client_config, spawn_watchers,
+    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, WatchSettings,
+    client_config, spawn_watchers,
 };
 use crate::ops::{AdminState, Metrics};
 use crate::ufm::{NoopFabric, UfmClient};
@@ -68,12 +69,17 @@ impl Controller {
         let (leader_tx, leader_rx) = watch::channel(false);
         let uids = Arc::new(NetworkUids::default());
         let publisher = EventPublisher::new(client.clone(), &identity, uids.clone());
-        let writer = Arc::new(KubeWriter::new(client.clone(), publisher, metrics.clone()));
+        let mut elector = LeaderElector::new(client.clone(), config.lease);
+        // Every write (UFM, ledger, pods, Events) passes the Lease fence first.
+        let writer: Arc<dyn ClusterWriter> = Arc::new(FencedWriter::new(
+            Arc::new(KubeWriter::new(client.clone(), publisher, metrics.clone())),
+            elector.fence(),
+        ));
+        let fabric: Arc<dyn Fabric> = Arc::new(FencedFabric::new(fabric, elector.fence()));
         let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
         spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids);
 
-        let mut elector = LeaderElector::new(client, config.lease);
         tokio::select! {
             () = elector.run(&leader_tx) => {}
             () = shutdown => {}

@@ -21,6 +21,16 @@ pub enum PolicyMode {
     Enforce,
 }
 
+/// When `configured` annotations are adopted into the ownership ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdoptAnnotations {
+    /// Once, when the ledger is empty at start (migration from ib-kubernetes).
+    #[default]
+    IfLedgerEmpty,
+    /// Never: annotations are output only (set it once the migration is done).
+    Never,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct EngineArgs {
     /// First GUID of the pool (inclusive).
@@ -65,6 +75,15 @@ pub struct EngineArgs {
     /// What the policy does with a violation.
     #[arg(long = "policy-mode", env = "FABRIC_SYNC_POLICY_MODE", value_enum, default_value_t = PolicyMode::Off)]
     pub policy_mode: PolicyMode,
+    /// Longest pause between retries of a transient failure (a permanent refusal waits 10 times as long).
+    #[arg(long = "retry-max", env = "FABRIC_SYNC_RETRY_MAX", default_value = "60s")]
+    pub retry_max: String,
+    /// When ib-kubernetes' `configured` annotations are adopted into the ledger.
+    #[arg(long = "adopt-annotations", env = "FABRIC_SYNC_ADOPT_ANNOTATIONS", value_enum, default_value_t = AdoptAnnotations::IfLedgerEmpty)]
+    pub adopt_annotations: AdoptAnnotations,
+    /// Most IB attachments one pod may ask for; a pod over it is refused before any GUID is taken.
+    #[arg(long = "max-attachments-per-pod", env = "FABRIC_SYNC_MAX_ATTACHMENTS_PER_POD", default_value = "32")]
+    pub max_attachments_per_pod: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +101,9 @@ pub struct EngineSettings {
     pub mass_removal_min: usize,
     pub policy_file: Option<PathBuf>,
     pub policy_mode: PolicyMode,
+    pub retry_max: Duration,
+    pub adopt_annotations: AdoptAnnotations,
+    pub max_attachments_per_pod: usize,
 }
 
 impl EngineSettings {
@@ -171,6 +193,14 @@ impl EngineSettings {
             mass_removal_min,
             policy_file: a.policy_file.clone(),
             policy_mode: a.policy_mode,
+            retry_max: duration("FABRIC_SYNC_RETRY_MAX", "retry-max", &a.retry_max, false)?,
+            adopt_annotations: a.adopt_annotations,
+            max_attachments_per_pod: count(
+                "FABRIC_SYNC_MAX_ATTACHMENTS_PER_POD",
+                "max-attachments-per-pod",
+                &a.max_attachments_per_pod,
+                4096,
+            )?,
         })
     }
 }
@@ -192,6 +222,9 @@ impl Default for EngineArgs {
             mass_removal_min: "32".into(),
             policy_file: None,
             policy_mode: PolicyMode::Off,
+            retry_max: "60s".into(),
+            adopt_annotations: AdoptAnnotations::IfLedgerEmpty,
+            max_attachments_per_pod: "32".into(),
         }
     }
 }

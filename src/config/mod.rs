@@ -4,7 +4,7 @@
 mod engine;
 mod ufm;
 
-pub use engine::{ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, PolicyMode};
+pub use engine::{AdoptAnnotations, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, PolicyMode};
 pub use ufm::{CredentialSource, Credentials, SmPlugin, UfmArgs, UfmAuth, UfmScheme, UfmSettings};
 
 use std::fmt;

@@ -1,11 +1,13 @@
 //! Assignment: for every attachment that changed, decide (without I/O) whether it gets a GUID
-//! and which membership it should hold, or why not. Never steals a GUID: a GUID owned by a
-//! live attachment, or still listed by the fabric without an owner, is refused.
+//! and which membership it should hold, or why not. Never steals a GUID: a GUID the ledger
+//! gives another attachment, or still listed by the fabric without an owner, is refused. What
+//! an element's annotation claims is checked against the ledger, never adopted (but once, at
+//! migration: ledger.rs).
 
 use super::model::{AttachmentId, AttachmentRequest, ObjectKey};
 use super::outcome::{Reason, Refusal};
 use super::ports::{EventObject, EventRecord, EventType};
-use super::state::{Assignment, Desired, Effective, Standing, State};
+use super::state::{Desired, Effective, Standing, State};
 use crate::config::PolicyMode;
 use crate::ib::{Guid, PKey};
 use crate::netdef::IbNetwork;
@@ -17,6 +19,7 @@ impl State {
         if !self.caches_synced || !self.fabric_listed {
             return;
         }
+        self.load_ledger();
         if std::mem::take(&mut self.recheck_waiting) {
             let waiting: Vec<AttachmentId> = self
                 .standing
@@ -63,6 +66,18 @@ impl State {
         }
         let existing = self.by_attachment.get(id).copied();
         let (namespace, deleting, node) = (pod.key.namespace.clone(), pod.deleting, pod.node.clone());
+        let running = pod.phase == super::model::PodPhase::Running;
+        self.check_marker(id, &request, existing);
+        if existing.is_none() && self.forged.contains(id) {
+            if !matches!(self.standing.get(id), Some(Standing::Refused(_))) {
+                let refusal = Refusal::new(
+                    Reason::ForgedAnnotation,
+                    "the element claims a configured GUID the ledger does not give it; recreate the pod without the mellanox.infiniband.app marker",
+                );
+                self.set_standing(id, Some(Standing::Refused(refusal)));
+            }
+            return;
+        }
         let network = match self.networks.get(&id.network).map(|d| d.effective()) {
             None | Some(Effective::Missing) => {
                 self.hold(
@@ -94,6 +109,21 @@ impl State {
         if existing.is_none() && deleting {
             return;
         }
+        if existing.is_none() && self.claims.get(&id.pod).is_some_and(|c| c.deleting) {
+            let wait = Refusal::new(Reason::NetworkNotFound, "waiting for the pod's previous ledger claim to be released");
+            self.set_standing(id, Some(Standing::Quiet(wait)));
+            return;
+        }
+        if existing.is_none() && running {
+            // Its VF was set up long ago without this GUID: configuring it now would put a GUID
+            // in UFM that no VF carries (ib-kubernetes skips such pods too).
+            let refusal = Refusal::new(
+                Reason::StartedUnconfigured,
+                "the pod was running before its fabric configuration; recreate the pod",
+            );
+            self.set_standing(id, Some(Standing::Refused(refusal)));
+            return;
+        }
         if let Some(p) = network.pkey() {
             if let Err(msg) = self.policy_allows(&namespace, p) {
                 if self.cfg.policy_mode == PolicyMode::Enforce {
@@ -115,21 +145,9 @@ impl State {
                         return;
                     }
                 }
-                match self.obtain_guid(id, &request) {
+                match self.obtain_guid(&request) {
                     Ok(g) => {
-                        self.ledger.insert(
-                            g,
-                            Assignment {
-                                owner: Some(id.clone()),
-                                node: node.clone(),
-                                desired: Desired::Nothing,
-                                budget_pkey: None,
-                                guid_via: network.guid_via,
-                                written: None,
-                                ever_in_fabric: false,
-                            },
-                        );
-                        self.by_attachment.insert(id.clone(), g);
+                        self.insert_assignment(g, id, node.clone(), network.guid_via, true);
                         g
                     }
                     Err(refusal) => {
@@ -139,7 +157,8 @@ impl State {
                 }
             }
         };
-        // The annotation may already say `configured` (restart): remember it to avoid a re-patch.
+        // What the element says now (a restart, or a tenant's edit): a write follows if it is not
+        // what the ledger and the fabric say.
         let written = match (&request.guid, request.configured) {
             (Some(Ok(rg)), true) if *rg == g => Some(request.pkey.as_deref().and_then(|p| p.parse::<PKey>().ok())),
             _ => None,
@@ -159,7 +178,10 @@ impl State {
                     self.budget.release(&a.node, p);
                     self.recheck_waiting = true;
                 }
-                a.desired = Desired::Nothing;
+                // Adopted at migration on an unreadable network: nothing is removed on a guess.
+                if a.desired != Desired::LeaveAlone {
+                    a.desired = Desired::Nothing;
+                }
                 self.dirty_guids.insert(g);
             }
         }
@@ -199,9 +221,7 @@ impl State {
             a.node = node.clone();
         }
         a.guid_via = network.guid_via;
-        if a.written.is_none() {
-            a.written = written_now;
-        }
+        a.written = written_now;
         if a.desired != desired {
             a.desired = desired;
         }
@@ -209,7 +229,7 @@ impl State {
         Ok(())
     }
 
-    fn obtain_guid(&mut self, id: &AttachmentId, request: &AttachmentRequest) -> Result<Guid, Refusal> {
+    fn obtain_guid(&mut self, request: &AttachmentRequest) -> Result<Guid, Refusal> {
         let range = self.cfg.guid_range;
         match &request.guid {
             Some(Err(msg)) => Err(Refusal::new(Reason::InvalidAnnotation, msg.clone())),
@@ -240,22 +260,58 @@ impl State {
                     ));
                 }
                 if self.pool.is_quarantined(g) {
-                    if !request.configured {
-                        return Err(Refusal::new(
-                            Reason::GuidConflict,
-                            format!(
-                                "GUID {g} is still listed by the fabric without an owner; retried once UFM removes it"
-                            ),
-                        ));
-                    }
-                    // Our own earlier assignment, found in UFM after a restart: adopt it.
-                    self.pool.confirm_removed(g);
+                    // Listed by UFM with no ledger owner: whatever the element says, it is not
+                    // this pod's (a `configured` marker is no proof of ownership).
+                    return Err(Refusal::new(
+                        Reason::GuidConflict,
+                        format!("GUID {g} is still listed by the fabric without an owner; retried once UFM removes it"),
+                    ));
                 }
                 self.pool.reserve(g).map_err(|e| Refusal::new(Reason::GuidConflict, e.to_string()))?;
-                let _ = id;
                 Ok(g)
             }
             None => self.pool.allocate().map_err(|e| Refusal::new(Reason::PoolExhausted, e.to_string())),
+        }
+    }
+
+    /// An element that says `configured` with a GUID the ledger does not give it is forged
+    /// (or left by another controller): reported once, and rewritten by the next patch.
+    fn check_marker(&mut self, id: &AttachmentId, request: &AttachmentRequest, existing: Option<Guid>) {
+        let claimed = match &request.guid {
+            Some(Ok(g)) => Some(*g),
+            _ => None,
+        };
+        if !request.configured || (existing.is_some() && claimed == existing) {
+            return;
+        }
+        let message = match (existing, claimed) {
+            (Some(ours), Some(theirs)) => format!(
+                "{}: the element says GUID {theirs} is configured, but the ledger gives this attachment {ours}; it is restored",
+                id.label()
+            ),
+            (Some(ours), None) => {
+                format!("{}: configured marker without a GUID; the ledger's GUID {ours} is restored", id.label())
+            }
+            (None, _) => format!(
+                "{}: the element claims a configured GUID the ledger does not back; the marker is removed",
+                id.label()
+            ),
+        };
+        if existing.is_none() && !self.forged.insert(id.clone()) {
+            // Reported already; the rewrite is pending or refused.
+            self.dirty_status.insert(id.pod.clone());
+            return;
+        }
+        tracing::info!(attachment = %id.label(), pod = %self.pod_name(&id.pod), "{message}");
+        self.report_pod(id, Reason::ForgedAnnotation, &message);
+        self.dirty_status.insert(id.pod.clone());
+    }
+
+    /// One Warning Event on the attachment's pod.
+    pub(super) fn report_pod(&mut self, id: &AttachmentId, reason: Reason, message: &str) {
+        if let Some(pod) = self.pods.get(&id.pod) {
+            let record = pod_event(pod, reason, message);
+            self.events.push(record);
         }
     }
 

@@ -6,12 +6,14 @@
 mod assign;
 mod fabric;
 mod knowledge;
+mod ledger;
 mod model;
 mod outcome;
 mod plan;
 mod policy;
 mod ports;
 mod results;
+mod retry;
 mod run;
 mod state;
 mod stats;
@@ -19,14 +21,16 @@ mod writeback;
 
 pub use fabric::{Fabric, FabricError, FabricListing, FabricMember};
 pub use knowledge::{Knowledge, Member};
+pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
 pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, build_patch, plan};
 pub use policy::{Policy, PolicyError};
 pub use ports::{
-    AttachmentWrite, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome,
+    AttachmentWrite, ClaimOutcome, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome,
     PodPatch, WriteError,
 };
+pub use retry::Backoffs;
 pub use run::{Engine, Timing};
 pub use state::{Assignment, Desired, EngineConfig, Standing, State};
 pub use stats::{Counter, EngineStats, Gauges};

@@ -148,6 +148,8 @@ pub struct PodMeta<'a> {
     pub phase: PodPhase,
     pub deleting: bool,
     pub host_network: bool,
+    /// Creation time (Unix seconds; 0 when unknown): who was first, when two pods claim a GUID.
+    pub created: i64,
 }
 
 /// A pod as the engine sees it.
@@ -159,6 +161,7 @@ pub struct PodView {
     pub phase: PodPhase,
     pub deleting: bool,
     pub host_network: bool,
+    pub created: i64,
     /// The attachments asked for; `Err` when the networks annotation does not parse.
     pub attachments: Result<Vec<AttachmentRequest>, String>,
 }
@@ -179,6 +182,7 @@ impl PodView {
             phase: meta.phase,
             deleting: meta.deleting,
             host_network: meta.host_network,
+            created: meta.created,
             attachments,
         }
     }
@@ -198,7 +202,7 @@ mod tests {
     use super::*;
 
     fn meta(namespace: &'static str, node: Option<&'static str>, phase: PodPhase) -> PodMeta<'static> {
-        PodMeta { uid: "u1", namespace, name: "p", node, phase, deleting: false, host_network: false }
+        PodMeta { uid: "u1", namespace, name: "p", node, phase, deleting: false, host_network: false, created: 0 }
     }
 
     #[test]

@@ -24,10 +24,14 @@ pub enum Reason {
     FabricUnavailable,
     /// The network the pod names does not exist (yet).
     NetworkNotFound,
+    /// The pod's element claims `configured`, a GUID or a pkey the ledger does not back.
+    ForgedAnnotation,
+    /// The pod was running before fabric-sync configured it: its VF was set up without the GUID.
+    StartedUnconfigured,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::InvalidNetwork,
         Reason::InvalidAnnotation,
         Reason::PKeyLimitExceeded,
@@ -37,6 +41,8 @@ impl Reason {
         Reason::PoolExhausted,
         Reason::FabricUnavailable,
         Reason::NetworkNotFound,
+        Reason::ForgedAnnotation,
+        Reason::StartedUnconfigured,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +56,8 @@ impl Reason {
             Reason::PoolExhausted => "PoolExhausted",
             Reason::FabricUnavailable => "FabricUnavailable",
             Reason::NetworkNotFound => "NetworkNotFound",
+            Reason::ForgedAnnotation => "ForgedAnnotation",
+            Reason::StartedUnconfigured => "StartedUnconfigured",
         }
     }
 

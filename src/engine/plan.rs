@@ -1,14 +1,17 @@
-//! The planner: a pure function from the engine's state to the next batch of work — one UFM
-//! add per (pkey, partition attributes), one remove per pkey, pod write-backs only for GUIDs UFM
-//! has accepted, and the mass-removal breaker.
+//! The planner: a pure function from the engine's state to the next batch of work — ledger
+//! writes first (no GUID goes to UFM or into a pod before its claim records it), one UFM add
+//! per (pkey, partition attributes), one remove per pkey, pod write-backs only for GUIDs UFM has
+//! accepted, forged markers stripped, and the mass-removal breaker for GUIDs no claim explains.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::ledger::Claim;
 use super::model::PodUid;
 use super::outcome::{STATUS_CONFIGURED, STATUS_PENDING};
 use super::ports::{AttachmentWrite, PodPatch};
 use super::state::{Desired, Effective, Standing, State};
 use crate::ib::{Guid, PKey, PartitionSpec};
+use crate::netdef::GuidVia;
 
 /// One pkey's change: removals first, then adds (one request per partition attributes).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +49,12 @@ pub struct Plan {
     pub breaker: Vec<BreakerTrip>,
     /// Stale GUIDs (no owner) this plan removes: drift repair.
     pub stale_removals: usize,
+    /// Claims to create or update (before their GUIDs go anywhere).
+    pub write_claims: Vec<Claim>,
+    /// Claims whose every GUID left the fabric: deleted and their finalizer dropped.
+    pub release_claims: Vec<Claim>,
+    /// Dirty claims this plan handles (the rest stay dirty).
+    pub claims_done: Vec<PodUid>,
 }
 
 /// What the planner may not touch right now.
@@ -54,6 +63,8 @@ pub struct Limits<'a> {
     pub blocked_pkeys: &'a HashSet<PKey>,
     /// Pods with a patch in flight or in back-off.
     pub blocked_pods: &'a HashSet<PodUid>,
+    /// Pods with a claim write in flight or in back-off.
+    pub blocked_claims: &'a HashSet<PodUid>,
     /// Only write-backs and status; fabric work waits for the batch window.
     pub writes_only: bool,
 }
@@ -71,12 +82,14 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
         let desired = entry.filter(|a| a.owner.is_some()).map_or(Desired::Nothing, |a| a.desired);
         let mut keep_dirty = false;
         let mut removable_left = false;
+        let recorded = if entry.is_some() { state.recorded_pkeys(g) } else { Vec::new() };
         for m in state.knowledge.members(g) {
-            if desired.pkey() == Some(m.pkey) {
+            if desired.pkey() == Some(m.pkey) || desired == Desired::LeaveAlone {
                 continue;
             }
-            // Ours to remove: a pkey a network names, or one we put this GUID into.
-            let removable = state.is_named(m.pkey) || (entry.is_some() && m.ours);
+            // Ours to remove: a pkey a network names, one we put this GUID into, or one its
+            // claim records (the network may be gone: a namespace off-boarded while we were down).
+            let removable = state.is_named(m.pkey) || (entry.is_some() && (m.ours || recorded.contains(&m.pkey)));
             if !removable {
                 continue;
             }
@@ -99,7 +112,10 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
         };
         let ready = match desired {
             Desired::Member(spec) => {
-                if state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
+                if !state.is_recorded(g, Some(spec.pkey)) {
+                    // The claim is written first; the add follows its success.
+                    None
+                } else if state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
                     Some(Some(spec.pkey))
                 } else {
                     if limits.writes_only || limits.blocked_pkeys.contains(&spec.pkey) {
@@ -110,8 +126,8 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                     None
                 }
             }
-            Desired::NoPartition => Some(None),
-            Desired::Nothing => None,
+            Desired::NoPartition => state.is_recorded(g, None).then_some(None),
+            Desired::Nothing | Desired::LeaveAlone => None,
         };
         if let (Some(pkey), Some(owner)) = (ready, &a.owner) {
             if a.written != Some(pkey) {
@@ -153,7 +169,31 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
     write_pods.extend(state.dirty_status.iter().filter(|u| !limits.blocked_pods.contains(*u)).cloned());
     out.write_pods = write_pods.into_iter().collect();
     out.write_pods.sort_unstable();
+    plan_claims(state, limits, &mut out);
     out
+}
+
+/// Claim writes and releases for the pods whose claim may have changed.
+fn plan_claims(state: &State, limits: &Limits<'_>, out: &mut Plan) {
+    let mut dirty: Vec<&PodUid> = state.dirty_claims.iter().collect();
+    dirty.sort_unstable();
+    for uid in dirty {
+        if limits.blocked_claims.contains(uid) {
+            continue;
+        }
+        out.claims_done.push(uid.clone());
+        let current = state.claims.get(uid);
+        match (state.desired_claim(uid), current) {
+            (None, Some(c)) => out.release_claims.push(c.clone()),
+            (None, None) => {}
+            (Some(want), current) => {
+                let alive = state.pods.contains_key(uid) && !current.is_some_and(|c| c.deleting);
+                if alive && !current.is_some_and(|c| c.same_record(&want)) {
+                    out.write_claims.push(want);
+                }
+            }
+        }
+    }
 }
 
 /// The patch for one pod from the current state: every attachment whose membership UFM has
@@ -165,24 +205,52 @@ pub fn build_patch(state: &State, uid: &PodUid) -> Option<PodPatch> {
     if let Ok(list) = &pod.attachments {
         for r in list {
             let id = pod.attachment_id(r);
-            let Some(&g) = state.by_attachment.get(&id) else { continue };
-            let Some(a) = state.ledger.get(&g) else { continue };
-            let ready = match a.desired {
-                Desired::Member(spec) => {
-                    state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)).then_some(Some(spec.pkey))
+            let assigned = state.by_attachment.get(&id).and_then(|g| Some((*g, state.ledger.get(g)?)));
+            let ready = assigned.and_then(|(g, a)| match a.desired {
+                Desired::Member(spec) => (state.is_recorded(g, Some(spec.pkey))
+                    && state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)))
+                .then_some(Some(spec.pkey)),
+                Desired::NoPartition => state.is_recorded(g, None).then_some(None),
+                Desired::Nothing | Desired::LeaveAlone => None,
+            });
+            match (assigned, ready) {
+                (Some((g, a)), Some(pkey)) if a.written != Some(pkey) => {
+                    written_now.insert(g, ());
+                    writes.push(AttachmentWrite {
+                        network: id.network,
+                        slot: id.slot,
+                        guid: Some(g),
+                        guid_via: a.guid_via,
+                        configured: true,
+                        pkey,
+                    });
                 }
-                Desired::NoPartition => Some(None),
-                Desired::Nothing => None,
-            };
-            if let Some(pkey) = ready.filter(|p| a.written != Some(*p)) {
-                written_now.insert(g, ());
-                writes.push(AttachmentWrite {
-                    network: id.network,
-                    slot: id.slot,
-                    guid: g,
-                    guid_via: a.guid_via,
-                    pkey,
-                });
+                (Some(_), Some(_)) => {}
+                // A marker the ledger does not back: stripped, the GUID restored or removed.
+                (None, None)
+                    if (state.forged.contains(&id) || r.configured)
+                        && (r.configured || r.guid.is_some() || r.pkey.is_some()) =>
+                {
+                    writes.push(AttachmentWrite {
+                        network: id.network,
+                        slot: id.slot,
+                        guid: None,
+                        guid_via: GuidVia::CniArgs,
+                        configured: false,
+                        pkey: None,
+                    });
+                }
+                (Some((g, a)), None) if r.configured && r.guid != Some(Ok(g)) => {
+                    writes.push(AttachmentWrite {
+                        network: id.network,
+                        slot: id.slot,
+                        guid: Some(g),
+                        guid_via: a.guid_via,
+                        configured: false,
+                        pkey: None,
+                    });
+                }
+                _ => {}
             }
         }
     }

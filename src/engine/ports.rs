@@ -1,10 +1,11 @@
 //! The engine's ports to the cluster: `ClusterEvent`s in (from the kube adapter or the
-//! simulator), `ClusterWriter` out (pod annotations, Events, node annotations).
+//! simulator), `ClusterWriter` out (the ownership ledger, pod annotations, Events).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use super::ledger::Claim;
 use super::model::{ObjectKey, PodUid, PodView, Slot};
 use crate::ib::{Guid, PKey};
 use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
@@ -48,6 +49,11 @@ pub enum ClusterEvent {
     NamespaceDeleted {
         name: String,
     },
+    /// A ledger object (`GuidClaim`) was created or changed: the durable record of a pod's GUIDs.
+    ClaimApplied(Claim),
+    ClaimDeleted {
+        pod_uid: PodUid,
+    },
     /// Every initial list has been delivered.
     CachesSynced,
 }
@@ -57,8 +63,12 @@ pub enum ClusterEvent {
 pub struct AttachmentWrite {
     pub network: NetworkKey,
     pub slot: Slot,
-    pub guid: Guid,
+    /// The GUID the ledger gives the attachment; `None` removes any GUID from the element.
+    pub guid: Option<Guid>,
     pub guid_via: GuidVia,
+    /// `true`: mark `configured` with `pkey`. `false`: strip the marker and the pkey (a marker
+    /// the ledger does not back, or membership not accepted yet).
+    pub configured: bool,
     /// `cni-args.pkey` (none for a network without a pkey).
     pub pkey: Option<PKey>,
 }
@@ -114,10 +124,25 @@ pub struct WriteError {
     pub message: String,
 }
 
+/// What the ledger answered a claim write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The claim holds what was written.
+    Written,
+    /// The claim is gone (released).
+    Released,
+}
+
 #[async_trait]
 pub trait ClusterWriter: Send + Sync {
+    /// Makes the pod's ledger object hold `claim` (created with an owner reference to the pod
+    /// and the cleanup finalizer if it does not exist). Called before any of its GUIDs is sent
+    /// to the fabric.
+    async fn write_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError>;
+    /// The fabric confirmed the removal of every GUID of the claim: delete it (if not deleted
+    /// already) and drop the finalizer.
+    async fn release_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError>;
     /// Rewrites our keys in the pod's annotations; re-reads and re-applies on a conflict.
     async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError>;
     async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError>;
-    async fn annotate_node(&self, node: &str, key: &str, value: &str) -> Result<(), WriteError>;
 }

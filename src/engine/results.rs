@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 
 use super::fabric::{FabricError, FabricListing};
+use super::ledger::Claim;
 use super::outcome::{Reason, Refusal};
 use super::plan::Plan;
-use super::ports::{EventObject, EventRecord, EventType, PatchOutcome, PodPatch};
+use super::ports::{ClaimOutcome, EventObject, EventRecord, EventType, PatchOutcome, PodPatch};
 use super::state::{Effective, Standing, State};
 use crate::ib::{Guid, PKey, PartitionSpec};
 
@@ -21,14 +22,21 @@ impl State {
             // The patch carries the pod's status, whenever it is built.
             self.dirty_status.remove(uid);
         }
+        for uid in &plan.claims_done {
+            self.dirty_claims.remove(uid);
+        }
         for &g in &plan.release {
-            let _ = self.pool.release(g);
-            self.ledger.remove(&g);
+            if let Err(e) = self.pool.release(g) {
+                tracing::debug!(guid = %g, error = %e, "released GUID was not allocated in the pool");
+            }
+            self.drop_assignment(g);
             self.recheck_waiting = true;
         }
         for &g in &plan.quarantine {
-            let _ = self.pool.quarantine(g);
-            self.ledger.remove(&g);
+            if let Err(e) = self.pool.quarantine(g) {
+                tracing::debug!(guid = %g, error = %e, "removed GUID could not be quarantined");
+            }
+            self.drop_assignment(g);
         }
         for job in plan.jobs.values() {
             for (spec, guids) in &job.add {
@@ -61,6 +69,40 @@ impl State {
                 });
             }
         }
+    }
+
+    /// A GUID leaves the in-memory ledger; its claim drops it next.
+    fn drop_assignment(&mut self, g: Guid) {
+        if let Some(a) = self.ledger.remove(&g) {
+            if let Some(id) = &a.claimed {
+                self.untrack_claim(g, id);
+            }
+        }
+    }
+
+    /// The API server answered a claim write or release.
+    pub fn claim_result(&mut self, claim: &Claim, result: Result<ClaimOutcome, ()>) {
+        let uid = &claim.pod_uid;
+        match result {
+            Ok(ClaimOutcome::Written) => {
+                let deleting = self.claims.get(uid).is_some_and(|c| c.deleting);
+                self.claims.insert(uid.clone(), Claim { deleting, ..claim.clone() });
+                // Its GUIDs may go to the fabric and into the pod now.
+                self.dirty_guids.extend(claim.attachments.iter().map(|a| a.guid));
+            }
+            Ok(ClaimOutcome::Released) => {
+                self.claims.remove(uid);
+                self.recheck_waiting = true;
+                // A pod that waited for its old claim to go may be configured now.
+                if let Some(pod) = self.pods.get(uid) {
+                    let ids = super::state::attachment_ids(pod);
+                    self.dirty_attachments.extend(ids);
+                }
+            }
+            Err(()) => {}
+        }
+        // Whatever happened, look again (a failed write is retried after its back-off).
+        self.dirty_claims.insert(uid.clone());
     }
 
     /// UFM answered a removal.
@@ -104,8 +146,9 @@ impl State {
         let mut configured = 0;
         match result {
             Ok(PatchOutcome::Patched) => {
-                for w in &patch.writes {
-                    let Some(a) = self.ledger.get_mut(&w.guid) else { continue };
+                for w in patch.writes.iter().filter(|w| w.configured) {
+                    let Some(g) = w.guid else { continue };
+                    let Some(a) = self.ledger.get_mut(&g) else { continue };
                     let same_owner = a
                         .owner
                         .as_ref()
@@ -115,12 +158,12 @@ impl State {
                         configured += 1;
                     }
                     // The membership may have changed while the patch was in flight.
-                    self.dirty_guids.insert(w.guid);
+                    self.dirty_guids.insert(g);
                 }
             }
             Ok(PatchOutcome::PodGone) | Ok(PatchOutcome::AttachmentGone) => {}
             Err(()) => {
-                self.dirty_guids.extend(patch.writes.iter().map(|w| w.guid));
+                self.dirty_guids.extend(patch.writes.iter().filter_map(|w| w.guid));
                 if !patch.status.is_empty() {
                     self.dirty_status.insert(patch.uid.clone());
                 }

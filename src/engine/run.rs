@@ -1,8 +1,9 @@
-//! The engine task: applies cluster events, closes batches, runs per-pkey fabric jobs and pod
-//! patches with bounded concurrency, lists the fabric for drift repair, and obeys leadership.
-//! All decisions are made by `State::assign` and `plan`; this file only schedules and awaits.
+//! The engine task: applies cluster events, closes batches, runs ledger writes, per-pkey fabric
+//! jobs and pod patches with bounded concurrency, lists the fabric for drift repair, and obeys
+//! leadership. All decisions are made by `State::assign` and `plan`; this file only schedules
+//! and awaits.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::fabric::{Fabric, FabricError, FabricListing};
+use super::ledger::Claim;
 use super::model::PodUid;
 use super::outcome::Reason;
 use super::plan::{Limits, PkeyJob, Plan, build_patch, plan};
-use super::ports::{ClusterEvent, ClusterWriter, EventRecord, PatchOutcome, PodPatch};
+use super::ports::{ClaimOutcome, ClusterEvent, ClusterWriter, EventRecord, PatchOutcome, PodPatch, WriteError};
+use super::retry::Backoffs;
 use super::state::State;
 use super::stats::EngineStats;
 use crate::ib::{Guid, PKey, PartitionSpec};
@@ -27,6 +30,8 @@ pub struct Timing {
     pub resync_interval: Duration,
     pub max_parallel_pkeys: usize,
     pub patch_concurrency: usize,
+    /// Longest pause between retries of a transient failure (permanent ones wait 10 times as long).
+    pub retry_max: Duration,
 }
 
 impl Timing {
@@ -37,25 +42,19 @@ impl Timing {
             resync_interval: s.resync_interval,
             max_parallel_pkeys: s.max_parallel_pkeys,
             patch_concurrency: s.patch_concurrency,
+            retry_max: s.retry_max,
         }
     }
-}
 
-impl Default for Timing {
-    fn default() -> Timing {
-        Timing {
-            batch_window: Duration::from_millis(20),
-            periodic_update: Duration::from_secs(5),
-            resync_interval: Duration::from_secs(60),
-            max_parallel_pkeys: 8,
-            patch_concurrency: 32,
-        }
+    fn cap(&self, retryable: bool) -> Duration {
+        if retryable { self.retry_max } else { self.retry_max * PERMANENT_FACTOR }
     }
 }
 
 enum Done {
     Job { pkey: PKey, remove: Vec<Guid>, removed: Result<(), FabricError>, adds: Vec<AddDone> },
-    Patch { patch: PodPatch, result: Result<PatchOutcome, String> },
+    Patch { patch: PodPatch, result: Result<PatchOutcome, WriteError> },
+    Claim { claim: Claim, release: bool, result: Result<ClaimOutcome, WriteError> },
     List { started: u64, result: Result<FabricListing, FabricError> },
     Event,
 }
@@ -78,12 +77,17 @@ pub struct Engine {
     /// 100k pods holds 100k small values, not 100k parked tasks.
     patch_queue: VecDeque<PodUid>,
     patches_in_flight: usize,
+    /// Claim writes (before patches: nothing moves before its claim is written).
+    claim_queue: VecDeque<(Claim, bool)>,
     event_queue: VecDeque<EventRecord>,
     events_in_flight: usize,
     busy_pkeys: HashSet<PKey>,
-    backoff_pkeys: HashMap<PKey, (Instant, Duration)>,
+    backoff_pkeys: Backoffs<PKey>,
     patching: HashSet<PodUid>,
-    backoff_pods: HashMap<PodUid, (Instant, Duration)>,
+    backoff_pods: Backoffs<PodUid>,
+    claiming: HashSet<PodUid>,
+    backoff_claims: Backoffs<PodUid>,
+    list_failures: Backoffs<()>,
     window: Option<Instant>,
     list_in_flight: bool,
     next_resync: Instant,
@@ -108,6 +112,7 @@ impl Engine {
             pkey_slots: Arc::new(Semaphore::new(timing.max_parallel_pkeys)),
             patch_queue: VecDeque::new(),
             patches_in_flight: 0,
+            claim_queue: VecDeque::new(),
             event_queue: VecDeque::new(),
             events_in_flight: 0,
             next_tick: now + timing.periodic_update,
@@ -117,9 +122,12 @@ impl Engine {
             stats,
             tasks: JoinSet::new(),
             busy_pkeys: HashSet::new(),
-            backoff_pkeys: HashMap::new(),
+            backoff_pkeys: Backoffs::new(FIRST_RETRY),
             patching: HashSet::new(),
-            backoff_pods: HashMap::new(),
+            backoff_pods: Backoffs::new(FIRST_RETRY),
+            claiming: HashSet::new(),
+            backoff_claims: Backoffs::new(FIRST_RETRY),
+            list_failures: Backoffs::new(FIRST_RETRY),
             window: None,
             list_in_flight: false,
             leader: false,
@@ -170,6 +178,9 @@ impl Engine {
         self.patching.clear();
         self.patch_queue.clear();
         self.patches_in_flight = 0;
+        self.claim_queue.clear();
+        self.claiming.clear();
+        self.backoff_claims.clear();
         self.event_queue.clear();
         self.events_in_flight = 0;
         self.list_in_flight = false;
@@ -194,7 +205,8 @@ impl Engine {
         if let Some(w) = self.window {
             wake = wake.min(w);
         }
-        for (until, _) in self.backoff_pkeys.values().chain(self.backoff_pods.values()) {
+        let expiries = [&self.backoff_pkeys.next_expiry(), &self.backoff_pods.next_expiry(), &self.backoff_claims.next_expiry()];
+        for until in expiries.into_iter().flatten() {
             wake = wake.min(*until);
         }
         wake
@@ -203,10 +215,9 @@ impl Engine {
     /// Decides what is due: a list, a full flush (window closed or periodic tick), or nothing.
     fn tick(&mut self) {
         let now = Instant::now();
-        let backoffs = self.backoff_pkeys.len() + self.backoff_pods.len();
-        self.backoff_pkeys.retain(|_, (until, _)| *until > now);
-        self.backoff_pods.retain(|_, (until, _)| *until > now);
-        let backoff_expired = self.backoff_pkeys.len() + self.backoff_pods.len() < backoffs;
+        // Each expiry is looked at once; every call runs, none short-circuits the others.
+        let expired = [self.backoff_pkeys.expire(now), self.backoff_pods.expire(now), self.backoff_claims.expire(now)];
+        let backoff_expired = expired.contains(&true);
         if now >= self.next_gauges {
             self.next_gauges = now + GAUGE_PERIOD;
             self.stats.set_gauges(self.state.gauges());
@@ -254,13 +265,22 @@ impl Engine {
         if only.is_none() {
             self.state.assign();
         }
-        let blocked_pkeys: HashSet<PKey> = self.busy_pkeys.iter().chain(self.backoff_pkeys.keys()).copied().collect();
-        let blocked_pods: HashSet<PodUid> = self.patching.iter().chain(self.backoff_pods.keys()).cloned().collect();
+        let now = Instant::now();
+        let blocked_pkeys: HashSet<PKey> =
+            self.busy_pkeys.iter().chain(self.backoff_pkeys.blocked(now)).copied().collect();
+        let blocked_pods: HashSet<PodUid> = self.patching.iter().chain(self.backoff_pods.blocked(now)).cloned().collect();
+        let blocked_claims: HashSet<PodUid> =
+            self.claiming.iter().chain(self.backoff_claims.blocked(now)).cloned().collect();
         let candidates: Vec<Guid> = match only {
             Some(guids) => guids.to_vec(),
             None => self.state.dirty_guids.iter().copied().collect(),
         };
-        let limits = Limits { blocked_pkeys: &blocked_pkeys, blocked_pods: &blocked_pods, writes_only: only.is_some() };
+        let limits = Limits {
+            blocked_pkeys: &blocked_pkeys,
+            blocked_pods: &blocked_pods,
+            blocked_claims: &blocked_claims,
+            writes_only: only.is_some(),
+        };
         let plan = plan(&self.state, &candidates, &limits);
         self.commit(plan);
         self.emit_events();
@@ -268,15 +288,17 @@ impl Engine {
 
     fn commit(&mut self, plan: Plan) {
         self.state.commit(&plan);
-        for _ in 0..plan.stale_removals {
-            self.stats.drift_repairs.inc();
-        }
-        for _ in &plan.breaker {
-            self.stats.breaker_trips.inc();
-        }
+        self.stats.drift_repairs.add(plan.stale_removals as u64);
+        self.stats.breaker_trips.add(plan.breaker.len() as u64);
         for trip in &plan.breaker {
             tracing::warn!(pkey = %trip.pkey, stale = trip.stale, members = trip.members,
                 "mass removal refused: stale GUIDs exceed the allowed share of the partition");
+        }
+        for claim in plan.write_claims {
+            self.launch_claim(claim, false);
+        }
+        for claim in plan.release_claims {
+            self.launch_claim(claim, true);
         }
         for (pkey, job) in plan.jobs {
             self.launch_job(pkey, job);
@@ -284,6 +306,13 @@ impl Engine {
         for uid in plan.write_pods {
             self.launch_patch(uid);
         }
+    }
+
+    fn launch_claim(&mut self, claim: Claim, release: bool) {
+        if self.claiming.insert(claim.pod_uid.clone()) {
+            self.claim_queue.push_back((claim, release));
+        }
+        self.pump();
     }
 
     fn launch_job(&mut self, pkey: PKey, job: PkeyJob) {
@@ -317,8 +346,19 @@ impl Engine {
         self.pump();
     }
 
-    /// Starts queued patches and Events while slots are free.
+    /// Starts queued claim writes, patches and Events while slots are free.
     fn pump(&mut self) {
+        while self.patches_in_flight < self.timing.patch_concurrency {
+            let Some((claim, release)) = self.claim_queue.pop_front() else { break };
+            self.patches_in_flight += 1;
+            let writer = self.writer.clone();
+            let stats = self.stats.clone();
+            self.tasks.spawn(async move {
+                stats.claim_writes.inc();
+                let result = if release { writer.release_claim(&claim).await } else { writer.write_claim(&claim).await };
+                Done::Claim { claim, release, result }
+            });
+        }
         while self.patches_in_flight < self.timing.patch_concurrency {
             let Some(uid) = self.patch_queue.pop_front() else { break };
             let patch = match build_patch(&self.state, &uid) {
@@ -333,7 +373,7 @@ impl Engine {
             let stats = self.stats.clone();
             self.tasks.spawn(async move {
                 stats.patches.inc();
-                let result = writer.patch_pod(&patch).await.map_err(|e| e.to_string());
+                let result = writer.patch_pod(&patch).await;
                 Done::Patch { patch, result }
             });
         }
@@ -372,6 +412,12 @@ impl Engine {
                 self.patch_done(patch, result);
                 self.pump();
             }
+            Done::Claim { claim, release, result } => {
+                self.patches_in_flight -= 1;
+                self.claim_done(claim, release, result);
+                // The claim's GUIDs may go to the fabric now.
+                self.flush(None);
+            }
             Done::Job { pkey, remove, removed, adds } => {
                 let touched: Vec<Guid> =
                     remove.iter().chain(adds.iter().flat_map(|a| a.guids.iter())).copied().collect();
@@ -400,46 +446,54 @@ impl Engine {
         }
         match failed {
             None => {
-                self.backoff_pkeys.remove(&pkey);
+                self.backoff_pkeys.succeeded(&pkey);
             }
             Some(e) => {
                 self.stats.fabric_failures.inc();
-                let previous = self.backoff_pkeys.get(&pkey).map(|(_, d)| *d);
-                let delay = next_backoff(previous, self.timing.periodic_update);
+                let delay = self.backoff_pkeys.failed(pkey, self.timing.cap(e.retryable), Instant::now());
                 tracing::warn!(pkey = %pkey, reason = e.reason, error = %e, retry_in_ms = delay.as_millis() as u64,
                     "UFM change failed; retrying");
-                self.backoff_pkeys.insert(pkey, (Instant::now() + delay, delay));
             }
         }
     }
 
-    fn patch_done(&mut self, patch: PodPatch, result: Result<PatchOutcome, String>) {
+    fn patch_done(&mut self, patch: PodPatch, result: Result<PatchOutcome, WriteError>) {
         self.patching.remove(&patch.uid);
         if let Err(e) = &result {
             self.stats.patch_failures.inc();
-            let previous = self.backoff_pods.get(&patch.uid).map(|(_, d)| *d);
-            let delay = next_backoff(previous, self.timing.periodic_update);
-            tracing::warn!(pod = %patch.pod, error = %e, retry_in_ms = delay.as_millis() as u64, "pod patch failed; retrying");
-            self.backoff_pods.insert(patch.uid.clone(), (Instant::now() + delay, delay));
+            let delay = self.backoff_pods.failed(patch.uid.clone(), self.timing.cap(e.retryable), Instant::now());
+            tracing::warn!(pod = %patch.pod, error = %e, retryable = e.retryable, retry_in_ms = delay.as_millis() as u64,
+                "pod patch failed; retrying");
         } else {
-            self.backoff_pods.remove(&patch.uid);
+            self.backoff_pods.succeeded(&patch.uid);
         }
         let configured = self.state.patch_result(&patch, result.map_err(|_| ()));
-        for _ in 0..configured {
-            self.stats.configured.inc();
+        self.stats.configured.add(configured as u64);
+    }
+
+    fn claim_done(&mut self, claim: Claim, release: bool, result: Result<ClaimOutcome, WriteError>) {
+        self.claiming.remove(&claim.pod_uid);
+        match &result {
+            Ok(_) => self.backoff_claims.succeeded(&claim.pod_uid),
+            Err(e) => {
+                self.stats.claim_failures.inc();
+                let delay = self.backoff_claims.failed(claim.pod_uid.clone(), self.timing.cap(e.retryable), Instant::now());
+                tracing::warn!(pod = %claim.pod, release, error = %e, retryable = e.retryable,
+                    retry_in_ms = delay.as_millis() as u64, "ledger write failed; retrying");
+            }
         }
+        self.state.claim_result(&claim, result.map_err(|_| ()));
     }
 
     fn list_done(&mut self, started: u64, result: Result<FabricListing, FabricError>) {
         self.list_in_flight = false;
         match result {
             Ok(listing) => {
+                self.list_failures.succeeded(&());
                 let first = !self.state.fabric_listed;
                 self.stats.set_fabric_reached(true);
                 let lost = self.state.list_result(started, &listing);
-                for _ in 0..lost {
-                    self.stats.drift_repairs.inc();
-                }
+                self.stats.drift_repairs.add(lost as u64);
                 if first {
                     self.window = None;
                 }
@@ -447,8 +501,10 @@ impl Engine {
             }
             Err(e) => {
                 self.stats.fabric_failures.inc();
-                tracing::warn!(reason = e.reason, error = %e, "listing UFM failed; retrying");
-                self.next_resync = Instant::now() + next_backoff(None, self.timing.periodic_update);
+                let delay = self.list_failures.failed((), self.timing.cap(e.retryable), Instant::now());
+                tracing::warn!(reason = e.reason, error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "listing UFM failed; retrying");
+                self.next_resync = Instant::now() + delay;
             }
         }
     }
@@ -460,12 +516,12 @@ const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 /// Events in flight at once (they are few; keep the API server's load low).
 const EVENT_CONCURRENCY: usize = 4;
 
-/// Doubling back-off from 200 ms, capped by the periodic update (the longest a change waits).
-fn next_backoff(previous: Option<Duration>, cap: Duration) -> Duration {
-    let next = previous.map_or(Duration::from_millis(200), |d| d * 2);
-    let jitter = Duration::from_millis(rand::random::<u64>() % 50);
-    next.min(cap).max(Duration::from_millis(50)) + jitter
-}
+/// The first pause after a failure; it doubles on every further failure.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
+/// A permanent refusal waits this many times the transient cap before it is tried again
+/// (or until its input changes).
+const PERMANENT_FACTOR: u32 = 10;
 
 /// Maps an Event reason back to a refusal reason, for the refusal counters.
 struct ReasonLabel(Reason);

@@ -2,9 +2,10 @@
 //! fabric knowledge, the GUID pool and the pkey budget. Cluster events change it here;
 //! `assign` (in assign.rs) and `plan` (in plan.rs) decide what to do with it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::knowledge::Knowledge;
+use super::ledger::{Claim, Migration};
 use super::model::{AttachmentId, PodUid, PodView};
 use super::outcome::Refusal;
 use super::policy::Policy;
@@ -25,6 +26,10 @@ pub struct EngineConfig {
     pub batch_max_guids: usize,
     pub policy: Option<Policy>,
     pub policy_mode: PolicyMode,
+    /// Adopt ib-kubernetes' `configured` annotations when the ledger is empty (migration).
+    pub adopt_annotations: bool,
+    /// Most IB attachments one pod may ask for.
+    pub max_attachments_per_pod: usize,
 }
 
 impl EngineConfig {
@@ -50,6 +55,8 @@ impl EngineConfig {
             batch_max_guids: s.batch_max_guids,
             policy,
             policy_mode: s.policy_mode,
+            adopt_annotations: s.adopt_annotations == crate::config::AdoptAnnotations::IfLedgerEmpty,
+            max_attachments_per_pod: s.max_attachments_per_pod,
         })
     }
 }
@@ -65,6 +72,8 @@ impl Default for EngineConfig {
             batch_max_guids: 2000,
             policy: None,
             policy_mode: PolicyMode::Off,
+            adopt_annotations: true,
+            max_attachments_per_pod: 32,
         }
     }
 }
@@ -78,6 +87,9 @@ pub enum Desired {
     NoPartition,
     /// Keep the GUID, hold no membership (network gone or invalid, policy or budget refusal).
     Nothing,
+    /// Keep the GUID and whatever membership UFM holds for it: adopted at migration on a
+    /// network fabric-sync cannot read, so nothing may be removed on a guess.
+    LeaveAlone,
 }
 
 impl Desired {
@@ -94,6 +106,9 @@ impl Desired {
 pub struct Assignment {
     /// `None` once the owner is gone: the GUID is being removed from the fabric.
     pub owner: Option<AttachmentId>,
+    /// The attachment whose claim (ledger object) records this GUID; kept after the owner is
+    /// gone, until the fabric confirmed the removal.
+    pub claimed: Option<AttachmentId>,
     pub node: std::sync::Arc<str>,
     pub desired: Desired,
     /// The (node, pkey) this assignment counts against the budget.
@@ -166,6 +181,20 @@ pub struct State {
     pub named_pkeys: HashMap<PKey, u32>,
     pub pods: HashMap<PodUid, PodView>,
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    /// The durable ledger as last seen (watched, and updated by our own writes).
+    pub claims: HashMap<PodUid, Claim>,
+    /// GUIDs each pod's claim records or is to record (in-memory ledger by pod).
+    pub claim_guids: HashMap<PodUid, BTreeSet<Guid>>,
+    /// Pods whose claim may need a write or a release.
+    pub dirty_claims: HashSet<PodUid>,
+    /// The in-memory ledger was rebuilt from the claims in this leader term.
+    pub ledger_loaded: bool,
+    /// Pods adopted by the migration pass (their claims say `migrated`).
+    pub migrated_pods: HashSet<PodUid>,
+    /// What the migration pass did, if it ran in this term.
+    pub migration: Option<Migration>,
+    /// Attachments whose element claims a `configured` marker the ledger does not back.
+    pub forged: HashSet<AttachmentId>,
     pub ledger: HashMap<Guid, Assignment>,
     pub by_attachment: HashMap<AttachmentId, Guid>,
     pub standing: HashMap<AttachmentId, Standing>,
@@ -197,6 +226,13 @@ impl State {
             named_pkeys: HashMap::new(),
             pods: HashMap::new(),
             namespaces: HashMap::new(),
+            claims: HashMap::new(),
+            claim_guids: HashMap::new(),
+            dirty_claims: HashSet::new(),
+            ledger_loaded: false,
+            migrated_pods: HashSet::new(),
+            migration: None,
+            forged: HashSet::new(),
             ledger: HashMap::new(),
             by_attachment: HashMap::new(),
             standing: HashMap::new(),
@@ -214,10 +250,17 @@ impl State {
         }
     }
 
-    /// Drops everything only a leader holds (ledger, pool, fabric knowledge), keeping the
-    /// watched cluster state warm; the next leader term rebuilds it from pods and UFM.
+    /// Drops everything only a leader holds (in-memory ledger, pool, fabric knowledge), keeping
+    /// the watched cluster state (claims included) warm; the next leader term rebuilds it from
+    /// the claims and a UFM listing.
     pub fn reset_leader_state(&mut self) {
         self.ledger.clear();
+        self.claim_guids.clear();
+        self.dirty_claims.clear();
+        self.ledger_loaded = false;
+        self.migrated_pods.clear();
+        self.migration = None;
+        self.forged.clear();
         self.by_attachment.clear();
         self.standing.clear();
         self.knowledge = Knowledge::default();
@@ -244,12 +287,14 @@ impl State {
             pool_quarantined: self.pool.quarantined() as u64,
             pool_capacity: self.cfg.guid_range.size(),
             nodes_at_pkey_limit: self.budget.nodes_at_limit() as u64,
+            claims: self.claims.len() as u64,
+            claims_terminating: self.claims.values().filter(|c| c.deleting).count() as u64,
             ..Default::default()
         };
         for a in self.ledger.values().filter(|a| a.owner.is_some()) {
             if a.written.is_some() {
                 g.configured += 1;
-            } else if a.desired != Desired::Nothing {
+            } else if !matches!(a.desired, Desired::Nothing | Desired::LeaveAlone) {
                 g.pending += 1;
             }
         }
@@ -294,6 +339,8 @@ impl State {
             ClusterEvent::NamespaceDeleted { name } => {
                 self.namespaces.remove(&name);
             }
+            ClusterEvent::ClaimApplied(claim) => self.claim_applied(claim),
+            ClusterEvent::ClaimDeleted { pod_uid } => self.claim_deleted(&pod_uid),
             ClusterEvent::CachesSynced => {
                 self.caches_synced = true;
                 self.dirty_all();
@@ -317,7 +364,17 @@ impl State {
         self.dirty_attachments.extend(ids);
     }
 
-    fn pod_applied(&mut self, view: PodView) {
+    fn pod_applied(&mut self, mut view: PodView) {
+        if let Ok(list) = &view.attachments {
+            let cap = self.cfg.max_attachments_per_pod;
+            if list.len() > cap {
+                // Refused whole, before any GUID is taken: a node has a few dozen VFs at most.
+                view.attachments = Err(format!(
+                    "{} network elements, more than the {cap} one pod may ask for (FABRIC_SYNC_MAX_ATTACHMENTS_PER_POD)",
+                    list.len()
+                ));
+            }
+        }
         if self.pods.get(&view.uid) == Some(&view) {
             return;
         }
@@ -348,6 +405,7 @@ impl State {
             }
             self.dirty_attachments.remove(&id);
             self.standing.remove(&id);
+            self.forged.remove(&id);
             self.retire(&id);
         }
     }

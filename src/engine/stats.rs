@@ -14,6 +14,10 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -28,6 +32,9 @@ pub struct EngineStats {
     pub fabric_failures: Counter,
     pub patches: Counter,
     pub patch_failures: Counter,
+    /// Ledger (claim) writes and releases sent, and those that failed.
+    pub claim_writes: Counter,
+    pub claim_failures: Counter,
     pub events_emitted: Counter,
     pub configured: Counter,
     pub breaker_trips: Counter,
@@ -53,6 +60,10 @@ pub struct Gauges {
     pub pool_quarantined: u64,
     pub pool_capacity: u64,
     pub nodes_at_pkey_limit: u64,
+    /// Ledger objects, and those Kubernetes is deleting (held by their finalizer until UFM
+    /// confirms the removal: a namespace being deleted waits for them).
+    pub claims: u64,
+    pub claims_terminating: u64,
 }
 
 impl EngineStats {

@@ -30,16 +30,24 @@ pub fn apply_writes(
 }
 
 fn write_element(e: &mut NetworkSelection, w: &AttachmentWrite) {
-    let guid = w.guid.to_string();
-    match w.guid_via {
-        GuidVia::RuntimeConfig => {
-            e.set_infiniband_guid(Some(w.guid));
+    match (w.guid, w.guid_via) {
+        (Some(g), GuidVia::RuntimeConfig) => {
+            e.set_infiniband_guid(Some(g));
             // A stale cni-args.guid would contradict the runtime-config GUID.
             if e.cni_arg(CNI_ARG_GUID).is_some() {
-                e.set_cni_arg(CNI_ARG_GUID, &guid);
+                e.set_cni_arg(CNI_ARG_GUID, &g.to_string());
             }
         }
-        GuidVia::CniArgs => e.set_cni_arg(CNI_ARG_GUID, &guid),
+        (Some(g), GuidVia::CniArgs) => e.set_cni_arg(CNI_ARG_GUID, &g.to_string()),
+        (None, _) => {
+            e.set_infiniband_guid(None);
+            e.remove_cni_arg(CNI_ARG_GUID);
+        }
+    }
+    if !w.configured {
+        e.remove_cni_arg(CNI_ARG_CONFIGURED);
+        e.remove_cni_arg(CNI_ARG_PKEY);
+        return;
     }
     e.set_cni_arg(CNI_ARG_CONFIGURED, CONFIGURED_VALUE);
     match w.pkey {
@@ -59,8 +67,9 @@ mod tests {
         AttachmentWrite {
             network: NetworkKey::new("t", net),
             slot,
-            guid: "02:00:00:00:00:00:00:0a".parse().unwrap(),
+            guid: Some("02:00:00:00:00:00:00:0a".parse().unwrap()),
             guid_via: via,
+            configured: true,
             pkey: Some("0x10".parse().unwrap()),
         }
     }
@@ -94,6 +103,14 @@ mod tests {
         let v: Value = serde_json::from_str(&out).unwrap();
         assert!(v[0].get("cni-args").is_none());
         assert_eq!(v[1]["cni-args"]["guid"], "02:00:00:00:00:00:00:0a");
+    }
+
+    #[test]
+    fn a_strip_removes_the_marker_the_pkey_and_an_unbacked_guid() {
+        let ann = r#"[{"name":"ib","infiniband-guid":"02:00:00:00:00:00:00:99","cni-args":{"guid":"02:00:00:00:00:00:00:99","mellanox.infiniband.app":"configured","pkey":"0x10","keep":"1"}}]"#;
+        let strip = AttachmentWrite { guid: None, configured: false, pkey: None, ..write("ib", Slot::Occurrence(0), GuidVia::CniArgs) };
+        let v: Value = serde_json::from_str(&apply_writes("t", ann, &[strip]).unwrap().unwrap()).unwrap();
+        assert_eq!(v, json!([{"name":"ib","cni-args":{"keep":"1"}}]));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! cannot renew for `renew_deadline` stops being leader at once, before the lease (longer by
 //! `duration - renew_deadline`) can expire for anyone else.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -82,17 +83,46 @@ pub fn decide(s: &LeaseSettings, spec: &LeaseSpec, seen_at: Instant, now: Instan
     }
 }
 
+/// A leader's right to write, by this process's monotonic clock: it lasts until the last
+/// successful renewal plus the renew deadline. Writers check it right before every request, so
+/// a process frozen past its term (SIGSTOP, starvation) writes nothing when it wakes up, even
+/// before its engine has seen leadership go.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<Mutex<Option<Instant>>>);
+
+impl Fence {
+    fn set(&self, until: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    /// `Ok` while the term is valid; else why not, for the refused write's error.
+    pub fn check(&self) -> Result<(), String> {
+        let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match until {
+            Some(t) if Instant::now() < t => Ok(()),
+            Some(_) => Err("not writing: the leader lease was not renewed within the renew deadline".into()),
+            None => Err("not writing: this replica does not hold the leader lease".into()),
+        }
+    }
+}
+
 /// Acquires, renews and releases one Lease.
 pub struct LeaderElector {
     api: Api<Lease>,
     s: LeaseSettings,
     /// The record last read and when it was first seen.
     observed: Option<(LeaseSpec, Instant)>,
+    fence: Fence,
 }
 
 impl LeaderElector {
     pub fn new(client: Client, s: LeaseSettings) -> LeaderElector {
-        LeaderElector { api: Api::namespaced(client, &s.namespace), s, observed: None }
+        LeaderElector { api: Api::namespaced(client, &s.namespace), s, observed: None, fence: Fence::default() }
+    }
+
+    /// The fence writers check; valid while this elector's renewals are.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     pub fn settings(&self) -> &LeaseSettings {
@@ -115,6 +145,8 @@ impl LeaderElector {
             match timeout_at(deadline, self.try_acquire_or_renew()).await {
                 Ok(Ok(None)) => {
                     renewed_at = Some(started);
+                    // Measured from before the request: the term may be counted from then.
+                    self.fence.set(Some(started + self.s.renew_deadline));
                     if !is_leader {
                         tracing::info!(lease = %self.s.name, identity = %self.s.identity, "acquired the leader lease");
                         leader.send_replace(true);
@@ -122,6 +154,7 @@ impl LeaderElector {
                 }
                 Ok(Ok(Some(holder))) => {
                     renewed_at = None;
+                    self.fence.set(None);
                     if is_leader {
                         tracing::warn!(lease = %self.s.name, holder = %holder, "the leader lease is held by another replica; stepping down");
                         leader.send_replace(false);
@@ -135,6 +168,7 @@ impl LeaderElector {
                     "could not renew the leader lease in time; stepping down");
                 leader.send_replace(false);
                 renewed_at = None;
+                self.fence.set(None);
             }
             let mut next = started + self.s.retry_period;
             if let (true, Some(t)) = (*leader.borrow(), renewed_at) {
@@ -194,6 +228,7 @@ impl LeaderElector {
     /// Gives the lease up if we hold it (holder cleared, 1 s term), so a standby takes over
     /// at once. Call only after this replica stopped writing. Returns whether it released.
     pub async fn release(&mut self) -> Result<bool, kube::Error> {
+        self.fence.set(None);
         let Some(mut lease) = self.api.get_opt(&self.s.name).await? else { return Ok(false) };
         let spec = lease.spec.take().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(self.s.identity.as_str()) {

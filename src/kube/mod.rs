@@ -3,7 +3,9 @@
 //! optimistic concurrency, de-duplicated Events, node annotations); and Lease leader election.
 
 mod events;
+mod fenced;
 mod lease;
+mod ledger;
 mod resources;
 mod watch;
 mod writer;
@@ -13,7 +15,9 @@ use std::path::Path;
 use axum::http::{HeaderValue, header};
 
 pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
-pub use lease::{Decision, LeaderElector, LeaseSettings, decide};
+pub use fenced::{FencedFabric, FencedWriter};
+pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
+pub use ledger::{CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource};
 pub use resources::{
     INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
     smc_resource,
@@ -39,14 +43,19 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     // Node agent inventory (metadata only).
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
-    // Node annotations when the engine asks for them (`ClusterWriter::annotate_node`).
-    ("", "nodes", "patch"),
     // Namespace labels for the tenant policy (metadata only).
     ("", "namespaces", "list"),
     ("", "namespaces", "watch"),
     // Events: created, then their series count patched when they repeat.
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
+    // The ownership ledger: watched; created before a GUID goes to UFM; its spec patched when
+    // a network moves; deleted and its finalizer removed once UFM confirmed the removal.
+    ("fabric-sync.io", "guidclaims", "list"),
+    ("fabric-sync.io", "guidclaims", "watch"),
+    ("fabric-sync.io", "guidclaims", "create"),
+    ("fabric-sync.io", "guidclaims", "patch"),
+    ("fabric-sync.io", "guidclaims", "delete"),
     // Leader election.
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),

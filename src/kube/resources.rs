@@ -117,6 +117,7 @@ pub fn pod_view(pod: &SlimPod) -> Option<PodView> {
         phase: PodPhase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
         deleting: m.deletion_timestamp.is_some(),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        created: m.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
     };
     let networks = m.annotations.as_ref().and_then(|a| a.get(NETWORKS_ANNOTATION)).map(String::as_str);
     Some(PodView::new(meta, networks))

@@ -1,5 +1,5 @@
-//! Watchers (kube-runtime `watcher`) for pods, NADs, SpiderMultusConfigs, nodes and namespaces,
-//! turned into `ClusterEvent`s. Each resource remembers which keys it has reported, so that a
+//! Watchers (kube-runtime `watcher`) for pods, NADs, SpiderMultusConfigs, nodes, namespaces and
+//! the ownership ledger (GuidClaims), turned into `ClusterEvent`s. Each resource remembers which keys it has reported, so that a
 //! relist (after `410 Gone` or a restart) reports what disappeared in the gap as deletions.
 //! `CachesSynced` is sent once, after every resource delivered its first complete list.
 
@@ -19,6 +19,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::ledger::{claim_from_object, claim_resource};
 use super::resources::{
     SlimPod, nad_resource, namespace_event, network_event, network_key, node_event, pod_view, smc_resource,
 };
@@ -108,7 +109,7 @@ pub fn spawn_watchers(
     settings: WatchSettings,
     uids: Arc<NetworkUids>,
 ) {
-    let ctx = Arc::new(Context { tx, metrics, settings, unsynced: AtomicUsize::new(5) });
+    let ctx = Arc::new(Context { tx, metrics, settings, unsynced: AtomicUsize::new(6) });
     let cfg = watcher::Config::default;
     let pods = watcher(Api::<SlimPod>::all(client.clone()), cfg());
     tasks.spawn(drive(PodTracker::default(), pods, ctx.clone()));
@@ -119,7 +120,9 @@ pub fn spawn_watchers(
     let nodes = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), cfg());
     tasks.spawn(drive(nodes_tracker(), nodes, ctx.clone()));
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), cfg());
-    tasks.spawn(drive(namespaces_tracker(), namespaces, ctx));
+    tasks.spawn(drive(namespaces_tracker(), namespaces, ctx.clone()));
+    let claims = watcher(Api::<DynamicObject>::all_with(client.clone(), &claim_resource()), cfg());
+    tasks.spawn(drive(ClaimTracker::default(), claims, ctx));
 }
 
 /// Turns one resource's watch events into cluster events.
@@ -400,6 +403,42 @@ impl Tracker for NetworkTracker {
         for key in self.keys.list_done() {
             self.deleted(key, out);
         }
+    }
+}
+
+/// The ownership ledger: one claim per pod, keyed by the pod's UID.
+#[derive(Default)]
+struct ClaimTracker {
+    keys: Keys<PodUid>,
+}
+
+impl Tracker for ClaimTracker {
+    type Obj = DynamicObject;
+
+    fn resource(&self) -> &'static str {
+        "guidclaims"
+    }
+
+    fn apply(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        let Some(claim) = claim_from_object(&obj) else { return };
+        self.keys.saw(&claim.pod_uid);
+        self.keys.known.insert(claim.pod_uid.clone());
+        out.push(ClusterEvent::ClaimApplied(claim));
+    }
+
+    fn delete(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        let Some(claim) = claim_from_object(&obj) else { return };
+        if self.keys.known.remove(&claim.pod_uid) {
+            out.push(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid });
+        }
+    }
+
+    fn list_started(&mut self) {
+        self.keys.list_started();
+    }
+
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
+        out.extend(self.keys.list_done().into_iter().map(|pod_uid| ClusterEvent::ClaimDeleted { pod_uid }));
     }
 }
 

@@ -1,4 +1,5 @@
-//! The engine's `ClusterWriter` over the Kubernetes API. A pod patch reads the pod, rewrites
+//! The engine's `ClusterWriter` over the Kubernetes API: ledger claims (ledger.rs), pod patches
+//! and Events. A pod patch reads the pod, rewrites
 //! only our keys (the networks annotation through `apply_writes`, and `fabric-sync.io/status`),
 //! and sends a JSON merge patch carrying the `resourceVersion` it was computed from: a
 //! concurrent change answers 409 and the patch is recomputed from a fresh read.
@@ -8,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::events::EventPublisher;
 use super::resources::SlimPod;
 use crate::engine::{
-    AttachmentRequest, ClusterWriter, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION, WriteError, apply_writes,
+    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION, WriteError, apply_writes,
 };
 use crate::netdef::{NETWORKS_ANNOTATION, parse_networks};
 use crate::ops::Metrics;
@@ -122,6 +122,14 @@ fn age(meta: &ObjectMeta) -> Option<Duration> {
 
 #[async_trait]
 impl ClusterWriter for KubeWriter {
+    async fn write_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+        super::ledger::write_claim(&self.client, claim).await
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+        super::ledger::release_claim(&self.client, claim).await
+    }
+
     async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError> {
         let api: Api<SlimPod> = Api::namespaced(self.client.clone(), &patch.pod.namespace);
         for _ in 0..MAX_CONFLICT_RETRIES {
@@ -164,12 +172,6 @@ impl ClusterWriter for KubeWriter {
         self.events.publish(event).await
     }
 
-    async fn annotate_node(&self, node: &str, key: &str, value: &str) -> Result<(), WriteError> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let body = json!({"metadata": {"annotations": {key: value}}});
-        api.patch_metadata(node, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write_error)?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -193,8 +195,9 @@ mod tests {
         let w = AttachmentWrite {
             network: NetworkKey::new("t", "ib"),
             slot: Slot::Occurrence(0),
-            guid: "02:00:00:00:00:00:00:0a".parse().unwrap(),
+            guid: Some("02:00:00:00:00:00:00:0a".parse().unwrap()),
             guid_via: GuidVia::CniArgs,
+            configured: true,
             pkey: Some("0x10".parse().unwrap()),
         };
         PodPatch {

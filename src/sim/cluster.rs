@@ -1,6 +1,7 @@
-//! An in-memory cluster: pods, NADs, nodes and namespaces, delivered to the engine as the same
-//! `ClusterEvent`s the Kubernetes adapter produces, and changed by the engine through the same
-//! `ClusterWriter` port (with a configurable API latency). It also records what the simulator
+//! An in-memory cluster: pods, NADs, nodes, namespaces and the ownership ledger, delivered to the
+//! engine as the same `ClusterEvent`s the Kubernetes adapter produces, and changed by the engine
+//! through the same `ClusterWriter` port (with a configurable API latency). Like Kubernetes'
+//! garbage collector, deleting a pod marks its claim deleted, with or without a controller. It also records what the simulator
 //! measures: configure latency, API requests, and writes that broke an invariant.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::recording::Accepted;
 use crate::engine::{
-    ClusterEvent, ClusterWriter, EventRecord, NetworkKind, PatchOutcome, PodMeta, PodPatch, PodPhase, PodView,
-    WriteError, apply_writes,
+    Claim, ClaimOutcome, ClusterEvent, ClusterWriter, EventRecord, NetworkKind, PatchOutcome, PodMeta, PodPatch,
+    PodPhase, PodUid, PodView, WriteError, apply_writes,
 };
 use crate::netdef::{NetworkKey, parse_nad};
 
@@ -47,6 +48,8 @@ struct Inner {
     nads: BTreeMap<NetworkKey, SimNad>,
     nodes: BTreeMap<String, Option<u16>>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The ledger: pod UID → claim.
+    claims: BTreeMap<String, Claim>,
     events: Vec<EventRecord>,
     /// Pods written configured for a (GUID, pkey) UFM had not accepted.
     configured_before_fabric: u64,
@@ -59,9 +62,11 @@ struct Watcher {
     paused: Option<Known>,
 }
 
+#[derive(Clone, Default)]
 struct Known {
     pods: BTreeSet<String>,
     nads: BTreeSet<NetworkKey>,
+    claims: BTreeSet<String>,
 }
 
 /// API requests the engine made, by kind.
@@ -69,6 +74,8 @@ struct Known {
 pub struct ApiCounts {
     pub patch: u64,
     pub event: u64,
+    /// Ledger writes (claim creates and updates, releases).
+    pub ledger: u64,
     pub other: u64,
 }
 
@@ -108,7 +115,7 @@ impl SimCluster {
     pub async fn connect(&self, sender: mpsc::Sender<ClusterEvent>) -> u64 {
         let id = self.next_watcher.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut watchers = self.watchers.lock().await;
-        for ev in self.initial_list(&BTreeSet::new(), &BTreeSet::new()) {
+        for ev in self.initial_list(&Known::default()) {
             if sender.send(ev).await.is_err() {
                 break;
             }
@@ -126,11 +133,15 @@ impl SimCluster {
     pub async fn drop_watches(&self) {
         let known = {
             let inner = self.lock();
-            Known { pods: inner.pods.keys().cloned().collect(), nads: inner.nads.keys().cloned().collect() }
+            Known {
+                pods: inner.pods.keys().cloned().collect(),
+                nads: inner.nads.keys().cloned().collect(),
+                claims: inner.claims.keys().cloned().collect(),
+            }
         };
         for w in self.watchers.lock().await.iter_mut() {
             if w.paused.is_none() {
-                w.paused = Some(Known { pods: known.pods.clone(), nads: known.nads.clone() });
+                w.paused = Some(known.clone());
             }
         }
     }
@@ -141,7 +152,7 @@ impl SimCluster {
         let mut watchers = self.watchers.lock().await;
         for w in watchers.iter_mut() {
             let Some(known) = w.paused.take() else { continue };
-            for ev in self.initial_list(&known.pods, &known.nads) {
+            for ev in self.initial_list(&known) {
                 if w.sender.send(ev).await.is_err() {
                     break;
                 }
@@ -150,14 +161,21 @@ impl SimCluster {
     }
 
     /// The full list, preceded by deletions of known objects that no longer exist.
-    fn initial_list(&self, known_pods: &BTreeSet<String>, known_nads: &BTreeSet<NetworkKey>) -> Vec<ClusterEvent> {
+    fn initial_list(&self, known: &Known) -> Vec<ClusterEvent> {
         let inner = self.lock();
-        let mut out = Vec::with_capacity(inner.pods.len() + inner.nads.len() + inner.nodes.len() + 8);
-        for uid in known_pods.iter().filter(|u| !inner.pods.contains_key(*u)) {
-            out.push(ClusterEvent::PodDeleted { uid: crate::engine::PodUid::new(uid) });
+        let mut out =
+            Vec::with_capacity(inner.pods.len() + inner.claims.len() + inner.nads.len() + inner.nodes.len() + 8);
+        for uid in known.pods.iter().filter(|u| !inner.pods.contains_key(*u)) {
+            out.push(ClusterEvent::PodDeleted { uid: PodUid::new(uid) });
         }
-        for key in known_nads.iter().filter(|k| !inner.nads.contains_key(*k)) {
+        for uid in known.claims.iter().filter(|u| !inner.claims.contains_key(*u)) {
+            out.push(ClusterEvent::ClaimDeleted { pod_uid: PodUid::new(uid) });
+        }
+        for key in known.nads.iter().filter(|k| !inner.nads.contains_key(*k)) {
             out.push(ClusterEvent::NetworkDeleted { key: key.clone(), kind: NetworkKind::Nad });
+        }
+        for claim in inner.claims.values() {
+            out.push(ClusterEvent::ClaimApplied(claim.clone()));
         }
         for (name, labels) in &inner.namespaces {
             out.push(ClusterEvent::NamespaceApplied { name: name.clone(), labels: labels.clone() });
@@ -261,10 +279,45 @@ impl SimCluster {
         }
     }
 
+    /// Deletes a pod; its claim, held by the finalizer, is marked deleted (garbage collection).
     pub async fn delete_pod(&self, uid: &str) {
-        if self.lock().pods.remove(uid).is_some() {
-            self.send(ClusterEvent::PodDeleted { uid: crate::engine::PodUid::new(uid) }).await;
+        let (gone, claim) = {
+            let mut inner = self.lock();
+            let gone = inner.pods.remove(uid).is_some();
+            let claim = inner.claims.get_mut(uid).filter(|c| !c.deleting).map(|c| {
+                c.deleting = true;
+                c.clone()
+            });
+            (gone, claim)
+        };
+        if gone {
+            self.send(ClusterEvent::PodDeleted { uid: PodUid::new(uid) }).await;
         }
+        if let Some(c) = claim {
+            self.send(ClusterEvent::ClaimApplied(c)).await;
+        }
+    }
+
+    /// Ledger objects: (claims, of which Kubernetes is deleting).
+    pub fn claim_counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.claims.len(), inner.claims.values().filter(|c| c.deleting).count())
+    }
+
+    /// The claim of a pod (by UID).
+    pub fn claim(&self, uid: &str) -> Option<Claim> {
+        self.lock().claims.get(uid).cloned()
+    }
+
+    /// Rewrites a pod's networks annotation as a tenant would (an edit after creation).
+    pub async fn edit_pod_networks(&self, uid: &str, networks: &str) {
+        let ev = {
+            let mut inner = self.lock();
+            let Some(pod) = inner.pods.get_mut(uid) else { return };
+            pod.networks = networks.to_string();
+            ClusterEvent::PodApplied(view(pod))
+        };
+        self.send(ev).await;
     }
 
     /// The pod's containers exited (phase Succeeded).
@@ -338,6 +391,7 @@ pub fn view(pod: &SimPod) -> PodView {
             phase: pod.phase,
             deleting: false,
             host_network: false,
+            created: 0,
         },
         Some(&pod.networks),
     )
@@ -361,9 +415,15 @@ impl ClusterWriter for SimCluster {
                 Ok(Err(outcome)) => return Ok(outcome),
                 Err(e) => return Err(WriteError { retryable: false, message: e.to_string() }),
             };
-            let early: u64 =
-                patch.writes.iter().filter(|w| w.pkey.is_some_and(|p| !self.accepted.contains(p, w.guid))).count()
-                    as u64;
+            let early: u64 = patch
+                .writes
+                .iter()
+                .filter(|w| w.configured)
+                .filter(|w| match (w.pkey, w.guid) {
+                    (Some(p), Some(g)) => !self.accepted.contains(p, g),
+                    _ => false,
+                })
+                .count() as u64;
             inner.configured_before_fabric += early;
             let Some(pod) = inner.pods.get_mut(patch.uid.as_str()) else {
                 return Ok(PatchOutcome::PodGone);
@@ -373,7 +433,7 @@ impl ClusterWriter for SimCluster {
                 pod.status = serde_json::to_string(&patch.status).ok();
                 pod.refused = patch.status.values().any(|v| v.starts_with("refused:"));
             }
-            if !patch.writes.is_empty() && pod.configured_at.is_none() {
+            if patch.writes.iter().any(|w| w.configured) && pod.configured_at.is_none() {
                 pod.configured_at = Some(Instant::now());
             }
             view(pod)
@@ -389,10 +449,29 @@ impl ClusterWriter for SimCluster {
         Ok(())
     }
 
-    async fn annotate_node(&self, _node: &str, _key: &str, _value: &str) -> Result<(), WriteError> {
-        self.count(|c| c.other += 1);
+    async fn write_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+        self.count(|c| c.ledger += 1);
         tokio::time::sleep(self.api_latency).await;
-        Ok(())
+        let stored = {
+            let mut inner = self.lock();
+            let uid = claim.pod_uid.as_str();
+            // Owned by a pod that is gone: the garbage collector marks it deleted at once.
+            let deleting = !inner.pods.contains_key(uid) || inner.claims.get(uid).is_some_and(|c| c.deleting);
+            let stored = Claim { deleting, ..claim.clone() };
+            inner.claims.insert(uid.to_string(), stored.clone());
+            stored
+        };
+        self.send(ClusterEvent::ClaimApplied(stored)).await;
+        Ok(ClaimOutcome::Written)
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+        self.count(|c| c.ledger += 1);
+        tokio::time::sleep(self.api_latency).await;
+        if self.lock().claims.remove(claim.pod_uid.as_str()).is_some() {
+            self.send(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid.clone() }).await;
+        }
+        Ok(ClaimOutcome::Released)
     }
 }
 

@@ -226,6 +226,7 @@ impl World {
             resync_interval: Duration::from_secs(2),
             max_parallel_pkeys: 8,
             patch_concurrency: 64,
+            retry_max: Duration::from_secs(2),
         };
         Ok(World {
             ufm,

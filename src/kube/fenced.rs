@@ -1,0 +1,89 @@
+//! Writers that check the leader [`Fence`] right before every request: the engine's
+//! `ClusterWriter` and `Fabric` ports wrapped so that no write leaves a replica whose last Lease
+//! renewal is older than the renew deadline (invariant 6, also for a process that was frozen
+//! with work queued). Listing UFM is a read and is not fenced.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::lease::Fence;
+use crate::engine::{
+    Claim, ClaimOutcome, ClusterWriter, EventRecord, Fabric, FabricError, FabricListing, PatchOutcome, PodPatch,
+    WriteError,
+};
+use crate::ib::{Guid, PKey, PartitionSpec};
+
+pub struct FencedWriter {
+    inner: Arc<dyn ClusterWriter>,
+    fence: Fence,
+}
+
+impl FencedWriter {
+    pub fn new(inner: Arc<dyn ClusterWriter>, fence: Fence) -> FencedWriter {
+        FencedWriter { inner, fence }
+    }
+
+    fn check(&self) -> Result<(), WriteError> {
+        self.fence.check().map_err(|message| WriteError { retryable: true, message })
+    }
+}
+
+#[async_trait]
+impl ClusterWriter for FencedWriter {
+    async fn write_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+        self.check()?;
+        self.inner.write_claim(claim).await
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+        self.check()?;
+        self.inner.release_claim(claim).await
+    }
+
+    async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError> {
+        self.check()?;
+        self.inner.patch_pod(patch).await
+    }
+
+    async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError> {
+        self.check()?;
+        self.inner.emit_event(event).await
+    }
+}
+
+pub struct FencedFabric {
+    inner: Arc<dyn Fabric>,
+    fence: Fence,
+}
+
+impl FencedFabric {
+    pub fn new(inner: Arc<dyn Fabric>, fence: Fence) -> FencedFabric {
+        FencedFabric { inner, fence }
+    }
+
+    fn check(&self) -> Result<(), FabricError> {
+        self.fence.check().map_err(|message| FabricError { retryable: true, reason: "NotLeader", message })
+    }
+}
+
+#[async_trait]
+impl Fabric for FencedFabric {
+    async fn add_guids(&self, spec: &PartitionSpec, guids: &[Guid]) -> Result<(), FabricError> {
+        self.check()?;
+        self.inner.add_guids(spec, guids).await
+    }
+
+    async fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), FabricError> {
+        self.check()?;
+        self.inner.remove_guids(pkey, guids).await
+    }
+
+    async fn list(&self) -> Result<FabricListing, FabricError> {
+        self.inner.list().await
+    }
+
+    async fn check(&self) -> Result<String, FabricError> {
+        self.inner.check().await
+    }
+}
