@@ -575,3 +575,24 @@ async fn permanent_refusals_last_until_cleared_and_429_says_when_to_retry() {
     assert_eq!(statuses, [403, 403, 403, 200, 429, 429, 200]);
     assert_eq!(pods.get("p").await.unwrap().metadata.labels.unwrap()["try"], "after-429");
 }
+
+#[tokio::test]
+async fn delete_preconditions_conflict_and_orphaning_keeps_dependents() {
+    let fake = FakeApi::start().await;
+    let p = fake.create(Res::Pods, pod("p", "n1"));
+    let claims = claims_in(&fake, "t");
+    claims.create(&PostParams::default(), &claim("c", "t", &[&p], &[])).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(fake.client("t"), "t");
+    let uid = |u: &str| DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: Some(u.into()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    assert_eq!(api_code(pods.delete("p", &uid("another-pod")).await).0, 409);
+    assert!(pods.get_opt("p").await.unwrap().is_some());
+    let mut orphan = uid(p["metadata"]["uid"].as_str().unwrap());
+    orphan.propagation_policy = DeleteParams::orphan().propagation_policy;
+    pods.delete("p", &orphan).await.unwrap();
+    assert!(pods.get_opt("p").await.unwrap().is_none());
+    let c = claims.get("c").await.unwrap();
+    assert_eq!(c.metadata.owner_references.unwrap_or_default(), [], "orphaned, not collected");
+}
