@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 #[allow(unused_imports)]
-pub use fake_api::{FakeApi, Fault, RequestRecord, Res};
+pub use fake_api::{ApiError, FakeApi, Fault, RequestRecord, Res};
 
 pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 pub const STATUS: &str = "fabric-sync.io/status";
@@ -138,10 +138,52 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// Every GuidClaim, in every namespace (being deleted ones included).
+    pub fn claims(&self) -> Vec<Value> {
+        self.api.list(Res::GuidClaims)
+    }
+
+    /// The GuidClaim in namespace `t` whose `spec.pod` is `pod`. When several are (the pod was
+    /// recreated and the old claim is still held), the one for the pod's current UID, else
+    /// one that is not being deleted, else the first.
+    pub fn claim_for(&self, pod: &str) -> Option<Value> {
+        let mine: Vec<Value> = self
+            .claims()
+            .into_iter()
+            .filter(|c| {
+                c.pointer("/metadata/namespace").and_then(Value::as_str) == Some("t")
+                    && c.pointer("/spec/pod").and_then(Value::as_str) == Some(pod)
+            })
+            .collect();
+        let uid = self.api.get(Res::Pods, "t", pod).and_then(|p| p.pointer("/metadata/uid").cloned());
+        let for_uid = mine.iter().find(|c| uid.is_some() && c.pointer("/spec/podUid") == uid.as_ref());
+        let live = mine.iter().find(|c| c.pointer("/metadata/deletionTimestamp").is_none());
+        for_uid.or(live).or(mine.first()).cloned()
+    }
+
+    /// Deletes namespace `name` as `kubectl delete namespace` would: it turns `Terminating`,
+    /// its content is deleted, and it goes once nothing is left in it. Deleting one that is
+    /// already terminating is not an error here; one that does not exist is.
+    pub fn delete_namespace(&self, name: &str) -> Value {
+        match self.api.try_delete(Res::Namespaces, "", name) {
+            Ok(ns) => ns,
+            Err(e) if e.code == 409 => self.api.get(Res::Namespaces, "", name).expect("the namespace is terminating"),
+            Err(e) => panic!("deleting namespace {name}: {}", e.message),
+        }
+    }
+
     pub async fn lease_holder(&self) -> Option<String> {
         let l = self.api.get(Res::Leases, LEASE_NS, LEASE_NAME)?;
         l.pointer("/spec/holderIdentity").and_then(Value::as_str).map(str::to_string)
     }
+}
+
+/// The GuidClaim resource, for `Api<DynamicObject>` (`Api::namespaced_with(client, ns, &guidclaims())`).
+pub fn guidclaims() -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("fabric-sync.io", "v1alpha1", "GuidClaim"),
+        "guidclaims",
+    )
 }
 
 /// `02:00:…` → `0200…`, as UFM lists it.

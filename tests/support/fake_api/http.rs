@@ -6,23 +6,24 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::json::{Selector, query_params};
-use super::store::{ApiError, Filter, RequestRecord, Res, Store, WatchStart, partial_meta};
+use super::store::{ApiError, DeleteOptions, Filter, RequestRecord, Res, Store, WatchStart, partial_meta};
+use super::types::verb_of;
 
 pub type Shared = Arc<Mutex<Store>>;
 
 /// What a path names.
-struct Target {
+pub struct Target {
     res: Res,
     namespace: Option<String>,
     name: Option<String>,
 }
 
-fn parse_path(path: &str) -> Option<Target> {
+pub fn parse_path(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -68,7 +69,12 @@ pub async fn handle(State(shared): State<Shared>, req: Request) -> Response {
     let headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), 64 << 20).await.unwrap_or_default();
     let client = header_str(&headers, header::USER_AGENT.as_str()).to_string();
-    let (status, response) = respond(&shared, &method, &path, &query, &headers, &body, &client);
+    let target = parse_path(&path);
+    let watch = query_params(&query).iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    let verb = target.as_ref().and_then(|t| verb_of(method.as_str(), t.name.is_some(), watch));
+    let request =
+        Incoming { method: &method, path: &path, query: &query, headers: &headers, body: &body, client: &client };
+    let (status, response) = respond(&shared, target.as_ref(), verb, &request);
     lock(&shared).log.push(RequestRecord {
         seq,
         method: method.to_string(),
@@ -77,6 +83,8 @@ pub async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
         client,
         status,
+        res: target.map(|t| t.res),
+        verb,
     });
     response
 }
@@ -85,15 +93,18 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-fn respond(
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-    client: &str,
-) -> (u16, Response) {
+/// A request, read.
+struct Incoming<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    client: &'a str,
+}
+
+fn respond(shared: &Shared, target: Option<&Target>, verb: Option<&str>, req: &Incoming) -> (u16, Response) {
+    let Incoming { method, path, query, headers, body, client } = *req;
     if path == "/version" {
         return (
             200,
@@ -101,23 +112,20 @@ fn respond(
         );
     }
     let not_found = ApiError::new(404, "NotFound", "the server could not find the requested resource");
-    let Some(t) = parse_path(path) else {
+    let Some(t) = target else {
         return (404, error_response(&not_found));
     };
     let mut store = lock(shared);
     if store.absent.contains(&t.res) {
         return (404, error_response(&not_found));
     }
-    if let Some(code) = store.take_fault(method.as_str(), path, client) {
-        let reason = match code {
-            409 => "Conflict",
-            429 => "TooManyRequests",
-            500 => "InternalError",
-            503 => "ServiceUnavailable",
-            _ => "Unknown",
-        };
-        let e = ApiError::new(code, reason, format!("injected fault {code}"));
-        return (code, error_response(&e));
+    if let Some(fault) = store.take_fault(method.as_str(), path, client, Some(t.res), verb) {
+        let e = fault.error();
+        let mut response = error_response(&e);
+        if let Some(s) = fault.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        return (e.code, response);
     }
     let params = query_params(query);
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -187,7 +195,9 @@ fn respond(
                 }
             }
         }
-        (&Method::DELETE, Some(name)) => store.delete(t.res, &ns, name),
+        (&Method::DELETE, Some(name)) => {
+            DeleteOptions::parse(body).and_then(|opts| store.delete_with(t.res, &ns, name, &opts))
+        }
         _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
     };
     match result {

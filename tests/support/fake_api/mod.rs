@@ -1,13 +1,17 @@
 //! A fake Kubernetes API server speaking the real wire protocol over plain HTTP on loopback,
 //! for driving a real `kube::Client`: list (with resourceVersion), watch (JSON lines,
 //! bookmarks, 410 Gone after compaction), get, create, replace, merge and JSON patch with
-//! `409 Conflict` on a stale resourceVersion, delete with finalizers, selectors, and the
-//! metadata-only (`PartialObjectMetadata`) representation. Tests seed and read objects, cut
-//! watches, cause outages and faults, and read the request log by client (`User-Agent`).
+//! `409 Conflict` on a stale resourceVersion, delete with finalizers and preconditions,
+//! selectors, and the metadata-only (`PartialObjectMetadata`) representation. Like the real
+//! control plane it collects garbage by `ownerReferences` and deletes namespaces with their
+//! content (`gc.rs`). Tests seed and read objects, cut watches, cause outages and faults, and
+//! read the request log by client (`User-Agent`), method and resource.
 
+pub mod gc;
 pub mod http;
 pub mod json;
 pub mod store;
+pub mod types;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +21,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use store::Store;
-pub use store::{Fault, RequestRecord, Res};
+pub use store::{ApiError, Fault, RequestRecord, Res};
 
 pub struct FakeApi {
     addr: SocketAddr,
@@ -68,8 +72,30 @@ impl FakeApi {
         self.store().patch(res, ns, name, true, &patch).expect("patch")
     }
 
+    /// Deletes as a client would (finalizers, garbage collection, namespace lifecycle); panics
+    /// on refusal.
     pub fn delete(&self, res: Res, ns: &str, name: &str) -> Value {
         self.store().delete(res, ns, name).expect("delete")
+    }
+
+    pub fn try_delete(&self, res: Res, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.store().delete(res, ns, name)
+    }
+
+    /// Off: removals no longer collect the removed object's dependents (as a cluster whose
+    /// garbage collector is down). Back on: a full pass runs, as a restarted collector does.
+    pub fn set_garbage_collection(&self, on: bool) {
+        let mut s = self.store();
+        s.gc_disabled = !on;
+        if on {
+            s.collect_garbage();
+        }
+    }
+
+    /// A full garbage-collection pass, also while collection is off: every object whose owners
+    /// are all gone is deleted (dependents of what that removes too).
+    pub fn collect_garbage(&self) {
+        self.store().collect_garbage();
     }
 
     pub fn get(&self, res: Res, ns: &str, name: &str) -> Option<Value> {
@@ -142,5 +168,17 @@ impl FakeApi {
 
     pub fn requests_by(&self, client: &str) -> Vec<RequestRecord> {
         self.store().log.iter().filter(|r| r.client == client).cloned().collect()
+    }
+
+    /// How many `method` requests (`GET`, `PATCH`, ..., case-insensitive) on `res` were answered,
+    /// failed ones included (a watch is a `GET`).
+    pub fn count(&self, method: &str, res: Res) -> usize {
+        self.store().log.iter().filter(|r| r.res == Some(res) && r.method.eq_ignore_ascii_case(method)).count()
+    }
+
+    /// How many requests with RBAC verb `verb` (`get`, `list`, `watch`, `create`, `update`,
+    /// `patch`, `delete`) on `res` were answered.
+    pub fn count_verb(&self, verb: &str, res: Res) -> usize {
+        self.store().log.iter().filter(|r| r.res == Some(res) && r.verb == Some(verb)).count()
     }
 }

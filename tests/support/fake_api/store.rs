@@ -1,135 +1,20 @@
 //! The fake API server's state and semantics: objects by resource, namespace and name; a global
 //! resourceVersion counter; a change history that watches replay from (until compacted);
 //! optimistic concurrency; finalizers; and the test controls (outages, faults, request log).
+//! The garbage collector and the namespace lifecycle are in `gc.rs`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::json::{Selector, json_patch, merge_patch};
+pub use super::types::{ApiError, Fault, RequestRecord, Res};
 
-/// The resources the fake serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Res {
-    Pods,
-    Nodes,
-    Namespaces,
-    CoreEvents,
-    Events,
-    Leases,
-    Nads,
-    Smcs,
-}
-
-pub struct ResInfo {
-    pub group: &'static str,
-    pub version: &'static str,
-    pub plural: &'static str,
-    pub kind: &'static str,
-    pub namespaced: bool,
-}
-
-impl Res {
-    pub const ALL: [Res; 8] =
-        [Res::Pods, Res::Nodes, Res::Namespaces, Res::CoreEvents, Res::Events, Res::Leases, Res::Nads, Res::Smcs];
-
-    pub fn info(self) -> ResInfo {
-        let (group, version, plural, kind, namespaced) = match self {
-            Res::Pods => ("", "v1", "pods", "Pod", true),
-            Res::Nodes => ("", "v1", "nodes", "Node", false),
-            Res::Namespaces => ("", "v1", "namespaces", "Namespace", false),
-            Res::CoreEvents => ("", "v1", "events", "Event", true),
-            Res::Events => ("events.k8s.io", "v1", "events", "Event", true),
-            Res::Leases => ("coordination.k8s.io", "v1", "leases", "Lease", true),
-            Res::Nads => {
-                ("k8s.cni.cncf.io", "v1", "network-attachment-definitions", "NetworkAttachmentDefinition", true)
-            }
-            Res::Smcs => ("spiderpool.spidernet.io", "v2beta1", "spidermultusconfigs", "SpiderMultusConfig", true),
-        };
-        ResInfo { group, version, plural, kind, namespaced }
-    }
-
-    pub fn api_version(self) -> String {
-        let i = self.info();
-        if i.group.is_empty() { i.version.to_string() } else { format!("{}/{}", i.group, i.version) }
-    }
-
-    pub fn find(group: &str, version: &str, plural: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| {
-            let i = r.info();
-            i.group == group && i.version == version && i.plural == plural
-        })
-    }
-}
-
-/// An answer other than success, rendered as a `Status`.
-#[derive(Clone, Debug)]
-pub struct ApiError {
-    pub code: u16,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into() }
-    }
-
-    pub fn not_found(res: Res, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", res.info().plural))
-    }
-
-    pub fn conflict(res: Res, name: &str) -> ApiError {
-        ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                res.info().plural
-            ),
-        )
-    }
-
-    pub fn status(&self) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code})
-    }
-}
-
-/// One request as the server saw it.
-#[derive(Clone, Debug)]
-pub struct RequestRecord {
-    /// Arrival order (assigned when the request arrives; the log is in completion order).
-    pub seq: u64,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub body: Option<String>,
-    /// The caller's `User-Agent`.
-    pub client: String,
-    pub status: u16,
-}
-
-impl RequestRecord {
-    pub fn is_watch(&self) -> bool {
-        self.query.split('&').any(|p| p == "watch=true" || p == "watch=1")
-    }
-}
-
-/// A one-shot (or n-shot) failure for requests that match.
-#[derive(Clone, Debug, Default)]
-pub struct Fault {
-    pub client: Option<String>,
-    pub method: Option<String>,
-    pub path_contains: Option<String>,
-    pub code: u16,
-    /// `None`: for ever.
-    pub remaining: Option<u32>,
-}
+pub(super) type Key = (Res, String, String);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ChangeKind {
+pub(super) enum ChangeKind {
     Added,
     Modified,
     Deleted,
@@ -186,38 +71,89 @@ pub enum WatchStart {
     Stream(mpsc::UnboundedReceiver<String>),
 }
 
+/// A DELETE's options (the `DeleteOptions` body kube sends).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `preconditions.uid`: 409 unless the object has this UID.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`: 409 unless the object is at this version.
+    pub resource_version: Option<String>,
+    /// `propagationPolicy: Orphan`: dependents lose their reference to the object instead of
+    /// being collected. (`Foreground` is served as `Background`.)
+    pub orphan: bool,
+}
+
+impl DeleteOptions {
+    pub fn parse(body: &[u8]) -> Result<DeleteOptions, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(DeleteOptions::default());
+        }
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(400, "BadRequest", format!("bad DeleteOptions: {e}")))?;
+        let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+        Ok(DeleteOptions {
+            uid: text("/preconditions/uid"),
+            resource_version: text("/preconditions/resourceVersion"),
+            orphan: text("/propagationPolicy").as_deref() == Some("Orphan")
+                || v.get("orphanDependents").and_then(Value::as_bool) == Some(true),
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct Store {
-    rv: u64,
-    objects: BTreeMap<(Res, String, String), Value>,
+    pub(super) rv: u64,
+    pub(super) objects: BTreeMap<Key, Value>,
+    /// UID → the object's key, for the garbage collector's owner look-ups.
+    pub(super) uids: HashMap<String, Key>,
     history: Vec<Change>,
     compacted: u64,
     watchers: Vec<Watcher>,
     pub absent: HashSet<Res>,
     pub outage: HashSet<Res>,
     pub watch_outage: bool,
+    /// While on, removals do not collect dependents (see `gc.rs`).
+    pub gc_disabled: bool,
     pub log: Vec<RequestRecord>,
     pub faults: Vec<Fault>,
     /// Merge patches applied (as another writer) just before the next write to an object.
-    pub concurrent: Vec<((Res, String, String), Value)>,
+    pub concurrent: Vec<(Key, Value)>,
     pub arrivals: u64,
     next_uid: u64,
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     let t = k8s_openapi::jiff::Timestamp::now();
     k8s_openapi::jiff::Timestamp::from_second(t.as_second()).map(|t| t.to_string()).unwrap_or_default()
 }
 
-fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+pub(super) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
 }
 
-fn set_meta(obj: &mut Value, field: &str, value: Value) {
+pub(super) fn set_meta(obj: &mut Value, field: &str, value: Value) {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
     obj["metadata"][field] = value;
+}
+
+fn remove_meta(obj: &mut Value, field: &str) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove(field);
+    }
+}
+
+/// `metadata.finalizers`, as strings.
+pub(super) fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+pub(super) fn is_deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
 }
 
 fn line(kind: &str, obj: Value) -> String {
@@ -226,12 +162,18 @@ fn line(kind: &str, obj: Value) -> String {
     s
 }
 
+/// Go's `%#v` of a `[]string`, as validation messages print finalizer lists.
+fn go_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
 impl Store {
     pub fn rv(&self) -> u64 {
         self.rv
     }
 
-    fn key(res: Res, ns: &str, name: &str) -> (Res, String, String) {
+    fn key(res: Res, ns: &str, name: &str) -> Key {
         let ns = if res.info().namespaced { ns.to_string() } else { String::new() };
         (res, ns, name.to_string())
     }
@@ -249,10 +191,12 @@ impl Store {
     }
 
     /// Creates an object. With `keep_uid`, a `metadata.uid` in `obj` is kept (test seeding).
+    /// In a namespace that is being deleted, it answers 403 as the real admission does.
     pub fn create(&mut self, res: Res, ns: &str, mut obj: Value, keep_uid: bool) -> Result<Value, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::new(400, "BadRequest", "the body is not a JSON object"));
         }
+        let info = res.info();
         let name = match (meta_str(&obj, "name"), meta_str(&obj, "generateName")) {
             (Some(n), _) if !n.is_empty() => n.to_string(),
             (_, Some(g)) => {
@@ -261,7 +205,6 @@ impl Store {
             }
             _ => return Err(ApiError::new(422, "Invalid", "metadata.name: Required value")),
         };
-        let info = res.info();
         if info.namespaced {
             match meta_str(&obj, "namespace") {
                 Some(n) if !n.is_empty() && n != ns => {
@@ -273,10 +216,12 @@ impl Store {
                 }
                 _ => set_meta(&mut obj, "namespace", json!(ns)),
             }
+            self.refuse_in_terminating_namespace(res, ns, meta_str(&obj, "name").unwrap_or(""))?;
         }
         let key = Self::key(res, ns, &name);
         if self.objects.contains_key(&key) {
-            return Err(ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", info.plural)));
+            return Err(ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified()))
+                .with_details(json!({"name": name, "group": info.group, "kind": info.plural})));
         }
         self.next_uid += 1;
         obj["apiVersion"] = json!(res.api_version());
@@ -287,11 +232,20 @@ impl Store {
         }
         set_meta(&mut obj, "creationTimestamp", json!(now_rfc3339()));
         set_meta(&mut obj, "generation", json!(1));
-        if let Some(m) = obj["metadata"].as_object_mut() {
-            m.remove("deletionTimestamp");
+        remove_meta(&mut obj, "deletionTimestamp");
+        remove_meta(&mut obj, "deletionGracePeriodSeconds");
+        if res == Res::Namespaces {
+            // As the real server: the namespace controller's finalizer, and phase Active.
+            if obj.pointer("/spec/finalizers").is_none() {
+                merge_patch(&mut obj, &json!({"spec": {"finalizers": ["kubernetes"]}}));
+            }
+            merge_patch(&mut obj, &json!({"status": {"phase": "Active"}}));
         }
         self.rv += 1;
         set_meta(&mut obj, "resourceVersion", json!(self.rv.to_string()));
+        if let Some(uid) = meta_str(&obj, "uid") {
+            self.uids.insert(uid.to_string(), key.clone());
+        }
         self.objects.insert(key, obj.clone());
         self.commit(res, ChangeKind::Added, None, obj.clone());
         Ok(obj)
@@ -300,6 +254,9 @@ impl Store {
     /// PUT: a stale `metadata.resourceVersion` (or another UID) answers 409.
     pub fn replace(&mut self, res: Res, ns: &str, name: &str, mut obj: Value) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
+        if !obj.is_object() {
+            return Err(ApiError::new(400, "BadRequest", "the body is not a JSON object"));
+        }
         if meta_str(&obj, "name").is_some_and(|n| n != name) {
             return Err(ApiError::new(400, "BadRequest", "the name of the object does not match the request"));
         }
@@ -311,73 +268,126 @@ impl Store {
         if meta_str(&obj, "uid").is_some_and(|u| Some(u) != meta_str(&old, "uid")) {
             return Err(ApiError::new(409, "Conflict", "Precondition failed: UID in precondition does not match"));
         }
-        for field in ["uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"] {
-            match old.get("metadata").and_then(|m| m.get(field)) {
-                Some(v) => set_meta(&mut obj, field, v.clone()),
-                None => {
-                    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                        m.remove(field);
-                    }
-                }
-            }
-        }
-        obj["apiVersion"] = json!(res.api_version());
-        obj["kind"] = json!(res.info().kind);
+        self.prepare_update(res, name, &old, &mut obj)?;
         Ok(self.update(res, ns, name, old, obj))
     }
 
-    /// PATCH (`merge`: RFC 7386, else RFC 6902). A `resourceVersion` in the patch that is not
-    /// the current one answers 409, as does a changed UID.
+    /// PATCH (`merge`: RFC 7386, else RFC 6902). A `resourceVersion` in the patched object
+    /// that is not the current one answers 409 (a merge patch naming one, or a JSON patch
+    /// replacing it), as does a changed UID.
     pub fn patch(&mut self, res: Res, ns: &str, name: &str, merge: bool, patch: &Value) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
-        let new = if merge {
-            if let Some(rv) = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                if Some(rv) != meta_str(&old, "resourceVersion") {
-                    return Err(ApiError::conflict(res, name));
-                }
-            }
+        let mut new = if merge {
             let mut new = old.clone();
             merge_patch(&mut new, patch);
             new
         } else {
-            let new = json_patch(&old, patch).map_err(|e| ApiError::new(422, "Invalid", e.0))?;
-            if meta_str(&new, "resourceVersion") != meta_str(&old, "resourceVersion") {
+            json_patch(&old, patch).map_err(|e| ApiError::new(422, "Invalid", e.0))?
+        };
+        if !new.is_object() {
+            return Err(ApiError::new(422, "Invalid", "the patched object is not a JSON object"));
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|r| !r.is_empty()) {
+            if Some(rv) != meta_str(&old, "resourceVersion") {
                 return Err(ApiError::conflict(res, name));
             }
-            new
-        };
-        if meta_str(&new, "uid") != meta_str(&old, "uid") {
+        }
+        if meta_str(&new, "uid").is_some_and(|u| Some(u) != meta_str(&old, "uid")) {
             return Err(ApiError::new(409, "Conflict", "Precondition failed: UID in precondition does not match"));
         }
         if meta_str(&new, "name") != Some(name) {
             return Err(ApiError::new(400, "BadRequest", "metadata.name cannot be changed"));
         }
+        self.prepare_update(res, name, &old, &mut new)?;
         Ok(self.update(res, ns, name, old, new))
     }
 
-    fn update(&mut self, res: Res, ns: &str, name: &str, old: Value, mut new: Value) -> Value {
+    /// What the real server does to every update: system fields are kept from the stored
+    /// object (a deletionTimestamp can be neither removed nor set), and an object being deleted
+    /// takes no new finalizer (422).
+    fn prepare_update(&self, res: Res, name: &str, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+        if !is_deleting(old) && is_deleting(new) {
+            let detail = format!(
+                "Invalid value: {}: field is immutable",
+                new.pointer("/metadata/deletionTimestamp").cloned().unwrap_or_default()
+            );
+            return Err(ApiError::invalid(res, name, "metadata.deletionTimestamp", "FieldValueInvalid", &detail));
+        }
+        if is_deleting(old) {
+            let before = finalizers(old);
+            let mut added: Vec<String> = finalizers(new).into_iter().filter(|f| !before.contains(f)).collect();
+            added.sort();
+            added.dedup();
+            if !added.is_empty() {
+                let detail = format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {}",
+                    go_strings(&added)
+                );
+                return Err(ApiError::invalid(res, name, "metadata.finalizers", "FieldValueForbidden", &detail));
+            }
+        }
+        for field in
+            ["uid", "creationTimestamp", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"]
+        {
+            match old.get("metadata").and_then(|m| m.get(field)) {
+                Some(v) => set_meta(new, field, v.clone()),
+                None => remove_meta(new, field),
+            }
+        }
+        new["apiVersion"] = json!(res.api_version());
+        new["kind"] = json!(res.info().kind);
+        Ok(())
+    }
+
+    /// Stores `new` (MODIFIED); an object being deleted whose last finalizer went is removed
+    /// (DELETED). A namespace goes once it is empty too (`gc.rs`).
+    pub(super) fn update(&mut self, res: Res, ns: &str, name: &str, old: Value, mut new: Value) -> Value {
         self.rv += 1;
         set_meta(&mut new, "resourceVersion", json!(self.rv.to_string()));
-        let key = Self::key(res, ns, name);
-        let finalizers_left =
-            new.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        if new.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_left {
-            self.objects.remove(&key);
-            self.commit(res, ChangeKind::Deleted, Some(old), new.clone());
+        if res != Res::Namespaces && is_deleting(&new) && finalizers(&new).is_empty() {
+            self.remove(res, old, new.clone());
         } else {
-            self.objects.insert(key, new.clone());
+            self.objects.insert(Self::key(res, ns, name), new.clone());
             self.commit(res, ChangeKind::Modified, Some(old), new.clone());
+            if res == Res::Namespaces {
+                self.finish_namespace_if_done(name);
+            }
         }
         new
     }
 
-    /// DELETE: with finalizers the object only gets a `deletionTimestamp`.
+    /// DELETE: with finalizers the object only gets a `deletionTimestamp`; without, it is
+    /// removed and its dependents are collected.
     pub fn delete(&mut self, res: Res, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.delete_with(res, ns, name, &DeleteOptions::default())
+    }
+
+    pub fn delete_with(&mut self, res: Res, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
-        let has_finalizers =
-            old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        if has_finalizers {
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
+        if let Some(uid) = opts.uid.as_deref() {
+            let have = meta_str(&old, "uid").unwrap_or("");
+            if uid != have {
+                let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}");
+                return Err(ApiError::conflict_because(res, name, &why));
+            }
+        }
+        if let Some(rv) = opts.resource_version.as_deref() {
+            let have = meta_str(&old, "resourceVersion").unwrap_or("");
+            if rv != have {
+                let why = format!(
+                    "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({have}). The object might have been modified"
+                );
+                return Err(ApiError::conflict_because(res, name, &why));
+            }
+        }
+        if opts.orphan {
+            self.orphan_dependents(&old);
+        }
+        if res == Res::Namespaces {
+            return self.delete_namespace(name, old);
+        }
+        if !finalizers(&old).is_empty() {
+            if is_deleting(&old) {
                 return Ok(old);
             }
             let mut new = old.clone();
@@ -385,15 +395,28 @@ impl Store {
             set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
             return Ok(self.update(res, ns, name, old, new));
         }
-        self.objects.remove(&Self::key(res, ns, name));
         self.rv += 1;
         let mut gone = old.clone();
         set_meta(&mut gone, "resourceVersion", json!(self.rv.to_string()));
-        self.commit(res, ChangeKind::Deleted, Some(old), gone.clone());
+        self.remove(res, old, gone.clone());
         Ok(gone)
     }
 
-    fn commit(&mut self, res: Res, kind: ChangeKind, prev: Option<Value>, obj: Value) {
+    /// Really removes an object (DELETED, with `gone` as its last state, whose resourceVersion
+    /// the caller assigned), then lets the garbage collector and the namespace lifecycle react.
+    pub(super) fn remove(&mut self, res: Res, old: Value, gone: Value) {
+        let key = Self::key(res, meta_str(&gone, "namespace").unwrap_or(""), meta_str(&gone, "name").unwrap_or(""));
+        self.objects.remove(&key);
+        if let Some(uid) = meta_str(&gone, "uid") {
+            if self.uids.get(uid) == Some(&key) {
+                self.uids.remove(uid);
+            }
+        }
+        self.commit(res, ChangeKind::Deleted, Some(old), gone.clone());
+        self.after_removal(res, &gone);
+    }
+
+    pub(super) fn commit(&mut self, res: Res, kind: ChangeKind, prev: Option<Value>, obj: Value) {
         let change = Change { rv: self.rv, res, kind, prev, obj };
         self.watchers.retain(|w| match (w.res == res).then(|| event_for(&w.filter, &change)).flatten() {
             Some(l) => w.tx.send(l).is_ok(),
@@ -453,13 +476,16 @@ impl Store {
     }
 
     /// The first fault matching a request, used up by one.
-    pub fn take_fault(&mut self, method: &str, path: &str, client: &str) -> Option<u16> {
-        let i = self.faults.iter().position(|f| {
-            f.client.as_deref().is_none_or(|c| c == client)
-                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
-        })?;
-        let code = self.faults[i].code;
+    pub fn take_fault(
+        &mut self,
+        method: &str,
+        path: &str,
+        client: &str,
+        res: Option<Res>,
+        verb: Option<&str>,
+    ) -> Option<Fault> {
+        let i = self.faults.iter().position(|f| f.matches(method, path, client, res, verb))?;
+        let fault = self.faults[i].clone();
         match &mut self.faults[i].remaining {
             Some(n) if *n <= 1 => {
                 self.faults.remove(i);
@@ -467,7 +493,7 @@ impl Store {
             Some(n) => *n -= 1,
             None => {}
         }
-        Some(code)
+        Some(fault)
     }
 
     /// Applies a pending concurrent change to this object, if one is armed.
@@ -479,7 +505,7 @@ impl Store {
         }
     }
 
-    pub fn key_for(res: Res, ns: &str, name: &str) -> (Res, String, String) {
+    pub fn key_for(res: Res, ns: &str, name: &str) -> Key {
         Self::key(res, ns, name)
     }
 }
