@@ -110,7 +110,8 @@ impl State {
             return;
         }
         if existing.is_none() && self.claims.get(&id.pod).is_some_and(|c| c.deleting) {
-            let wait = Refusal::new(Reason::NetworkNotFound, "waiting for the pod's previous ledger claim to be released");
+            let wait =
+                Refusal::new(Reason::NetworkNotFound, "waiting for the pod's previous ledger claim to be released");
             self.set_standing(id, Some(Standing::Quiet(wait)));
             return;
         }
@@ -224,6 +225,10 @@ impl State {
         a.written = written_now;
         if a.desired != desired {
             a.desired = desired;
+            // The claim records the membership before it is sent.
+            if let Some(id) = &a.claimed {
+                self.dirty_claims.insert(id.pod.clone());
+            }
         }
         self.dirty_guids.insert(g);
         Ok(())

@@ -104,8 +104,13 @@ impl State {
         self.claims.insert(uid.clone(), claim);
         if self.ledger_loaded && newly_deleting {
             // Kubernetes collected the claim (its pod is gone): every GUID leaves the fabric.
-            let ids: Vec<AttachmentId> =
-                self.claim_guids.get(&uid).into_iter().flatten().filter_map(|g| self.ledger.get(g)?.owner.clone()).collect();
+            let ids: Vec<AttachmentId> = self
+                .claim_guids
+                .get(&uid)
+                .into_iter()
+                .flatten()
+                .filter_map(|g| self.ledger.get(g)?.owner.clone())
+                .collect();
             for id in ids {
                 self.standing.remove(&id);
                 self.retire(&id);
@@ -162,14 +167,19 @@ impl State {
             };
             let record = match (wanted, previous) {
                 (Some(pkey), prev) => {
-                    let mut former: Vec<PKey> = prev
-                        .map(|r| r.pkeys().filter(|p| Some(*p) != pkey).collect())
-                        .unwrap_or_default();
+                    let mut former: Vec<PKey> =
+                        prev.map(|r| r.pkeys().filter(|p| Some(*p) != pkey).collect()).unwrap_or_default();
                     // A former pkey is dropped once the fabric no longer lists the GUID there.
                     former.retain(|p| self.knowledge.members(g).iter().any(|m| m.pkey == *p));
                     former.sort_unstable();
                     former.dedup();
-                    ClaimedAttachment { network: id.network.clone(), slot: id.slot.clone(), guid: g, pkey, former_pkeys: former }
+                    ClaimedAttachment {
+                        network: id.network.clone(),
+                        slot: id.slot.clone(),
+                        guid: g,
+                        pkey,
+                        former_pkeys: former,
+                    }
                 }
                 (None, Some(prev)) => prev.clone(),
                 // Never recorded and not to be written anywhere: nothing to keep.
@@ -220,8 +230,12 @@ impl State {
         if migrate {
             let m = self.migrate_annotations();
             if m != Migration::default() {
-                tracing::info!(adopted = m.adopted, left_alone = m.left_alone, conflicts = m.conflicts,
-                    "migration: the ledger was empty; configured annotations adopted once into it");
+                tracing::info!(
+                    adopted = m.adopted,
+                    left_alone = m.left_alone,
+                    conflicts = m.conflicts,
+                    "migration: the ledger was empty; configured annotations adopted once into it"
+                );
             }
             self.migration = Some(m);
         }

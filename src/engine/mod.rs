@@ -27,8 +27,8 @@ pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
 pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, build_patch, plan};
 pub use policy::{Policy, PolicyError};
 pub use ports::{
-    AttachmentWrite, ClaimOutcome, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome,
-    PodPatch, WriteError,
+    AttachmentWrite, ClaimOutcome, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind,
+    PatchOutcome, PodPatch, WriteError,
 };
 pub use retry::Backoffs;
 pub use run::{Engine, Timing};

@@ -67,6 +67,9 @@ pub struct Limits<'a> {
     pub blocked_claims: &'a HashSet<PodUid>,
     /// Only write-backs and status; fabric work waits for the batch window.
     pub writes_only: bool,
+    /// Claims of this batch are still being written: adds wait for them, so that a burst
+    /// makes one add per pkey (removals and writes go on).
+    pub hold_adds: bool,
 }
 
 /// Plans work for `candidates` (dirty GUIDs) and the pods whose status changed.
@@ -118,7 +121,7 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                 } else if state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
                     Some(Some(spec.pkey))
                 } else {
-                    if limits.writes_only || limits.blocked_pkeys.contains(&spec.pkey) {
+                    if limits.writes_only || limits.hold_adds || limits.blocked_pkeys.contains(&spec.pkey) {
                         keep_dirty = true;
                     } else {
                         adds.entry(spec.pkey).or_default().entry(spec).or_default().push(g);

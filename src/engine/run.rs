@@ -89,6 +89,8 @@ pub struct Engine {
     backoff_claims: Backoffs<PodUid>,
     list_failures: Backoffs<()>,
     window: Option<Instant>,
+    /// Since when adds wait for claim writes of the same batch (bounded by the periodic update).
+    adds_held_since: Option<Instant>,
     list_in_flight: bool,
     next_resync: Instant,
     next_tick: Instant,
@@ -129,6 +131,7 @@ impl Engine {
             backoff_claims: Backoffs::new(FIRST_RETRY),
             list_failures: Backoffs::new(FIRST_RETRY),
             window: None,
+            adds_held_since: None,
             list_in_flight: false,
             leader: false,
         }
@@ -205,7 +208,8 @@ impl Engine {
         if let Some(w) = self.window {
             wake = wake.min(w);
         }
-        let expiries = [&self.backoff_pkeys.next_expiry(), &self.backoff_pods.next_expiry(), &self.backoff_claims.next_expiry()];
+        let expiries =
+            [&self.backoff_pkeys.next_expiry(), &self.backoff_pods.next_expiry(), &self.backoff_claims.next_expiry()];
         for until in expiries.into_iter().flatten() {
             wake = wake.min(*until);
         }
@@ -240,6 +244,16 @@ impl Engine {
         }
     }
 
+    /// Adds wait while claims are being written, for at most the periodic update.
+    fn hold_adds(&mut self, now: Instant) -> bool {
+        if self.claiming.is_empty() {
+            self.adds_held_since = None;
+            return false;
+        }
+        let since = *self.adds_held_since.get_or_insert(now);
+        now < since + self.timing.periodic_update
+    }
+
     fn batch_full(&self) -> bool {
         self.state.dirty_attachments.len() >= self.state.cfg.batch_max_guids
     }
@@ -268,7 +282,8 @@ impl Engine {
         let now = Instant::now();
         let blocked_pkeys: HashSet<PKey> =
             self.busy_pkeys.iter().chain(self.backoff_pkeys.blocked(now)).copied().collect();
-        let blocked_pods: HashSet<PodUid> = self.patching.iter().chain(self.backoff_pods.blocked(now)).cloned().collect();
+        let blocked_pods: HashSet<PodUid> =
+            self.patching.iter().chain(self.backoff_pods.blocked(now)).cloned().collect();
         let blocked_claims: HashSet<PodUid> =
             self.claiming.iter().chain(self.backoff_claims.blocked(now)).cloned().collect();
         let candidates: Vec<Guid> = match only {
@@ -280,6 +295,7 @@ impl Engine {
             blocked_pods: &blocked_pods,
             blocked_claims: &blocked_claims,
             writes_only: only.is_some(),
+            hold_adds: self.hold_adds(now),
         };
         let plan = plan(&self.state, &candidates, &limits);
         self.commit(plan);
@@ -355,7 +371,8 @@ impl Engine {
             let stats = self.stats.clone();
             self.tasks.spawn(async move {
                 stats.claim_writes.inc();
-                let result = if release { writer.release_claim(&claim).await } else { writer.write_claim(&claim).await };
+                let result =
+                    if release { writer.release_claim(&claim).await } else { writer.write_claim(&claim).await };
                 Done::Claim { claim, release, result }
             });
         }
@@ -415,8 +432,14 @@ impl Engine {
             Done::Claim { claim, release, result } => {
                 self.patches_in_flight -= 1;
                 self.claim_done(claim, release, result);
-                // The claim's GUIDs may go to the fabric now.
-                self.flush(None);
+                // Its GUIDs may go to the fabric now: with the next batch, once the batch's
+                // claims are all written, so that a burst still makes one add per pkey.
+                if self.claiming.is_empty() {
+                    self.flush(None);
+                } else if self.window.is_none() {
+                    self.window = Some(Instant::now() + self.timing.batch_window);
+                }
+                self.pump();
             }
             Done::Job { pkey, remove, removed, adds } => {
                 let touched: Vec<Guid> =
@@ -477,7 +500,8 @@ impl Engine {
             Ok(_) => self.backoff_claims.succeeded(&claim.pod_uid),
             Err(e) => {
                 self.stats.claim_failures.inc();
-                let delay = self.backoff_claims.failed(claim.pod_uid.clone(), self.timing.cap(e.retryable), Instant::now());
+                let delay =
+                    self.backoff_claims.failed(claim.pod_uid.clone(), self.timing.cap(e.retryable), Instant::now());
                 tracing::warn!(pod = %claim.pod, release, error = %e, retryable = e.retryable,
                     retry_in_ms = delay.as_millis() as u64, "ledger write failed; retrying");
             }

@@ -17,6 +17,9 @@ struct World {
     fabric: BTreeMap<PKey, BTreeSet<Guid>>,
     /// The "API server": uid → (namespace, name, node, annotation, phase).
     pods: BTreeMap<String, (String, String, Option<String>, String, PodPhase)>,
+    /// The "API server"'s ledger: pod uid → claim (garbage-collected with the pod).
+    claims: BTreeMap<String, Claim>,
+    claim_writes: usize,
     fabric_down: bool,
     adds: usize,
     removes: usize,
@@ -40,6 +43,8 @@ impl World {
             state,
             fabric: BTreeMap::new(),
             pods: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            claim_writes: 0,
             fabric_down: false,
             adds: 0,
             removes: 0,
@@ -87,6 +92,7 @@ impl World {
             phase,
             deleting: false,
             host_network: false,
+            created: 0,
         };
         let view = PodView::new(meta, Some(&ann));
         self.state.apply(ClusterEvent::PodApplied(view));
@@ -95,6 +101,29 @@ impl World {
     fn delete(&mut self, uid: &str) {
         self.pods.remove(uid);
         self.state.apply(ClusterEvent::PodDeleted { uid: PodUid::new(uid) });
+        self.collect(uid);
+    }
+
+    /// Kubernetes' garbage collector: the pod's claim is marked deleted (its finalizer holds it).
+    fn collect(&mut self, uid: &str) {
+        if let Some(c) = self.claims.get_mut(uid) {
+            c.deleting = true;
+            let c = c.clone();
+            self.state.apply(ClusterEvent::ClaimApplied(c));
+        }
+    }
+
+    /// A new controller on the same cluster and fabric: it sees the claims, the networks (as
+    /// `nads` re-applies them) and the pods.
+    fn restarted(&self, cfg: EngineConfig) -> World {
+        let mut fresh = World::new(cfg);
+        fresh.fabric = self.fabric.clone();
+        fresh.pods = self.pods.clone();
+        fresh.claims = self.claims.clone();
+        for c in self.claims.values() {
+            fresh.state.apply(ClusterEvent::ClaimApplied(c.clone()));
+        }
+        fresh
     }
 
     fn finish(&mut self, uid: &str) {
@@ -128,9 +157,29 @@ impl World {
         let plan = plan(
             &self.state,
             &candidates,
-            &Limits { blocked_pkeys: &none_p, blocked_pods: &none_u, writes_only: false },
+            &Limits {
+                blocked_pkeys: &none_p,
+                blocked_pods: &none_u,
+                blocked_claims: &none_u,
+                writes_only: false,
+                hold_adds: false,
+            },
         );
         self.state.commit(&plan);
+        for claim in &plan.write_claims {
+            self.claim_writes += 1;
+            let deleting = !self.pods.contains_key(claim.pod_uid.as_str());
+            let stored = Claim { deleting, ..claim.clone() };
+            self.claims.insert(claim.pod_uid.to_string(), stored.clone());
+            self.state.claim_result(claim, Ok(ClaimOutcome::Written));
+            self.state.apply(ClusterEvent::ClaimApplied(stored));
+        }
+        for claim in &plan.release_claims {
+            self.claim_writes += 1;
+            self.claims.remove(claim.pod_uid.as_str());
+            self.state.claim_result(claim, Ok(ClaimOutcome::Released));
+            self.state.apply(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid.clone() });
+        }
         self.events.append(&mut self.state.events);
         let err = FabricError { retryable: true, reason: "UfmUnavailable", message: "UFM is down".into() };
         for (&pkey, job) in &plan.jobs {
@@ -187,7 +236,13 @@ impl World {
         }
         for _ in 0..20 {
             let p = self.step();
-            if p.jobs.is_empty() && p.write_pods.is_empty() && p.release.is_empty() && p.quarantine.is_empty() {
+            if p.jobs.is_empty()
+                && p.write_pods.is_empty()
+                && p.release.is_empty()
+                && p.quarantine.is_empty()
+                && p.write_claims.is_empty()
+                && p.release_claims.is_empty()
+            {
                 return;
             }
         }
@@ -225,8 +280,11 @@ fn pods_are_configured_after_one_add_per_pkey_and_written_only_after_acceptance(
         w.pod(&format!("u{i}"), "n1", if i % 2 == 0 { "a" } else { "b" });
     }
     let first = w.step();
-    assert_eq!(first.jobs.len(), 2, "one job per pkey");
-    assert!(first.write_pods.is_empty(), "nothing is written before UFM accepted");
+    assert!(first.jobs.is_empty(), "nothing goes to UFM before the ledger records it");
+    assert_eq!(first.write_claims.len(), 10, "one claim per pod");
+    let second = w.step();
+    assert_eq!(second.jobs.len(), 2, "one job per pkey");
+    assert!(second.write_pods.is_empty(), "nothing is written before UFM accepted");
     assert_eq!(w.adds, 2);
     w.converge();
     assert_eq!(w.adds, 2, "no further adds");
@@ -433,8 +491,11 @@ fn policy_enforce_refuses_other_tenants_pkeys_whatever_the_annotation_says() {
     // Crafted: claims configured with pkey 0x10 on the foreign network.
     w.pod("u1", "n1", r#"[{"name":"theirs","cni-args":{"mellanox.infiniband.app":"configured","pkey":"0x10"}}]"#);
     w.pod("u2", "n1", "mine");
+    w.pod("u3", "n1", "theirs");
     w.converge();
-    assert_eq!(w.standing("u1", "theirs"), Some(Reason::PKeyNotAllowed));
+    assert_eq!(w.standing("u1", "theirs"), Some(Reason::ForgedAnnotation));
+    assert!(w.annotation("u1")[0]["cni-args"].get("mellanox.infiniband.app").is_none(), "forged marker stripped");
+    assert_eq!(w.standing("u3", "theirs"), Some(Reason::PKeyNotAllowed));
     assert!(w.members("0x20").is_empty());
     assert_eq!(w.members("0x10").len(), 1);
 }

@@ -108,7 +108,12 @@ mod tests {
     #[test]
     fn a_strip_removes_the_marker_the_pkey_and_an_unbacked_guid() {
         let ann = r#"[{"name":"ib","infiniband-guid":"02:00:00:00:00:00:00:99","cni-args":{"guid":"02:00:00:00:00:00:00:99","mellanox.infiniband.app":"configured","pkey":"0x10","keep":"1"}}]"#;
-        let strip = AttachmentWrite { guid: None, configured: false, pkey: None, ..write("ib", Slot::Occurrence(0), GuidVia::CniArgs) };
+        let strip = AttachmentWrite {
+            guid: None,
+            configured: false,
+            pkey: None,
+            ..write("ib", Slot::Occurrence(0), GuidVia::CniArgs)
+        };
         let v: Value = serde_json::from_str(&apply_writes("t", ann, &[strip]).unwrap().unwrap()).unwrap();
         assert_eq!(v, json!([{"name":"ib","cni-args":{"keep":"1"}}]));
     }

@@ -158,10 +158,10 @@ pub async fn release_claim(client: &kube::Client, claim: &Claim) -> Result<Claim
     // the others, and write the rest back with the read's resourceVersion.
     let ops = json!([{"op": "test", "path": "/metadata/finalizers", "value": [CLAIM_FINALIZER]},
                      {"op": "remove", "path": "/metadata/finalizers"}]);
-    let patch: Patch<Value> = Patch::Json(serde_json::from_value(ops).map_err(|e| WriteError {
-        retryable: false,
-        message: format!("building the finalizer patch: {e}"),
-    })?);
+    let patch: Patch<Value> = Patch::Json(
+        serde_json::from_value(ops)
+            .map_err(|e| WriteError { retryable: false, message: format!("building the finalizer patch: {e}") })?,
+    );
     match api.patch(name, &PatchParams::default(), &patch).await {
         Ok(_) => return Ok(ClaimOutcome::Released),
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(ClaimOutcome::Released),
@@ -227,9 +227,8 @@ mod tests {
     fn an_entry_that_does_not_parse_is_left_out_and_deletion_is_seen() {
         let mut obj = claim_object(&claim());
         obj.data["spec"]["attachments"][1]["guid"] = json!("00:00");
-        obj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
+        obj.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         let c = claim_from_object(&obj).unwrap();
         assert_eq!(c.attachments.len(), 1);
         assert!(c.deleting);

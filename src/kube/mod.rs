@@ -17,7 +17,9 @@ use axum::http::{HeaderValue, header};
 pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
 pub use fenced::{FencedFabric, FencedWriter};
 pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
-pub use ledger::{CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource};
+pub use ledger::{
+    CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource,
+};
 pub use resources::{
     INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
     smc_resource,

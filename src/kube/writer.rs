@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use super::events::EventPublisher;
 use super::resources::SlimPod;
 use crate::engine::{
-    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION, WriteError, apply_writes,
+    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION,
+    WriteError, apply_writes,
 };
 use crate::netdef::{NETWORKS_ANNOTATION, parse_networks};
 use crate::ops::Metrics;
@@ -171,7 +172,6 @@ impl ClusterWriter for KubeWriter {
     async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError> {
         self.events.publish(event).await
     }
-
 }
 
 #[cfg(test)]

@@ -80,7 +80,14 @@ impl Fabric for RecordingFabric {
     }
 
     async fn list(&self) -> Result<FabricListing, FabricError> {
-        self.inner.list().await
+        let listing = self.inner.list().await?;
+        // What UFM lists it has accepted, also when the answer to the add was lost (a
+        // controller killed while its add was in flight).
+        for (p, members) in &listing {
+            let guids: Vec<Guid> = members.iter().map(|m| m.guid).collect();
+            self.accepted.add(*p, &guids);
+        }
+        Ok(listing)
     }
 
     async fn check(&self) -> Result<String, FabricError> {
