@@ -309,7 +309,8 @@ fn write(net: &str) -> AttachmentWrite {
     AttachmentWrite {
         network: NetworkKey::new("t", net),
         slot: Slot::Occurrence(0),
-        guid: "02:00:00:00:00:00:00:42".parse().unwrap(),
+        guid: Some("02:00:00:00:00:00:00:42".parse().unwrap()),
+        configured: true,
         guid_via: GuidVia::CniArgs,
         pkey: Some("0x10".parse().unwrap()),
     }
@@ -337,11 +338,6 @@ async fn the_writer_reports_gone_pods_and_attachments_and_annotates_nodes() {
     // Writing the same again sends no patch at all.
     assert_eq!(writer.patch_pod(&patch(&uid, "ib-a", "p1")).await, Ok(PatchOutcome::Patched));
     assert_eq!(patches_to(&env.api, "writer", "p1").len(), 1);
-    // Node annotations are merged in, leaving the others.
-    env.api.merge_patch(Res::Nodes, "", "n1", json!({"metadata": {"annotations": {"other": "kept"}}}));
-    writer.annotate_node("n1", "fabric-sync.io/note", "v1").await.unwrap();
-    let node = env.api.get(Res::Nodes, "", "n1").unwrap();
-    assert_eq!(node.pointer("/metadata/annotations"), Some(&json!({"other": "kept", "fabric-sync.io/note": "v1"})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

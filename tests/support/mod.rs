@@ -213,6 +213,7 @@ pub fn test_config(identity: &str) -> ControllerConfig {
             resync_interval: Duration::from_secs(1),
             max_parallel_pkeys: 4,
             patch_concurrency: 8,
+            retry_max: Duration::from_secs(2),
         },
     }
 }
