@@ -17,7 +17,7 @@ mod state;
 mod stats;
 mod writeback;
 
-pub use fabric::{Fabric, FabricError, FabricListing, FabricMember};
+pub use fabric::{ErrorClass, Fabric, FabricError, FabricListing, FabricMember, FabricReason};
 pub use knowledge::{Knowledge, Member};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};

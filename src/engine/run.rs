@@ -406,7 +406,7 @@ impl Engine {
                 self.stats.fabric_failures.inc();
                 let previous = self.backoff_pkeys.get(&pkey).map(|(_, d)| *d);
                 let delay = next_backoff(previous, self.timing.periodic_update);
-                tracing::warn!(pkey = %pkey, reason = e.reason, error = %e, retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(pkey = %pkey, reason = e.reason.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64,
                     "UFM change failed; retrying");
                 self.backoff_pkeys.insert(pkey, (Instant::now() + delay, delay));
             }
@@ -447,7 +447,7 @@ impl Engine {
             }
             Err(e) => {
                 self.stats.fabric_failures.inc();
-                tracing::warn!(reason = e.reason, error = %e, "listing UFM failed; retrying");
+                tracing::warn!(reason = e.reason.as_str(), error = %e, "listing UFM failed; retrying");
                 self.next_resync = Instant::now() + next_backoff(None, self.timing.periodic_update);
             }
         }

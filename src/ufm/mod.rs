@@ -114,8 +114,8 @@ mod tests {
         a.port = Some("1".into());
         let f = from_settings(&UfmSettings::from_args(&a).unwrap()).unwrap();
         let e = f.check().await.unwrap_err();
-        assert!(e.retryable, "{e:?}");
-        assert_eq!(e.reason, "UfmUnreachable");
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(e.reason, crate::engine::FabricReason::UfmUnreachable);
         assert!(e.message.contains("nothing listens on 127.0.0.1:1 (connection refused)"), "{}", e.message);
     }
 }
