@@ -95,7 +95,7 @@ pub struct UfmArgs {
     /// Timeout of each UFM request.
     #[arg(long = "ufm-request-timeout", env = "UFM_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,
-    /// Attempts per UFM request for retryable failures (timeouts, 5xx), including the first.
+    /// Attempts per UFM request for transient failures (timeouts, connection errors, 5xx, 429), including the first.
     #[arg(long = "ufm-max-attempts", env = "UFM_MAX_ATTEMPTS", default_value = "4")]
     pub max_attempts: String,
     /// Largest number of GUIDs in one UFM request; larger changes are split.

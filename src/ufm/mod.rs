@@ -108,7 +108,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_port_is_a_retryable_connect_failure() {
+    async fn a_closed_port_is_a_transient_connect_failure() {
         crate::install_crypto_provider();
         let mut a = args("ufm");
         a.port = Some("1".into());
