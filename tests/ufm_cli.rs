@@ -120,11 +120,35 @@ async fn add_show_pkeys_and_remove_change_and_read_ufm() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!((v["name"].as_str(), v["qos"]["mtu_limit"].as_u64()), (Some("api_pkey_0x1a"), Some(4)));
 
-    let (code, out, _) = run(&env, &["remove", "0x1a", "02:00:00:00:00:00:00:01", "02:00:00:00:00:00:00:02"]).await;
+    // A GUID that is not a member is reported as such, not counted as removed.
+    let (code, out, _) = run(&env, &["remove", "0x1a", "02:00:00:00:00:00:00:01", "02:00:00:00:00:00:00:09"]).await;
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 1 of 2 GUID(s) from 0x1a; 1 was not a member: 02:00:00:00:00:00:00:09"), "{out}");
+    assert_eq!(ufm.snapshot()[&0x1a].members.len(), 1);
+    let (code, out, _) = run(&env, &["remove", "0x1a", "02:00:00:00:00:00:00:02"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 1 of 1 GUID(s) from 0x1a; 0x1a has no members left"), "{out}");
+    let (code, out, _) = run(&env, &["remove", "0x1a", "02:00:00:00:00:00:00:02"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 0 of 1 GUID(s) from 0x1a (pkey 0x1a does not exist in UFM)"), "{out}");
     let (code, _, err) = run(&env, &["show", "0x1a"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("pkey 0x1a does not exist in UFM"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_over_plain_http_does_not_claim_tls() {
+    let ufm = start_with(mock_ufm::Config { tls: mock_ufm::TlsMode::Plain, ..Default::default() }).await;
+    let mut env = env_for(&ufm);
+    env.retain(|(k, _)| k != "UFM_CERTIFICATE");
+    env.push(("UFM_HTTP_SCHEMA".into(), "http".into()));
+    let (code, out, err) = run(&env, &["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("TLS: not used (http)") && !out.contains("TLS: ok"), "{out}");
+    set(&mut env, "UFM_PASSWORD", "not-the-password");
+    let (code, out, _) = run(&env, &["check"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("TLS: not used (http)\nauth: FAILED") && !out.contains("TLS: ok"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,5 +168,13 @@ async fn bad_arguments_and_settings_exit_2_with_a_clear_message() {
     let (code, _, err) = run(&no_address, &["check"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("UFM_ADDRESS"), "{err}");
+    let mut with_port = env.clone();
+    set(&mut with_port, "UFM_ADDRESS", &format!("127.0.0.1:{}", ufm.addr().port()));
+    let (code, _, err) = run(&with_port, &["check"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("UFM_ADDRESS (--ufm-address)") && err.contains("UFM_PORT="), "{err}");
+    let (code, _, err) = run(&env, &["add", "0x5", "0200000000000001", "--rate-limit", "150"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("not a rate UFM accepts"), "{err}");
     assert!(ufm.requests().is_empty(), "nothing reached UFM");
 }

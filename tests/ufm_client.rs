@@ -6,15 +6,15 @@ mod ufm_support;
 use std::sync::Arc;
 
 use fabric_sync::alloc::GuidRange;
-use fabric_sync::engine::Fabric;
-use fabric_sync::ib::{Membership, MtuLimit, PKey, PartitionSpec, Qos};
+use fabric_sync::engine::{ErrorClass, Fabric, FabricReason};
+use fabric_sync::ib::{Membership, MtuLimit, PKey, PartitionSpec, Qos, ServiceLevel};
 use fabric_sync::ufm::{UfmClient, managed_only};
 use mock_ufm::{FaultRule, Mutation};
 use serde_json::json;
 use ufm_support::*;
 
 fn qos(mtu: MtuLimit, sl: u8, rate: &str) -> Qos {
-    Qos { mtu_limit: Some(mtu), service_level: Some(sl), rate_limit: Some(rate.parse().unwrap()) }
+    Qos { mtu_limit: Some(mtu), service_level: ServiceLevel::new(sl), rate_limit: Some(rate.parse().unwrap()) }
 }
 
 #[tokio::test]
@@ -284,15 +284,18 @@ async fn create_pkey_and_update_qos_are_available_directly() {
     let c: UfmClient = client(&args(&ufm));
     let mut spec = PartitionSpec::new(pkey(0x30));
     spec.ip_over_ib = false;
-    spec.qos = Qos { service_level: Some(5), ..Qos::default() };
+    spec.qos = Qos { service_level: ServiceLevel::new(5), ..Qos::default() };
     assert!(c.create_pkey(&spec).await.unwrap());
     let err = c.create_pkey(&spec).await.unwrap_err();
-    assert_eq!((err.reason(), err.status()), ("UfmRejected", Some(400)));
+    assert_eq!(
+        (err.reason(), err.status(), err.class()),
+        (FabricReason::UfmRejected, Some(400), ErrorClass::Permanent)
+    );
     c.update_qos(pkey(0x30), &qos(MtuLimit::Mtu2k, 1, "2.5")).await.unwrap();
     let p = &ufm.snapshot()[&0x30];
     assert!(p.members.is_empty() && !p.ip_over_ib);
     assert_eq!((p.qos.mtu_limit, p.qos.service_level, p.qos.rate_limit), (2, 1, 2.5));
     let missing = c.update_qos(pkey(0x31), &qos(MtuLimit::Mtu2k, 1, "2.5")).await.unwrap_err();
     assert_eq!(missing.status(), Some(404));
-    assert!(!missing.is_retryable());
+    assert_eq!(missing.class(), ErrorClass::Permanent);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use fabric_sync::config::Secret;
-use fabric_sync::engine::FabricError;
+use fabric_sync::engine::{FabricError, FabricReason};
 use fabric_sync::ib::PartitionSpec;
 use mock_ufm::FaultRule;
 use ufm_support::*;
@@ -51,7 +51,7 @@ async fn no_credential_appears_in_logs_or_errors() {
     let mut a = args(&ufm);
     a.password = Some(Secret::new(SECRET_PW));
     let e = client(&a).version().await.unwrap_err();
-    assert_eq!(e.reason(), "UfmUnauthorized");
+    assert_eq!(e.reason(), FabricReason::UfmUnauthorized);
     shown.push(format!("{e} {e:?}"));
     shown.push(format!("{:?}", FabricError::from(e)));
 

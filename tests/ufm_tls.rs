@@ -5,6 +5,7 @@
 mod ufm_support;
 
 use fabric_sync::config::UfmSettings;
+use fabric_sync::engine::{ErrorClass, FabricReason};
 use fabric_sync::ufm::UfmClient;
 use mock_ufm::{AuthKind, ClientAuth, Config, TestPki, TlsMode};
 use ufm_support::*;
@@ -20,8 +21,8 @@ async fn the_right_ca_is_trusted_and_another_is_refused() {
     let mut a = args(&ufm);
     a.certificate = Some(other_ca());
     let e = client(&a).version().await.unwrap_err();
-    assert_eq!(e.reason(), "UfmTls");
-    assert!(!e.is_retryable());
+    assert_eq!(e.reason(), FabricReason::UfmTls);
+    assert_eq!(e.class(), ErrorClass::Auth, "an untrusted UFM pauses all traffic");
     let target = format!("127.0.0.1:{}", ufm.addr().port());
     assert!(e.to_string().contains(&format!("the certificate of {target} is not signed by the CA in")), "{e}");
     assert_eq!(ufm.requests().len(), 1, "the refused handshake never reached the API");
@@ -35,7 +36,7 @@ async fn a_certificate_for_another_name_is_refused() {
     })
     .await;
     let e = client(&args(&ufm)).version().await.unwrap_err();
-    assert_eq!(e.reason(), "UfmTls");
+    assert_eq!(e.reason(), FabricReason::UfmTls);
     assert!(e.to_string().contains("is not valid for the name 127.0.0.1 (it names: ufm.example)"), "{e}");
     assert!(ufm.requests().is_empty());
 }
@@ -51,7 +52,7 @@ async fn verification_is_skipped_only_when_asked() {
     match UfmClient::new(&settings) {
         Ok(c) => {
             let e = c.version().await.unwrap_err();
-            assert_eq!(e.reason(), "UfmTls", "{e}");
+            assert_eq!(e.reason(), FabricReason::UfmTls, "{e}");
             assert!(e.to_string().contains("system trust store"), "{e}");
         }
         Err(e) => assert!(e.to_string().starts_with("UFM_CERTIFICATE: is not set and the system trust store"), "{e}"),
@@ -71,7 +72,7 @@ async fn a_ca_that_does_not_load_fails_the_start_naming_the_setting() {
     a.certificate = Some("-----BEGIN CERTIFICATE-----\nAAECAwQ=\n-----END CERTIFICATE-----\n".into());
     let settings = UfmSettings::from_args(&a).expect("PEM syntax is fine");
     let e = UfmClient::new(&settings).err().expect("the client refuses it");
-    assert_eq!(e.reason(), "UfmConfig");
+    assert_eq!(e.reason(), FabricReason::UfmConfig);
     assert!(e.to_string().starts_with("UFM_CERTIFICATE/UFM_CA_FILE: certificate 1 is not a usable CA"), "{e}");
     assert!(fabric_sync::ufm::from_settings(&settings).is_err());
 }
@@ -91,7 +92,7 @@ async fn token_auth_goes_to_v3_with_basic_token_header() {
 
     a.token = Some(fabric_sync::config::Secret::new("revoked-or-wrong"));
     let e = client(&a).version().await.unwrap_err();
-    assert_eq!(e.reason(), "UfmUnauthorized");
+    assert_eq!(e.reason(), FabricReason::UfmUnauthorized);
     assert!(e.to_string().contains("UFM_TOKEN"), "{e}");
 }
 
@@ -121,7 +122,7 @@ async fn a_client_certificate_authenticates_without_an_authorization_header() {
 
     // Without the certificate, the server refuses the handshake.
     let e = client(&args(&ufm)).version().await.unwrap_err();
-    assert_eq!(e.reason(), "UfmTls", "{e}");
+    assert_eq!(e.reason(), FabricReason::UfmTls, "{e}");
     assert!(e.to_string().contains("UFM_CLIENT_CERT_FILE"), "{e}");
 
     // A key file that holds no key is a start-up error naming the setting.
@@ -135,7 +136,7 @@ async fn a_client_certificate_authenticates_without_an_authorization_header() {
 async fn a_scheme_that_does_not_match_the_port_is_named() {
     let plain = start_with(Config { tls: TlsMode::Plain, ..Config::default() }).await;
     let e = client(&args(&plain)).version().await.unwrap_err();
-    assert_eq!(e.reason(), "UfmTls", "{e}");
+    assert_eq!(e.reason(), FabricReason::UfmTls, "{e}");
     assert!(e.to_string().contains("does not speak TLS"), "{e}");
     let mut a = args(&plain);
     a.scheme = Some("http".into());

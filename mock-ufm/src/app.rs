@@ -116,6 +116,11 @@ impl App {
         }
     }
 
+    /// The rate limits this UFM accepts.
+    pub fn rate_limits(&self) -> &[f64] {
+        &self.config.rate_limits
+    }
+
     fn mark_dirty(&self) {
         self.dirty.send_modify(|v| *v += 1);
     }

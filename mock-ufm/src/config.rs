@@ -10,6 +10,7 @@ use clap::{ArgGroup, Parser};
 use crate::clock::TimeFormat;
 use crate::faults::FaultRule;
 use crate::ports::{Port, seed_ports};
+use crate::state::RATE_LIMITS;
 use crate::tls::ClientAuth;
 
 /// Why the command line could not become a [`Config`].
@@ -78,6 +79,10 @@ pub struct Config {
     pub faults: Vec<FaultRule>,
     /// Seed for fault randomness (probabilities, latency ranges); random if unset.
     pub fault_seed: Option<u64>,
+    /// The `rate_limit` values (Gb/s) pkey creation and QoS updates accept; anything else is
+    /// answered 400 as UFM does. Default: every rate UFM knows ([`RATE_LIMITS`]); a shorter
+    /// list plays a UFM (or fabric) that supports fewer.
+    pub rate_limits: Vec<f64>,
 }
 
 impl Default for Config {
@@ -99,6 +104,7 @@ impl Default for Config {
             log_capacity: 10_000,
             faults: Vec::new(),
             fault_seed: None,
+            rate_limits: RATE_LIMITS.to_vec(),
         }
     }
 }
@@ -165,6 +171,9 @@ pub struct Cli {
     /// Seed for fault randomness.
     #[arg(long, env = "MOCK_UFM_FAULT_SEED")]
     pub fault_seed: Option<u64>,
+    /// Rate limits (Gb/s) accepted in pkey creation and QoS updates (default: all of UFM's).
+    #[arg(long = "rate-limits", env = "MOCK_UFM_RATE_LIMITS", value_delimiter = ',')]
+    pub rate_limits: Vec<f64>,
     /// Log format on stderr (level from RUST_LOG, default info).
     #[arg(long, env = "MOCK_UFM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -215,6 +224,7 @@ impl Cli {
             log_capacity: self.log_capacity,
             faults: Vec::new(),
             fault_seed: self.fault_seed,
+            rate_limits: if self.rate_limits.is_empty() { RATE_LIMITS.to_vec() } else { self.rate_limits },
         })
     }
 }
@@ -247,6 +257,8 @@ mod tests {
             "250",
             "--last-updated-format",
             "ctime",
+            "--rate-limits",
+            "2.5,100,200",
         ])
         .unwrap();
         let c = cli.into_config().unwrap();
@@ -256,6 +268,9 @@ mod tests {
         assert_eq!(c.viewers, vec![("guest".to_string(), "guest".to_string())]);
         assert_eq!(c.apply_delay, Duration::from_millis(250));
         assert_eq!(c.last_updated_format, TimeFormat::Ctime);
+        assert_eq!(c.rate_limits, vec![2.5, 100.0, 200.0]);
+        let all = Cli::try_parse_from(["mock-ufm", "--http"]).unwrap().into_config().unwrap();
+        assert_eq!(all.rate_limits, RATE_LIMITS.to_vec());
     }
 
     #[test]

@@ -184,13 +184,26 @@ async fn set_guids(State(app): State<Arc<App>>, body: Bytes) -> Result<Response,
 }
 
 async fn create_empty(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    app.submit(wire::parse_create(&body)?)?;
+    let m = wire::parse_create(&body)?;
+    check_rate(&app, &body)?;
+    app.submit(m)?;
     Ok(ok_empty())
 }
 
 async fn update_qos(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    app.submit(wire::parse_qos(&body)?)?;
+    let m = wire::parse_qos(&body)?;
+    check_rate(&app, &body)?;
+    app.submit(m)?;
     Ok(ok_empty())
+}
+
+/// Refuses a rate limit this UFM does not support (the configured list may be shorter than
+/// every rate UFM knows, which the state checks).
+fn check_rate(app: &App, body: &[u8]) -> Result<(), StateError> {
+    match wire::explicit_rate(body) {
+        Some(rate) => crate::state::check_rate(rate, app.rate_limits()),
+        None => Ok(()),
+    }
 }
 
 async fn remove_guids_legacy(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {

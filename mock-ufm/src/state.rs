@@ -249,10 +249,28 @@ fn check_qos(mtu: Option<u8>, sl: Option<u8>, rate: Option<f64>) -> Result<(), S
     if let Some(s) = sl.filter(|s| *s > 15) {
         return Err(StateError::InvalidQos(format!("service_level must be 0..15, got {s}")));
     }
-    if let Some(r) = rate.filter(|r| !RATE_LIMITS.contains(r)) {
-        return Err(StateError::InvalidQos(format!("rate_limit {r} is not one of {RATE_LIMITS:?}")));
+    if let Some(r) = rate {
+        check_rate(r, &RATE_LIMITS)?;
     }
     Ok(())
+}
+
+/// Refuses a `rate_limit` that is not one of `accepted` (Gb/s); the message lists them.
+pub fn check_rate(rate: f64, accepted: &[f64]) -> Result<(), StateError> {
+    if accepted.iter().any(|a| (a - rate).abs() < 1e-9) {
+        return Ok(());
+    }
+    let list: Vec<String> = accepted.iter().map(|a| format_rate(*a)).collect();
+    Err(StateError::InvalidQos(format!(
+        "rate_limit {} is not supported; supported values: {}",
+        format_rate(rate),
+        list.join(", ")
+    )))
+}
+
+/// `200`, `2.5`: whole rates without a fraction, as UFM writes them.
+fn format_rate(rate: f64) -> String {
+    if rate.fract() == 0.0 && rate.abs() < 1e15 { format!("{}", rate as i64) } else { format!("{rate}") }
 }
 
 /// One partition as UFM keeps it.

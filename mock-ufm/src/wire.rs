@@ -136,6 +136,16 @@ pub fn parse_qos(bytes: &[u8]) -> Result<Mutation, WireError> {
     })
 }
 
+/// The `rate_limit` a create or QoS body sets explicitly, if any (the body is parsed strictly
+/// by [`parse_create`] / [`parse_qos`]; this only looks).
+pub fn explicit_rate(bytes: &[u8]) -> Option<f64> {
+    #[derive(Deserialize)]
+    struct Rate {
+        rate_limit: Option<f64>,
+    }
+    serde_json::from_slice::<Rate>(bytes).ok().and_then(|r| r.rate_limit)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemoveBody {

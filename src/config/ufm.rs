@@ -95,7 +95,7 @@ pub struct UfmArgs {
     /// Timeout of each UFM request.
     #[arg(long = "ufm-request-timeout", env = "UFM_REQUEST_TIMEOUT", default_value = "30s")]
     pub request_timeout: String,
-    /// Attempts per UFM request for retryable failures (timeouts, 5xx), including the first.
+    /// Attempts per UFM request for transient failures (timeouts, connection errors, 5xx, 429), including the first.
     #[arg(long = "ufm-max-attempts", env = "UFM_MAX_ATTEMPTS", default_value = "4")]
     pub max_attempts: String,
     /// Largest number of GUIDs in one UFM request; larger changes are split.
@@ -241,15 +241,7 @@ impl UfmSettings {
                     "is required with DAEMON_SM_PLUGIN=ufm: set the UFM host name or IP",
                 ));
             }
-            if address.contains(['/', ' ', '@']) || address.contains("://") {
-                return Err(ConfigError::new(
-                    "UFM_ADDRESS",
-                    "ufm-address",
-                    format!(
-                        "{address:?} must be a bare host name or IP; put the scheme in UFM_HTTP_SCHEMA and the port in UFM_PORT"
-                    ),
-                ));
-            }
+            check_address(&address).map_err(|detail| ConfigError::new("UFM_ADDRESS", "ufm-address", detail))?;
         }
         let insecure_skip_verify =
             parse_bool_setting("UFM_INSECURE_SKIP_VERIFY", "ufm-insecure-skip-verify", &args.insecure_skip_verify)?;
@@ -320,6 +312,95 @@ impl UfmSettings {
             credentials,
             warnings,
         })
+    }
+}
+
+/// Checks that `UFM_ADDRESS` is a bare host name, IPv4 address or IPv6 address (bracketed or
+/// not). A URL, a port, a path or credentials in it are refused with the settings to use
+/// instead: left in, they become part of the host and every request fails.
+fn check_address(address: &str) -> Result<(), String> {
+    use std::net::Ipv6Addr;
+    // Take the value apart the way a person meant it, to say where each part goes.
+    let (scheme, rest) = match address.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, address),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    // A password written into the address must not be echoed.
+    let quoted = match userinfo {
+        Some(u) => format!("{:?}", address.replacen(&format!("{u}@"), "<redacted>@", 1)),
+        None => format!("{address:?}"),
+    };
+    let bare = |why: &str, fix: String| format!("{quoted} must be a bare host name or IP address ({why}): set {fix}");
+    let (host, port) = split_port(hostport);
+    let mut fix = vec![format!("UFM_ADDRESS={host}")];
+    let mut why = Vec::new();
+    if let Some(s) = scheme {
+        why.push("it holds a scheme");
+        fix.push(format!("UFM_HTTP_SCHEMA={}", s.to_ascii_lowercase()));
+    }
+    if let Some(p) = port {
+        why.push("it holds a port");
+        fix.push(format!("UFM_PORT={p}"));
+    }
+    if userinfo.is_some() {
+        why.push("it holds credentials");
+        fix.push("the user in UFM_USERNAME and the password in UFM_PASSWORD".to_string());
+    }
+    if path.is_some_and(|p| p != "/") {
+        why.push("it holds a path; fabric-sync adds /ufmRest itself");
+    } else if path.is_some() {
+        why.push("it ends in a slash");
+    }
+    if !why.is_empty() {
+        return Err(bare(&why.join(", "), fix.join(", ")));
+    }
+    // Now a bare value: a bracketed or plain IPv6 address, or a host name / IPv4 address.
+    if let Some(inner) = address.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        return match inner.parse::<Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("{quoted} is not a valid IPv6 address in brackets")),
+        };
+    }
+    if address.contains(':') {
+        return match address.parse::<Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "{quoted} is neither a host name nor an IP address: write an IPv6 address as fd00::1 or [fd00::1], and put a port in UFM_PORT"
+            )),
+        };
+    }
+    match address.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
+        Some(c) => Err(format!("{quoted} holds {c:?}, which no host name or IP address contains")),
+        None if address.starts_with(['.', '-']) || address.ends_with('-') || address.contains("..") => {
+            Err(format!("{quoted} is not a valid host name"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// `host:port` → (`host`, `Some(port)`) when the part after the last colon is a port number
+/// and what comes before is not itself an IPv6 address (`fd00::1` is an address, not
+/// `fd00:` and port 1). `[v6]:port` gives the address in brackets.
+fn split_port(hostport: &str) -> (&str, Option<&str>) {
+    let is_port = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(close) = hostport.strip_prefix('[').and_then(|r| r.find(']')) {
+        let host = &hostport[..close + 2];
+        return match hostport[close + 2..].strip_prefix(':') {
+            Some(p) if is_port(p) => (host, Some(p)),
+            _ => (hostport, None),
+        };
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if is_port(p) && !h.contains(':') => (h, Some(p)),
+        _ => (hostport, None),
     }
 }
 
@@ -506,6 +587,52 @@ mod tests {
         assert_eq!(UfmSettings::from_args(&a).unwrap().base_url(), "http://ufm.example:80");
         a.address = Some("fd00::1".into());
         assert_eq!(UfmSettings::from_args(&a).unwrap().base_url(), "http://[fd00::1]:80");
+    }
+
+    #[test]
+    fn an_address_with_port_scheme_or_path_is_refused_naming_where_each_part_goes() {
+        let refused = |addr: &str| {
+            let a = UfmArgs { address: Some(addr.into()), ..args() };
+            let e = UfmSettings::from_args(&a).expect_err(addr);
+            assert!(e.to_string().starts_with("UFM_ADDRESS (--ufm-address): "), "{e}");
+            e.to_string()
+        };
+        let m = refused("ufm.example:8443");
+        assert!(m.contains("(it holds a port): set UFM_ADDRESS=ufm.example, UFM_PORT=8443"), "{m}");
+        let m = refused("https://ufm.example");
+        assert!(m.contains("(it holds a scheme): set UFM_ADDRESS=ufm.example, UFM_HTTP_SCHEMA=https"), "{m}");
+        let m = refused("[fd00::1]:8443");
+        assert!(m.contains("set UFM_ADDRESS=[fd00::1], UFM_PORT=8443"), "{m}");
+        let m = refused("ufm.example/");
+        assert!(m.contains("(it ends in a slash): set UFM_ADDRESS=ufm.example"), "{m}");
+        let m = refused("HTTPS://10.0.0.5:443/ufmRest/");
+        assert!(
+            m.contains("it holds a scheme, it holds a port, it holds a path; fabric-sync adds /ufmRest itself): set UFM_ADDRESS=10.0.0.5, UFM_HTTP_SCHEMA=https, UFM_PORT=443"),
+            "{m}"
+        );
+        let m = refused("https://admin:hunter2@ufm.example");
+        assert!(!m.contains("hunter2") && m.contains("<redacted>@ufm.example"), "{m}");
+        assert!(m.contains("UFM_USERNAME") && m.contains("UFM_PASSWORD"), "{m}");
+        assert!(refused("ufm.example:").contains("put a port in UFM_PORT"));
+        assert!(refused("[fd00::zz]").contains("not a valid IPv6 address"));
+        assert!(refused("ufm example").contains("' '"));
+        assert!(refused("-ufm").contains("not a valid host name"));
+    }
+
+    #[test]
+    fn bare_hosts_and_ipv6_addresses_are_accepted() {
+        for (addr, url) in [
+            ("ufm.example", "https://ufm.example:443"),
+            ("10.0.0.5", "https://10.0.0.5:443"),
+            ("fd00::1", "https://[fd00::1]:443"),
+            ("[fd00::1]", "https://[fd00::1]:443"),
+            ("::1", "https://[::1]:443"),
+            ("fd00::1:8443", "https://[fd00::1:8443]:443"),
+            ("ufm_host-1.lab", "https://ufm_host-1.lab:443"),
+        ] {
+            let a = UfmArgs { address: Some(addr.into()), ..args() };
+            assert_eq!(UfmSettings::from_args(&a).map(|s| s.base_url()).map_err(|e| e.to_string()), Ok(url.into()));
+        }
     }
 
     #[test]

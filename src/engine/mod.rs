@@ -19,7 +19,7 @@ mod state;
 mod stats;
 mod writeback;
 
-pub use fabric::{Fabric, FabricError, FabricListing, FabricMember};
+pub use fabric::{ErrorClass, Fabric, FabricError, FabricListing, FabricMember, FabricReason};
 pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};

@@ -114,16 +114,19 @@ pub struct AttachmentRequest {
 
 impl AttachmentRequest {
     /// The requests of a parsed networks annotation; namespaces default to the pod's.
+    /// Linear in the number of elements: occurrences are counted per network as they come.
     pub fn from_selections(pod_namespace: &str, elements: &[NetworkSelection]) -> Vec<AttachmentRequest> {
         let mut out: Vec<AttachmentRequest> = Vec::with_capacity(elements.len());
+        let mut occurrences: std::collections::HashMap<NetworkKey, u16> = std::collections::HashMap::new();
         for e in elements {
             let network = NetworkKey::new(e.namespace().unwrap_or(pod_namespace), e.name());
             let slot = match e.interface() {
                 Some(i) => Slot::Interface(i.into()),
                 None => {
-                    let n =
-                        out.iter().filter(|r| r.network == network && matches!(r.slot, Slot::Occurrence(_))).count();
-                    Slot::Occurrence(u16::try_from(n).unwrap_or(u16::MAX))
+                    let seen = occurrences.entry(network.clone()).or_insert(0);
+                    let n = *seen;
+                    *seen = seen.saturating_add(1);
+                    Slot::Occurrence(n)
                 }
             };
             out.push(AttachmentRequest {

@@ -473,8 +473,8 @@ impl Engine {
             }
             Some(e) => {
                 self.stats.fabric_failures.inc();
-                let delay = self.backoff_pkeys.failed(pkey, self.timing.cap(e.retryable), Instant::now());
-                tracing::warn!(pkey = %pkey, reason = e.reason, error = %e, retry_in_ms = delay.as_millis() as u64,
+                let delay = self.backoff_pkeys.failed(pkey, self.timing.cap(e.is_transient()), Instant::now());
+                tracing::warn!(pkey = %pkey, reason = e.reason.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64,
                     "UFM change failed; retrying");
             }
         }
@@ -525,8 +525,8 @@ impl Engine {
             }
             Err(e) => {
                 self.stats.fabric_failures.inc();
-                let delay = self.list_failures.failed((), self.timing.cap(e.retryable), Instant::now());
-                tracing::warn!(reason = e.reason, error = %e, retry_in_ms = delay.as_millis() as u64,
+                let delay = self.list_failures.failed((), self.timing.cap(e.is_transient()), Instant::now());
+                tracing::warn!(reason = e.reason.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64,
                     "listing UFM failed; retrying");
                 self.next_resync = Instant::now() + delay;
             }

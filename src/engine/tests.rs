@@ -181,7 +181,7 @@ impl World {
             self.state.apply(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid.clone() });
         }
         self.events.append(&mut self.state.events);
-        let err = FabricError { retryable: true, reason: "UfmUnavailable", message: "UFM is down".into() };
+        let err = FabricError::new(ErrorClass::Transient, FabricReason::UfmUnavailable, "UFM is down");
         for (&pkey, job) in &plan.jobs {
             if !job.remove.is_empty() {
                 self.removes += 1;

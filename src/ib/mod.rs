@@ -3,7 +3,10 @@
 //! Values are parsed once at the edge and are valid by construction inside the program.
 
 mod guid;
+mod partition;
 mod pkey;
 
 pub use guid::{Guid, GuidError};
-pub use pkey::{Membership, MtuLimit, PKey, PKeyError, PartitionSpec, Qos, RateLimit};
+pub(crate) use partition::shown;
+pub use partition::{AttributeError, Membership, MtuLimit, PartitionSpec, Qos, RateLimit, ServiceLevel};
+pub use pkey::{PKey, PKeyError};

@@ -1,7 +1,10 @@
-//! `PKey`: a 15-bit InfiniBand partition key, its membership bit, and a partition's UFM attributes.
+//! `PKey`: a 15-bit InfiniBand partition key and its membership bit, parsed from the text
+//! people write, with errors that suggest what to write instead.
 
 use std::fmt;
 use std::str::FromStr;
+
+use super::partition::{Membership, shown};
 
 /// A partition key without its membership bit: `0x0001`..=`0x7fff`.
 /// `0x7fff` is the default (management) partition; tenants get `0x0001`..=`0x7ffe`.
@@ -13,15 +16,20 @@ pub struct PKey(u16);
 pub enum PKeyError {
     #[error("pkey is empty: write a hex value such as \"0x1000\"")]
     Empty,
+    /// Digits without `0x`. `hint` suggests the hex and decimal readings that are valid pkeys.
     #[error(
-        "pkey {input:?} has no 0x prefix; bare numbers are ambiguous (decimal or hex?) and a wrong pkey joins another tenant's partition: write \"0x{input}\" if you meant hex"
+        "pkey {input:?} has no 0x prefix; bare numbers are ambiguous (decimal or hex?) and a wrong pkey joins another tenant's partition: {hint}"
     )]
-    MissingHexPrefix { input: String },
+    MissingHexPrefix { input: String, hint: String },
     #[error("pkey {input:?} is not a hex number: write 0x followed by 1 to 4 hex digits, e.g. \"0x1000\"")]
     NotHex { input: String },
-    #[error("pkey {input:?} does not fit in 16 bits: the largest pkey is 0x7fff (0xffff with the full-membership bit)")]
+    #[error(
+        "pkey {input:?} does not fit in 16 bits: tenant pkeys are 0x0001..0x7ffe (0x8000 is the full-membership bit)"
+    )]
     TooLarge { input: String },
-    #[error("pkey {input:?} is 0x0000, which is invalid in InfiniBand: use 0x0001..0x7ffe")]
+    #[error(
+        "pkey {input:?} is 0x0000 without the 0x8000 membership bit, which is invalid in InfiniBand: use 0x0001..0x7ffe"
+    )]
     Zero { input: String },
     #[error(
         "pkey {input:?} is the default (management) partition 0x7fff, which tenants cannot use: pick one in 0x0001..0x7ffe"
@@ -40,6 +48,26 @@ impl PKeyError {
             PKeyError::Zero { .. } => "PKeyZero",
             PKeyError::DefaultPartition { .. } => "PKeyDefaultPartition",
         }
+    }
+
+    /// The error for hex digits written without `0x`, suggesting only readings that are
+    /// usable tenant pkeys (never a value that would be refused in turn).
+    fn missing_prefix(digits: &str) -> PKeyError {
+        let tenant = |v: u32| (1..=0x7ffe).contains(&(v & 0x7fff)) && v <= 0xffff;
+        let as_hex = u32::from_str_radix(digits, 16).ok().filter(|v| digits.len() <= 4 && tenant(*v));
+        let as_dec = digits.parse::<u32>().ok().filter(|v| tenant(*v));
+        let hint = match (as_hex, as_dec) {
+            (Some(_), Some(d)) if format!("{d:x}") == digits.trim_start_matches('0') => {
+                format!("write \"0x{digits}\"")
+            }
+            (Some(_), Some(d)) => {
+                format!("write \"0x{digits}\" if you meant hex, or \"0x{d:x}\" if you meant decimal {d}")
+            }
+            (Some(_), None) => format!("write \"0x{digits}\" if you meant hex"),
+            (None, Some(d)) => format!("write \"0x{d:x}\" if you meant decimal {d}"),
+            (None, None) => "write 0x followed by 1 to 4 hex digits in 0x0001..0x7ffe, e.g. \"0x1000\"".to_string(),
+        };
+        PKeyError::MissingHexPrefix { input: shown(digits), hint }
     }
 }
 
@@ -70,26 +98,26 @@ impl PKey {
         }
         let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) else {
             return Err(if s.chars().all(|c| c.is_ascii_hexdigit()) {
-                PKeyError::MissingHexPrefix { input: s.into() }
+                PKeyError::missing_prefix(s)
             } else {
-                PKeyError::NotHex { input: s.into() }
+                PKeyError::NotHex { input: shown(s) }
             });
         };
         if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(PKeyError::NotHex { input: s.into() });
+            return Err(PKeyError::NotHex { input: shown(s) });
         }
         let trimmed = hex.trim_start_matches('0');
         if trimmed.len() > 4 {
-            return Err(PKeyError::TooLarge { input: s.into() });
+            return Err(PKeyError::TooLarge { input: shown(s) });
         }
         let raw = if trimmed.is_empty() {
             0
         } else {
-            u16::from_str_radix(trimmed, 16).map_err(|_| PKeyError::TooLarge { input: s.into() })?
+            u16::from_str_radix(trimmed, 16).map_err(|_| PKeyError::TooLarge { input: shown(s) })?
         };
         let membership = (raw & PKey::FULL_BIT != 0).then_some(Membership::Full);
         match raw & !PKey::FULL_BIT {
-            0 => Err(PKeyError::Zero { input: s.into() }),
+            0 => Err(PKeyError::Zero { input: shown(s) }),
             v => Ok((PKey(v), membership)),
         }
     }
@@ -98,7 +126,7 @@ impl PKey {
     pub fn parse_tenant(input: &str) -> Result<(PKey, Option<Membership>), PKeyError> {
         let parsed = PKey::parse_with_membership(input)?;
         if parsed.0.is_default() {
-            return Err(PKeyError::DefaultPartition { input: input.trim().into() });
+            return Err(PKeyError::DefaultPartition { input: shown(input) });
         }
         Ok(parsed)
     }
@@ -138,132 +166,6 @@ impl<'de> serde::Deserialize<'de> for PKey {
     }
 }
 
-/// Partition membership of a GUID. Full members talk to everyone in the partition;
-/// limited members only to full members.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Membership {
-    #[default]
-    Full,
-    Limited,
-}
-
-impl Membership {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Membership::Full => "full",
-            Membership::Limited => "limited",
-        }
-    }
-}
-
-impl fmt::Display for Membership {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Membership {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Membership, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "full" => Ok(Membership::Full),
-            "limited" => Ok(Membership::Limited),
-            other => Err(format!("membership {other:?} is neither \"full\" nor \"limited\"")),
-        }
-    }
-}
-
-/// UFM's partition MTU limit: 2 (2048 bytes) or 4 (4096 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MtuLimit {
-    Mtu2k,
-    Mtu4k,
-}
-
-impl MtuLimit {
-    /// The number UFM's `mtu_limit` field carries.
-    pub fn ufm_value(self) -> u8 {
-        match self {
-            MtuLimit::Mtu2k => 2,
-            MtuLimit::Mtu4k => 4,
-        }
-    }
-}
-
-impl FromStr for MtuLimit {
-    type Err = String;
-    /// `2` or `2048`, `4` or `4096`.
-    fn from_str(s: &str) -> Result<MtuLimit, String> {
-        match s.trim() {
-            "2" | "2048" => Ok(MtuLimit::Mtu2k),
-            "4" | "4096" => Ok(MtuLimit::Mtu4k),
-            other => Err(format!("MTU limit {other:?} is not one of 2, 4, 2048 or 4096")),
-        }
-    }
-}
-
-/// A partition rate limit in Gb/s, kept in tenths so that it can be compared and hashed (2.5 = 25).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RateLimit(u32);
-
-impl RateLimit {
-    /// Largest rate accepted: well above any InfiniBand link speed (XDR is 800 Gb/s).
-    const MAX_TENTHS: u32 = 16_000;
-
-    pub fn gbps(self) -> f64 {
-        f64::from(self.0) / 10.0
-    }
-}
-
-impl FromStr for RateLimit {
-    type Err = String;
-    fn from_str(s: &str) -> Result<RateLimit, String> {
-        let v: f64 =
-            s.trim().parse().map_err(|_| format!("rate limit {s:?} is not a number of Gb/s such as 2.5 or 200"))?;
-        let tenths = (v * 10.0).round();
-        if !v.is_finite() || v <= 0.0 || tenths > f64::from(RateLimit::MAX_TENTHS) {
-            return Err(format!("rate limit {s:?} must be above 0 and at most 1600 Gb/s"));
-        }
-        if (tenths - v * 10.0).abs() > 1e-6 {
-            return Err(format!("rate limit {s:?} has more than one decimal place"));
-        }
-        Ok(RateLimit(tenths as u32))
-    }
-}
-
-/// Quality-of-service attributes of a partition; `None` leaves UFM's default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Qos {
-    pub mtu_limit: Option<MtuLimit>,
-    /// Service level, 0..=15.
-    pub service_level: Option<u8>,
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl Qos {
-    pub fn is_default(&self) -> bool {
-        *self == Qos::default()
-    }
-}
-
-/// Everything UFM needs to make GUIDs members of a partition.
-/// Defaults match ib-kubernetes: full membership, index0 and IPoIB on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionSpec {
-    pub pkey: PKey,
-    pub membership: Membership,
-    pub index0: bool,
-    pub ip_over_ib: bool,
-    pub qos: Qos,
-}
-
-impl PartitionSpec {
-    pub fn new(pkey: PKey) -> PartitionSpec {
-        PartitionSpec { pkey, membership: Membership::Full, index0: true, ip_over_ib: true, qos: Qos::default() }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,8 +189,33 @@ mod tests {
     #[test]
     fn bare_decimal_is_rejected_with_a_hex_suggestion() {
         let err = "1000".parse::<PKey>().unwrap_err();
-        assert_eq!(err, PKeyError::MissingHexPrefix { input: "1000".into() });
-        assert!(err.to_string().contains("\"0x1000\""), "{err}");
+        assert_eq!(err.reason(), "PKeyNotHexPrefixed");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"0x1000\" if you meant hex") && msg.contains("\"0x3e8\" if you meant decimal 1000"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn suggestions_for_bare_digits_are_only_usable_pkeys() {
+        let hint = |s: &str| match s.parse::<PKey>() {
+            Err(PKeyError::MissingHexPrefix { hint, .. }) => hint,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(hint("5"), "write \"0x5\"");
+        assert_eq!(hint("ff"), "write \"0xff\" if you meant hex");
+        assert_eq!(hint("20000"), "write \"0x4e20\" if you meant decimal 20000");
+        for hopeless in ["0", "7fff", "32767", "99999", "123456789abcdef"] {
+            assert!(hint(hopeless).starts_with("write 0x followed by"), "{hopeless}: {}", hint(hopeless));
+        }
+        // Every suggestion parses back to a tenant pkey.
+        for s in ["1", "10", "999", "1000", "4096", "8005", "ab", "7ffe", "32766"] {
+            let h = hint(s);
+            for quoted in h.split('"').skip(1).step_by(2) {
+                assert!(PKey::parse_tenant(quoted).is_ok(), "{s}: suggested {quoted}");
+            }
+        }
     }
 
     #[test]
@@ -308,18 +235,6 @@ mod tests {
     fn prints_like_ufm() {
         assert_eq!(PKey(5).to_string(), "0x5");
         assert_eq!(PKey(0x7fff).to_string(), "0x7fff");
-    }
-
-    #[test]
-    fn qos_values_parse_and_reject() {
-        assert_eq!("4096".parse::<MtuLimit>(), Ok(MtuLimit::Mtu4k));
-        assert!("1500".parse::<MtuLimit>().is_err());
-        assert_eq!("2.5".parse::<RateLimit>().map(RateLimit::gbps), Ok(2.5));
-        assert!("0".parse::<RateLimit>().is_err());
-        assert!("2.55".parse::<RateLimit>().is_err());
-        assert!("fast".parse::<RateLimit>().is_err());
-        assert!("NaN".parse::<RateLimit>().is_err());
-        assert_eq!("LIMITED".parse::<Membership>(), Ok(Membership::Limited));
     }
 
     proptest! {

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use super::lease::Fence;
 use crate::engine::{
-    Claim, ClaimOutcome, ClusterWriter, EventRecord, Fabric, FabricError, FabricListing, PatchOutcome, PodPatch,
-    WriteError,
+    Claim, ClaimOutcome, ClusterWriter, ErrorClass, EventRecord, Fabric, FabricError, FabricListing, FabricReason,
+    PatchOutcome, PodPatch, WriteError,
 };
 use crate::ib::{Guid, PKey, PartitionSpec};
 
@@ -63,7 +63,7 @@ impl FencedFabric {
     }
 
     fn check(&self) -> Result<(), FabricError> {
-        self.fence.check().map_err(|message| FabricError { retryable: true, reason: "NotLeader", message })
+        self.fence.check().map_err(|message| FabricError::new(ErrorClass::Transient, FabricReason::NotLeader, message))
     }
 }
 

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{NetdefError, NetworkKey};
-use crate::ib::{Membership, PKey, PartitionSpec, Qos};
+use crate::ib::{AttributeError, Membership, PKey, PartitionSpec, Qos, shown};
+
+/// Longest excerpt of a wrongly typed JSON value quoted in a message.
+const VALUE_CHARS: usize = 40;
 
 pub const ANNOTATION_MEMBERSHIP: &str = "fabric-sync.io/membership";
 pub const ANNOTATION_INDEX0: &str = "fabric-sync.io/index0";
@@ -69,8 +72,20 @@ pub fn parse_nad(
         }
         Err(_) => return Ok(None),
     };
-    let Some((plugin, path)) = find_ib_sriov(&value) else {
-        return Ok(None);
+    let (plugin, path) = match find_ib_sriov(&value) {
+        IbSriov::None => return Ok(None),
+        IbSriov::One(plugin, path) => (plugin, path),
+        IbSriov::Several(paths) => {
+            return Err(NetdefError::Field {
+                network,
+                field: "spec.config.plugins".into(),
+                detail: format!(
+                    "has {} ib-sriov entries ({}): fabric-sync cannot tell whose pkey and capabilities apply; keep one ib-sriov plugin per NetworkAttachmentDefinition (one NAD per InfiniBand network)",
+                    paths.len(),
+                    paths.join(", ")
+                ),
+            });
+        }
     };
     let field = |f: &str| format!("spec.config{path}.{f}");
     let pkey_text = match plugin.get("pkey") {
@@ -81,7 +96,7 @@ pub fn parse_nad(
             return Err(NetdefError::Field {
                 network,
                 field: field("pkey"),
-                detail: format!("is {other}, not a string: write it quoted, e.g. \"pkey\": \"0x{other}\""),
+                detail: pkey_not_a_string(other, "\"pkey\": "),
             });
         }
     };
@@ -92,7 +107,7 @@ pub fn parse_nad(
             return Err(NetdefError::Field {
                 network,
                 field: field("capabilities.infinibandGUID"),
-                detail: format!("is {other}, not true or false"),
+                detail: format!("is {}, not true or false", json_excerpt(other)),
             });
         }
     };
@@ -103,7 +118,7 @@ pub fn parse_nad(
             return Err(NetdefError::Field {
                 network,
                 field: field("ibKubernetesEnabled"),
-                detail: format!("is {other}, not true or false"),
+                detail: format!("is {}, not true or false", json_excerpt(other)),
             });
         }
     };
@@ -117,14 +132,91 @@ pub fn parse_nad(
     }))
 }
 
-/// The ib-sriov plugin object: the config itself, or the first of its `plugins[]`.
-fn find_ib_sriov(config: &Value) -> Option<(&Value, String)> {
-    if config.get("type").and_then(Value::as_str) == Some(IB_SRIOV) {
-        return Some((config, String::new()));
+/// Where a NAD config holds its ib-sriov plugin.
+enum IbSriov<'a> {
+    None,
+    /// The plugin object and its path below `spec.config` (`""` or `.plugins[i]`).
+    One(&'a Value, String),
+    /// More than one: the paths of all of them.
+    Several(Vec<String>),
+}
+
+/// The ib-sriov plugin object: the config itself, or the one of its `plugins[]`.
+fn find_ib_sriov(config: &Value) -> IbSriov<'_> {
+    let is_ib = |v: &Value| v.get("type").and_then(Value::as_str) == Some(IB_SRIOV);
+    let mut found: Vec<(&Value, String)> = Vec::new();
+    if is_ib(config) {
+        found.push((config, String::new()));
     }
-    config.get("plugins")?.as_array()?.iter().enumerate().find_map(|(i, p)| {
-        (p.get("type").and_then(Value::as_str) == Some(IB_SRIOV)).then(|| (p, format!(".plugins[{i}]")))
-    })
+    if let Some(plugins) = config.get("plugins").and_then(Value::as_array) {
+        found.extend(plugins.iter().enumerate().filter(|(_, p)| is_ib(p)).map(|(i, p)| (p, format!(".plugins[{i}]"))));
+    }
+    match found.len() {
+        0 => IbSriov::None,
+        1 => {
+            let (plugin, path) = found.swap_remove(0);
+            IbSriov::One(plugin, path)
+        }
+        _ => IbSriov::Several(
+            found
+                .into_iter()
+                .map(|(_, p)| if p.is_empty() { "spec.config".into() } else { format!("spec.config{p}") })
+                .collect(),
+        ),
+    }
+}
+
+/// A JSON value as a short excerpt for messages (compact, at most 40 characters).
+pub(super) fn json_excerpt(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(VALUE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// What to say about a pkey that is JSON but not a string; `key` is how the example writes
+/// the field (`"pkey": ` in a NAD's JSON, `pkey: ` in a SpiderMultusConfig's YAML).
+/// Suggestions are only values that parse as tenant pkeys.
+pub(super) fn pkey_not_a_string(v: &Value, key: &str) -> String {
+    let example = |p: &str| format!("{key}\"{p}\"");
+    let generic = format!("write the pkey as a quoted hex string, e.g. {}", example("0x1000"));
+    match v {
+        Value::Number(n) => {
+            let digits = n.to_string();
+            let as_hex = (digits.len() <= 4 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("0x{digits}"))
+                .filter(|p| PKey::parse_tenant(p).is_ok());
+            let as_dec = n.as_u64().map(|d| format!("0x{d:x}")).filter(|p| PKey::parse_tenant(p).is_ok());
+            let hint = match (as_hex, as_dec) {
+                (Some(h), Some(d)) if h == d => format!("write it quoted: {}", example(&h)),
+                (Some(h), Some(d)) => format!(
+                    "write it quoted with a 0x prefix: {} if you meant hex, {} if you meant decimal {digits}",
+                    example(&h),
+                    example(&d)
+                ),
+                (Some(h), None) => format!("write it quoted with a 0x prefix: {} if you meant hex", example(&h)),
+                (None, Some(d)) => {
+                    format!("write it quoted with a 0x prefix: {} if you meant decimal {digits}", example(&d))
+                }
+                (None, None) => generic,
+            };
+            format!("is the number {}, not a string: {hint}", json_excerpt(v))
+        }
+        Value::Array(items) => {
+            let hint = match items.as_slice() {
+                [Value::String(one)] if PKey::parse_tenant(one).is_ok() => {
+                    format!("write it as a string, not a list: {}", example(one.trim()))
+                }
+                _ => generic,
+            };
+            format!("is a list ({}), not a string: a network has exactly one pkey; {hint}", json_excerpt(v))
+        }
+        Value::Object(_) => format!("is an object ({}), not a string: {generic}", json_excerpt(v)),
+        Value::Bool(b) => format!("is {b}, not a string: {generic}"),
+        // Strings and null are handled by the callers.
+        Value::String(_) | Value::Null => generic,
+    }
 }
 
 /// Builds the partition from a pkey text and the `fabric-sync.io/*` annotations.
@@ -147,12 +239,12 @@ pub(super) fn partition_spec(
     let bad = |key: &str, value: &str, detail: String| NetdefError::Annotation {
         network: network.into(),
         annotation: key.into(),
-        value: value.into(),
+        value: shown(value),
         detail,
     };
     let mut spec = PartitionSpec::new(pkey);
     if let Some((k, v)) = ann(ANNOTATION_MEMBERSHIP) {
-        spec.membership = v.parse().map_err(|e| bad(k, v, e))?;
+        spec.membership = v.parse().map_err(|e: AttributeError| bad(k, v, e.to_string()))?;
         if bit == Some(Membership::Full) && spec.membership == Membership::Limited {
             return Err(bad(
                 k,
@@ -171,16 +263,13 @@ pub(super) fn partition_spec(
     }
     let mut qos = Qos::default();
     if let Some((k, v)) = ann(ANNOTATION_MTU_LIMIT) {
-        qos.mtu_limit = Some(v.parse().map_err(|e| bad(k, v, e))?);
+        qos.mtu_limit = Some(v.parse().map_err(|e: AttributeError| bad(k, v, e.to_string()))?);
     }
     if let Some((k, v)) = ann(ANNOTATION_SERVICE_LEVEL) {
-        qos.service_level = Some(match v.trim().parse::<u8>() {
-            Ok(sl) if sl <= 15 => sl,
-            _ => return Err(bad(k, v, "must be a service level from 0 to 15".into())),
-        });
+        qos.service_level = Some(v.parse().map_err(|e: AttributeError| bad(k, v, e.to_string()))?);
     }
     if let Some((k, v)) = ann(ANNOTATION_RATE_LIMIT) {
-        qos.rate_limit = Some(v.parse().map_err(|e| bad(k, v, e))?);
+        qos.rate_limit = Some(v.parse().map_err(|e: AttributeError| bad(k, v, e.to_string()))?);
     }
     spec.qos = qos;
     Ok(Some(spec))
@@ -197,7 +286,7 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ib::{MtuLimit, RateLimit};
+    use crate::ib::{MtuLimit, RateLimit, ServiceLevel};
 
     fn nad(config: &str) -> Result<Option<IbNetwork>, NetdefError> {
         parse_nad("ns", "ib", &BTreeMap::new(), config)
@@ -254,7 +343,7 @@ mod tests {
         let p = n.partition.unwrap();
         assert_eq!((p.membership, p.index0, p.ip_over_ib), (Membership::Limited, false, false));
         assert_eq!(p.qos.mtu_limit, Some(MtuLimit::Mtu4k));
-        assert_eq!(p.qos.service_level, Some(3));
+        assert_eq!(p.qos.service_level, ServiceLevel::new(3));
         assert_eq!(p.qos.rate_limit, "200".parse::<RateLimit>().ok());
     }
 
@@ -266,5 +355,70 @@ mod tests {
         let err = nad(r#"{"plugins":[{"type":"ib-sriov","pkey":"1000"}]}"#).unwrap_err();
         assert!(err.to_string().contains("spec.config.plugins[0].pkey"), "{err}");
         assert_eq!(err.reason(), "InvalidPKey");
+    }
+
+    #[test]
+    fn two_ib_sriov_plugins_make_the_nad_invalid() {
+        let err =
+            nad(r#"{"plugins":[{"type":"ib-sriov","pkey":"0x5"},{"type":"tuning"},{"type":"ib-sriov","pkey":"0x6"}]}"#)
+                .unwrap_err();
+        assert_eq!(err.reason(), "InvalidNetwork");
+        let msg = err.to_string();
+        assert!(msg.contains("spec.config.plugins has 2 ib-sriov entries"), "{msg}");
+        assert!(msg.contains("spec.config.plugins[0], spec.config.plugins[2]"), "{msg}");
+        let err = nad(r#"{"type":"ib-sriov","pkey":"0x5","plugins":[{"type":"ib-sriov"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("(spec.config, spec.config.plugins[0])"), "{err}");
+    }
+
+    #[test]
+    fn a_pkey_of_the_wrong_json_type_gets_a_suggestion_that_parses() {
+        let detail = |pkey: &str| match nad(&format!(r#"{{"type":"ib-sriov","pkey":{pkey}}}"#)) {
+            Err(NetdefError::Field { field, detail, .. }) => {
+                assert_eq!(field, "spec.config.pkey");
+                detail
+            }
+            other => panic!("{pkey}: {other:?}"),
+        };
+        let d = detail(r#"["0x6"]"#);
+        assert!(d.starts_with(r#"is a list (["0x6"]), not a string"#) && d.ends_with(r#""pkey": "0x6""#), "{d}");
+        assert!(!d.contains("0x["), "{d}");
+        assert!(detail(r#"{"value":"0x6"}"#).starts_with("is an object"));
+        assert!(detail("true").starts_with("is true, not a string: write the pkey as a quoted hex string"));
+        let d = detail("4096");
+        assert!(d.contains(r#""pkey": "0x4096" if you meant hex, "pkey": "0x1000" if you meant decimal 4096"#), "{d}");
+        assert!(detail("5").ends_with(r#"write it quoted: "pkey": "0x5""#));
+        for hopeless in ["0", "-5", "1.5", "99999999", "32767"] {
+            assert!(detail(hopeless).ends_with(r#"e.g. "pkey": "0x1000""#), "{hopeless}: {}", detail(hopeless));
+        }
+        // Every quoted suggestion is a valid tenant pkey.
+        for input in [r#"["0x6"]"#, r#"["6"]"#, "10", "4096", "20000", "8005", "[]", "{}", "false"] {
+            let d = detail(input);
+            for quoted in d.split('"').filter(|q| q.starts_with("0x")) {
+                assert!(PKey::parse_tenant(quoted).is_ok(), "{input}: {quoted} in {d}");
+            }
+        }
+        let huge = format!("[{}]", vec!["\"0x6\""; 500].join(","));
+        assert!(detail(&huge).len() < 300);
+    }
+
+    #[test]
+    fn partition_attributes_ufm_refuses_name_the_annotation_value_and_accepted_values() {
+        let with = |k: &str, v: &str| {
+            let ann: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into_iter().collect();
+            parse_nad("ns", "ib", &ann, r#"{"type":"ib-sriov","pkey":"0x10"}"#)
+        };
+        let msg = with(ANNOTATION_RATE_LIMIT, "150").unwrap_err().to_string();
+        assert!(msg.contains(r#"annotation fabric-sync.io/rate-limit="150""#), "{msg}");
+        assert!(msg.contains("2.5, 5, 10, 14, 20, 25, 30, 40, 56, 60, 80, 100, 112, 120, 168, 200, 300"), "{msg}");
+        let msg = with(ANNOTATION_MTU_LIMIT, "8").unwrap_err().to_string();
+        assert!(msg.contains(r#"fabric-sync.io/mtu-limit="8""#) && msg.contains("use 2 (2048-byte MTU) or 4"), "{msg}");
+        let msg = with(ANNOTATION_SERVICE_LEVEL, "16").unwrap_err().to_string();
+        assert!(msg.contains(r#"fabric-sync.io/service-level="16""#) && msg.contains("0 to 15"), "{msg}");
+        for rate in RateLimit::accepted() {
+            let n = with(ANNOTATION_RATE_LIMIT, &rate.to_string()).unwrap().unwrap();
+            assert_eq!(n.partition.unwrap().qos.rate_limit, Some(rate));
+        }
+        let long = "7".repeat(5000);
+        assert!(with(ANNOTATION_RATE_LIMIT, &long).unwrap_err().to_string().len() < 400);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::nad::partition_spec;
+use super::nad::{json_excerpt, partition_spec, pkey_not_a_string};
 use super::{GuidVia, IbNetwork, NetdefError, NetworkKey, NetworkSource};
 
 pub const SMC_API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
@@ -35,10 +35,7 @@ pub fn parse_smc(
         Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) => Some(s.as_str()),
         Some(other) => {
-            return Err(field_err(
-                "spec.ibsriov.pkey",
-                format!("is {other}, not a string: quote it with a 0x prefix, e.g. pkey: \"0x{other}\""),
-            ));
+            return Err(field_err("spec.ibsriov.pkey", pkey_not_a_string(other, "pkey: ")));
         }
     };
     let mut enabled = false;
@@ -47,7 +44,10 @@ pub fn parse_smc(
             None | Some(Value::Null) => {}
             Some(Value::Bool(b)) => enabled |= *b,
             Some(other) => {
-                return Err(field_err(&format!("spec.ibsriov.{key}"), format!("is {other}, not true or false")));
+                return Err(field_err(
+                    &format!("spec.ibsriov.{key}"),
+                    format!("is {}, not true or false", json_excerpt(other)),
+                ));
             }
         }
     }
@@ -96,5 +96,11 @@ mod tests {
         assert!(msg.contains("SpiderMultusConfig gpu/ib-net") && msg.contains("spec.ibsriov.pkey"), "{msg}");
         let err = smc(json!({"cniType":"ib-sriov","ibsriov":{"pkey":"1000"}})).unwrap_err();
         assert!(err.to_string().contains("spec.ibsriov.pkey") && err.to_string().contains("0x1000"), "{err}");
+        let err = smc(json!({"cniType":"ib-sriov","ibsriov":{"pkey":["0x6"]}})).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(r#"a network has exactly one pkey; write it as a string, not a list: pkey: "0x6""#),
+            "{err}"
+        );
     }
 }

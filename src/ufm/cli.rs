@@ -2,6 +2,7 @@
 //! environment and secret directory). Exit codes: 0 success, 1 UFM failed or refused, 2 bad
 //! arguments or settings.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use super::{UfmClient, UfmError, UfmPartition};
 use crate::config::{UfmArgs, UfmAuth, UfmScheme, UfmSettings};
-use crate::ib::{Guid, Membership, MtuLimit, PKey, PartitionSpec, Qos, RateLimit};
+use crate::ib::{Guid, Membership, MtuLimit, PKey, PartitionSpec, Qos, RateLimit, ServiceLevel};
 
 /// `fabric-sync ufm <action>`.
 #[derive(Args, Debug)]
@@ -63,9 +64,9 @@ pub enum UfmAction {
         #[arg(long)]
         mtu_limit: Option<MtuLimit>,
         /// Service level, 0-15.
-        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=15))]
-        service_level: Option<u8>,
-        /// Rate limit in Gb/s, e.g. 2.5 or 200.
+        #[arg(long)]
+        service_level: Option<ServiceLevel>,
+        /// Rate limit in Gb/s, one of UFM's: 2.5, 5, 10, 14, 20, 25, 30, 40, 56, 60, 80, 100, 112, 120, 168, 200, 300.
         #[arg(long)]
         rate_limit: Option<RateLimit>,
         #[command(flatten)]
@@ -152,10 +153,7 @@ pub async fn run(cmd: UfmCmd) -> ExitCode {
                 true
             })
         }
-        UfmAction::Remove { pkey: (pkey, _), guids, .. } => client.remove_guids(pkey, &guids).await.map(|()| {
-            println!("removed {} GUID(s) from {pkey}", guids.len());
-            true
-        }),
+        UfmAction::Remove { pkey: (pkey, _), guids, .. } => remove(&client, pkey, &guids).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -212,7 +210,7 @@ async fn check_ufm(settings: &UfmSettings, client: &UfmClient) -> ExitCode {
         Ok(version) => {
             println!("connect: ok ({target})");
             let tls = match (settings.scheme, settings.insecure_skip_verify, &settings.ca_pem) {
-                (UfmScheme::Http, _, _) => "none: plain HTTP (UFM_HTTP_SCHEMA=http)".to_string(),
+                (UfmScheme::Http, _, _) => "not used (http): credentials travel unencrypted".to_string(),
                 (UfmScheme::Https, true, _) => "NOT verified (UFM_INSECURE_SKIP_VERIFY=true)".to_string(),
                 (UfmScheme::Https, false, Some(_)) => "ok (certificate verified against the configured CA)".into(),
                 (UfmScheme::Https, false, None) => "ok (certificate verified against the system trust store)".into(),
@@ -223,25 +221,72 @@ async fn check_ufm(settings: &UfmSettings, client: &UfmClient) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("{}", diagnose(&e));
+            println!("{}", diagnose(&e, settings.scheme));
             ExitCode::FAILURE
         }
     }
 }
 
-/// One line naming the failed step and what to do about it.
-fn diagnose(e: &UfmError) -> String {
+/// One line per step reached, the failed one naming what to do about it. Over plain HTTP
+/// there is no TLS step to report as passed.
+fn diagnose(e: &UfmError, scheme: UfmScheme) -> String {
+    let tls = match scheme {
+        UfmScheme::Https => "TLS: ok",
+        UfmScheme::Http => "TLS: not used (http)",
+    };
     match e {
         UfmError::Connect { detail, .. } => format!("connect: FAILED: {detail}"),
         UfmError::Tls { problem, .. } => format!("connect: ok\nTLS: FAILED: {problem}"),
         UfmError::Timeout { .. } | UfmError::Broken { .. } => format!("request: FAILED: {e}"),
         UfmError::Unauthorized { who, hint, answer, .. } => {
-            format!("connect: ok\nTLS: ok\nauth: FAILED: UFM answered 401 for {who}: {hint} (UFM said: {answer})")
+            format!("connect: ok\n{tls}\nauth: FAILED: UFM answered 401 for {who}: {hint} (UFM said: {answer})")
         }
-        UfmError::Forbidden { .. } => format!("connect: ok\nTLS: ok\nauth: FAILED: {e}"),
+        UfmError::Forbidden { .. } => format!("connect: ok\n{tls}\nauth: FAILED: {e}"),
         UfmError::Credentials(c) => format!("credentials: FAILED: {c}"),
-        other => format!("connect: ok\nTLS: ok\nversion: FAILED: {other}"),
+        other => format!("connect: ok\n{tls}\nversion: FAILED: {other}"),
     }
+}
+
+/// Removes the GUIDs UFM holds in `pkey` among `guids` and says what it held: UFM takes the
+/// removal of a non-member silently, so "removed" alone would claim what did not happen.
+async fn remove(client: &UfmClient, pkey: PKey, guids: &[Guid]) -> Result<bool, UfmError> {
+    let mut seen = HashSet::new();
+    let asked: Vec<Guid> = guids.iter().copied().filter(|g| seen.insert(*g)).collect();
+    let partition = client.get_pkey(pkey).await?;
+    let held: HashSet<Guid> = partition.iter().flat_map(|p| p.members.iter().map(|m| m.guid)).collect();
+    let (members, strangers): (Vec<Guid>, Vec<Guid>) = asked.iter().partition(|g| held.contains(g));
+    if !members.is_empty() {
+        client.remove_guids(pkey, &members).await?;
+    }
+    println!("{}", removal_summary(pkey, partition.is_some(), asked.len(), &members, &strangers, held.len()));
+    Ok(true)
+}
+
+/// `removed 1 of 2 GUID(s) from 0x5; 1 was not a member: 02:00:…`.
+fn removal_summary(
+    pkey: PKey,
+    exists: bool,
+    asked: usize,
+    removed: &[Guid],
+    strangers: &[Guid],
+    held: usize,
+) -> String {
+    const LISTED: usize = 10;
+    let mut out = format!("removed {} of {asked} GUID(s) from {pkey}", removed.len());
+    if !exists {
+        out.push_str(&format!(" (pkey {pkey} does not exist in UFM)"));
+    } else if !strangers.is_empty() {
+        let mut list: Vec<String> = strangers.iter().take(LISTED).map(Guid::to_string).collect();
+        if strangers.len() > LISTED {
+            list.push(format!("and {} more", strangers.len() - LISTED));
+        }
+        let verb = if strangers.len() == 1 { "was not a member" } else { "were not members" };
+        out.push_str(&format!("; {} {verb}: {}", strangers.len(), list.join(", ")));
+    }
+    if exists && !removed.is_empty() && removed.len() == held {
+        out.push_str(&format!("; {pkey} has no members left, so UFM deletes the partition"));
+    }
+    out
 }
 
 async fn pkeys(client: &UfmClient, as_json: bool) -> Result<bool, UfmError> {
@@ -334,5 +379,44 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn check_never_claims_tls_over_http() {
+        let e = UfmError::Unauthorized {
+            op: super::super::Op::Version,
+            who: "user admin".into(),
+            hint: "check UFM_USERNAME/UFM_PASSWORD",
+            answer: "no".into(),
+        };
+        let http = diagnose(&e, UfmScheme::Http);
+        assert!(http.contains("TLS: not used (http)") && !http.contains("TLS: ok"), "{http}");
+        assert!(diagnose(&e, UfmScheme::Https).contains("TLS: ok"));
+        let e = UfmError::Rejected { op: super::super::Op::Version, status: 404, answer: String::new() };
+        assert!(diagnose(&e, UfmScheme::Http).contains("TLS: not used (http)"));
+    }
+
+    #[test]
+    fn removal_summary_says_what_ufm_held() {
+        let p = PKey::new(5).unwrap();
+        let g = |v| Guid::new(v).unwrap();
+        assert_eq!(
+            removal_summary(p, true, 2, &[g(1)], &[g(2)], 3),
+            "removed 1 of 2 GUID(s) from 0x5; 1 was not a member: 00:00:00:00:00:00:00:02"
+        );
+        assert_eq!(
+            removal_summary(p, true, 1, &[g(1)], &[], 1),
+            "removed 1 of 1 GUID(s) from 0x5; 0x5 has no members left, so UFM deletes the partition"
+        );
+        assert_eq!(
+            removal_summary(p, false, 2, &[], &[g(1), g(2)], 0),
+            "removed 0 of 2 GUID(s) from 0x5 (pkey 0x5 does not exist in UFM)"
+        );
+        let many: Vec<Guid> = (1..=12).map(g).collect();
+        let s = removal_summary(p, true, 12, &[], &many, 4);
+        assert!(
+            s.starts_with("removed 0 of 12 GUID(s) from 0x5; 12 were not members: ") && s.ends_with(", and 2 more"),
+            "{s}"
+        );
     }
 }

@@ -1,13 +1,13 @@
-//! `UfmError`: every way a UFM call can fail, whether another attempt may help, a stable
-//! `reason()` for Events and metrics, and messages that quote UFM's answer (trimmed) but never
-//! a credential.
+//! `UfmError`: every way a UFM call can fail, its class (transient, permanent, auth) and a
+//! stable reason for Events and metrics, decided here where the failure is seen, and messages
+//! that quote UFM's answer (trimmed) but never a credential.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
 use crate::config::{ConfigError, format_duration};
-use crate::engine::FabricError;
+use crate::engine::{ErrorClass, FabricError, FabricReason};
 
 /// Longest excerpt of a UFM answer carried in an error.
 const EXCERPT_CHARS: usize = 300;
@@ -90,33 +90,48 @@ pub enum UfmError {
 }
 
 impl UfmError {
-    /// Stable label for Events and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// Stable reason for Events and metrics.
+    pub fn reason(&self) -> FabricReason {
         match self {
-            UfmError::Config { .. } => "UfmConfig",
-            UfmError::Credentials(_) => "UfmCredentials",
-            UfmError::Connect { .. } => "UfmUnreachable",
-            UfmError::Tls { .. } => "UfmTls",
-            UfmError::Timeout { .. } => "UfmTimeout",
-            UfmError::Broken { .. } => "UfmConnectionLost",
-            UfmError::Unauthorized { .. } => "UfmUnauthorized",
-            UfmError::Forbidden { .. } => "UfmForbidden",
-            UfmError::Rejected { .. } => "UfmRejected",
-            UfmError::Unavailable { .. } => "UfmUnavailable",
-            UfmError::Redirected { .. } => "UfmRedirected",
-            UfmError::Malformed { .. } => "UfmMalformedAnswer",
+            UfmError::Config { .. } => FabricReason::UfmConfig,
+            UfmError::Credentials(_) => FabricReason::UfmCredentials,
+            UfmError::Connect { .. } => FabricReason::UfmUnreachable,
+            UfmError::Tls { .. } => FabricReason::UfmTls,
+            UfmError::Timeout { .. } => FabricReason::UfmTimeout,
+            UfmError::Broken { .. } => FabricReason::UfmConnectionLost,
+            UfmError::Unauthorized { .. } => FabricReason::UfmUnauthorized,
+            UfmError::Forbidden { .. } => FabricReason::UfmForbidden,
+            UfmError::Rejected { .. } => FabricReason::UfmRejected,
+            UfmError::Unavailable { .. } => FabricReason::UfmUnavailable,
+            UfmError::Redirected { .. } => FabricReason::UfmRedirected,
+            UfmError::Malformed { .. } => FabricReason::UfmMalformedAnswer,
+        }
+    }
+
+    /// What another attempt can achieve: the same request later (transient), nothing until
+    /// the request changes (permanent), nothing until UFM accepts who we are (auth).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            UfmError::Connect { .. }
+            | UfmError::Timeout { .. }
+            | UfmError::Broken { .. }
+            | UfmError::Unavailable { .. } => ErrorClass::Transient,
+            // Who we are is refused, cannot be proven (credentials unreadable or unsendable),
+            // or the peer cannot be trusted with it (TLS): every request fails alike.
+            UfmError::Unauthorized { .. }
+            | UfmError::Forbidden { .. }
+            | UfmError::Credentials(_)
+            | UfmError::Tls { .. } => ErrorClass::Auth,
+            UfmError::Rejected { .. }
+            | UfmError::Redirected { .. }
+            | UfmError::Malformed { .. }
+            | UfmError::Config { .. } => ErrorClass::Permanent,
         }
     }
 
     /// Whether the same request may succeed if sent again later.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            UfmError::Connect { .. }
-                | UfmError::Timeout { .. }
-                | UfmError::Broken { .. }
-                | UfmError::Unavailable { .. }
-        )
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
     }
 
     /// The HTTP status UFM answered, if it answered.
@@ -147,7 +162,7 @@ impl UfmError {
 
 impl From<UfmError> for FabricError {
     fn from(e: UfmError) -> FabricError {
-        FabricError { retryable: e.is_retryable(), reason: e.reason(), message: e.to_string() }
+        FabricError { class: e.class(), reason: e.reason(), message: e.to_string() }
     }
 }
 
@@ -421,20 +436,67 @@ mod tests {
     }
 
     #[test]
-    fn retryable_and_reasons_follow_the_kind_of_failure() {
+    fn classes_and_reasons_follow_the_kind_of_failure() {
+        use ErrorClass::{Auth, Permanent, Transient};
         let op = Op::AddGuids;
         let t = || "ufm:443".to_string();
-        let unavailable = UfmError::Unavailable { op, status: 503, answer: String::new() };
-        let rejected = UfmError::Rejected { op, status: 400, answer: String::new() };
-        let unauthorized = UfmError::Unauthorized { op, who: "user admin".into(), hint: "", answer: String::new() };
+        let cases: Vec<(UfmError, ErrorClass, FabricReason)> = vec![
+            (UfmError::Unavailable { op, status: 503, answer: String::new() }, Transient, FabricReason::UfmUnavailable),
+            (UfmError::Unavailable { op, status: 429, answer: String::new() }, Transient, FabricReason::UfmUnavailable),
+            (
+                UfmError::Timeout { op, target: t(), after: Duration::from_millis(300) },
+                Transient,
+                FabricReason::UfmTimeout,
+            ),
+            (UfmError::Connect { op, target: t(), detail: String::new() }, Transient, FabricReason::UfmUnreachable),
+            (UfmError::Broken { op, target: t(), detail: String::new() }, Transient, FabricReason::UfmConnectionLost),
+            (UfmError::Rejected { op, status: 400, answer: String::new() }, Permanent, FabricReason::UfmRejected),
+            (UfmError::Rejected { op, status: 404, answer: String::new() }, Permanent, FabricReason::UfmRejected),
+            (
+                UfmError::Malformed { op, detail: String::new(), answer: String::new() },
+                Permanent,
+                FabricReason::UfmMalformedAnswer,
+            ),
+            (UfmError::Redirected { op, status: 302, location: String::new() }, Permanent, FabricReason::UfmRedirected),
+            (
+                UfmError::Config { setting: "UFM_CERTIFICATE", detail: String::new() },
+                Permanent,
+                FabricReason::UfmConfig,
+            ),
+            (
+                UfmError::Unauthorized { op, who: "user admin".into(), hint: "", answer: String::new() },
+                Auth,
+                FabricReason::UfmUnauthorized,
+            ),
+            (
+                UfmError::Forbidden { op, who: "user admin".into(), answer: String::new() },
+                Auth,
+                FabricReason::UfmForbidden,
+            ),
+            (
+                UfmError::Credentials(ConfigError { setting: "UFM_PASSWORD".into(), detail: String::new() }),
+                Auth,
+                FabricReason::UfmCredentials,
+            ),
+            (UfmError::Tls { op, target: t(), problem: String::new() }, Auth, FabricReason::UfmTls),
+        ];
+        for (e, class, reason) in cases {
+            assert_eq!((e.class(), e.reason()), (class, reason), "{e:?}");
+            assert_eq!(e.is_transient(), class == Transient);
+            let f = FabricError::from(e);
+            assert_eq!((f.class, f.reason), (class, reason));
+            assert_eq!(
+                (f.is_transient(), f.is_auth(), f.is_permanent()),
+                (class == Transient, class == Auth, class == Permanent)
+            );
+        }
         let timeout = UfmError::Timeout { op, target: t(), after: Duration::from_millis(300) };
-        assert!(unavailable.is_retryable() && timeout.is_retryable());
-        assert!(!rejected.is_retryable() && !unauthorized.is_retryable());
         assert_eq!(timeout.to_string(), "add_guids: UFM at ufm:443 did not answer within 300ms");
-        let f: FabricError = unauthorized.into();
-        assert_eq!((f.retryable, f.reason), (false, "UfmUnauthorized"));
+        assert_eq!(FabricError::from(timeout).message, "add_guids: UFM at ufm:443 did not answer within 300ms");
         assert_eq!(UfmError::Connect { op, target: t(), detail: String::new() }.status_label(), "connect");
-        assert_eq!(unavailable.status_label(), "503");
+        assert_eq!(UfmError::Unavailable { op, status: 503, answer: String::new() }.status_label(), "503");
+        let labels: std::collections::BTreeSet<&str> = FabricReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), FabricReason::ALL.len(), "labels are distinct");
     }
 
     #[test]

@@ -108,14 +108,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_port_is_a_retryable_connect_failure() {
+    async fn a_closed_port_is_a_transient_connect_failure() {
         crate::install_crypto_provider();
         let mut a = args("ufm");
         a.port = Some("1".into());
         let f = from_settings(&UfmSettings::from_args(&a).unwrap()).unwrap();
         let e = f.check().await.unwrap_err();
-        assert!(e.retryable, "{e:?}");
-        assert_eq!(e.reason, "UfmUnreachable");
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(e.reason, crate::engine::FabricReason::UfmUnreachable);
         assert!(e.message.contains("nothing listens on 127.0.0.1:1 (connection refused)"), "{}", e.message);
     }
 }

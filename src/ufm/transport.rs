@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::error::{FailureContext, Op, Trust, UfmError, excerpt, from_transport};
 use super::metrics::{NoopObserver, UfmCounters, UfmObserver};
-use crate::config::{CredentialSource, UfmAuth, UfmScheme, UfmSettings};
+use crate::config::{ConfigError, CredentialSource, UfmAuth, UfmScheme, UfmSettings};
 
 /// Default pause before the first retry; doubles (with jitter) up to [`MAX_RETRY_DELAY`].
 pub(crate) const MIN_RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -147,11 +147,11 @@ impl Transport {
         (|| self.attempt(call, attempt.fetch_add(1, Ordering::Relaxed) + 1))
             .retry(backoff)
             .sleep(tokio::time::sleep)
-            .when(UfmError::is_retryable)
+            .when(UfmError::is_transient)
             .notify(|e: &UfmError, after: Duration| {
                 tracing::warn!(
                     op = call.op.as_str(),
-                    reason = e.reason(),
+                    reason = e.reason().as_str(),
                     error = %e,
                     retry_in_ms = after.as_millis() as u64,
                     "UFM request failed; retrying"
@@ -195,11 +195,13 @@ impl Transport {
             UfmAuth::Basic { username, password } => rb = rb.basic_auth(username, Some(password.expose())),
             UfmAuth::Token(token) => {
                 // UFM's token scheme is literally "Basic <token>" on /ufmRestV3.
-                let mut value =
-                    HeaderValue::from_str(&format!("Basic {}", token.expose())).map_err(|_| UfmError::Config {
-                        setting: "UFM_TOKEN",
-                        detail: "holds characters not allowed in an HTTP header".into(),
-                    })?;
+                let mut value = HeaderValue::from_str(&format!("Basic {}", token.expose())).map_err(|_| {
+                    UfmError::Credentials(ConfigError::new(
+                        "UFM_TOKEN",
+                        "ufm-token",
+                        "holds characters not allowed in an HTTP header (a pasted newline or quote?)",
+                    ))
+                })?;
                 value.set_sensitive(true);
                 rb = rb.header(AUTHORIZATION, value);
             }
@@ -328,6 +330,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::engine::{ErrorClass, FabricReason};
 
     #[test]
     fn statuses_map_to_kinds_without_echoing_secrets() {
@@ -336,13 +339,18 @@ mod tests {
         let shown = format!("{e} {e:?}");
         assert!(shown.contains("check UFM_USERNAME/UFM_PASSWORD"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(e.class(), ErrorClass::Auth);
         let e = status_error(Op::AddGuids, StatusCode::SERVICE_UNAVAILABLE, b"", "x".into(), None, &[]);
-        assert!(e.is_retryable());
+        assert_eq!((e.reason(), e.class()), (FabricReason::UfmUnavailable, ErrorClass::Transient));
+        let e = status_error(Op::AddGuids, StatusCode::TOO_MANY_REQUESTS, b"", "x".into(), None, &[]);
+        assert_eq!(e.class(), ErrorClass::Transient);
+        let e = status_error(Op::AddGuids, StatusCode::FORBIDDEN, b"", "user viewer".into(), None, &[]);
+        assert_eq!((e.reason(), e.class()), (FabricReason::UfmForbidden, ErrorClass::Auth));
         let e = status_error(Op::AddGuids, StatusCode::BAD_REQUEST, br#"{"error":"bad guid"}"#, "x".into(), None, &[]);
-        assert_eq!((e.reason(), e.is_retryable()), ("UfmRejected", false));
+        assert_eq!((e.reason(), e.class()), (FabricReason::UfmRejected, ErrorClass::Permanent));
         assert!(e.to_string().ends_with("400: bad guid"), "{e}");
         let e = status_error(Op::Version, StatusCode::FOUND, b"", "x".into(), Some("https://sso/login".into()), &[]);
-        assert_eq!(e.reason(), "UfmRedirected");
+        assert_eq!(e.reason(), FabricReason::UfmRedirected);
     }
 
     #[test]
@@ -358,7 +366,7 @@ mod tests {
     fn a_ca_that_is_not_a_certificate_is_refused_by_name() {
         let bogus = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         let e = ca_certificates(bogus).unwrap_err();
-        assert_eq!(e.reason(), "UfmConfig");
+        assert_eq!(e.reason(), FabricReason::UfmConfig);
         assert!(e.to_string().starts_with("UFM_CERTIFICATE/UFM_CA_FILE: certificate 1"), "{e}");
         assert!(ca_certificates("nothing here").unwrap_err().to_string().contains("no PEM certificate"));
     }

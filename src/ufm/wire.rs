@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::alloc::GuidRange;
 use crate::engine::{FabricListing, FabricMember};
-use crate::ib::{Guid, Membership, PKey, PartitionSpec, Qos};
+use crate::ib::{Guid, Membership, PKey, PartitionSpec, Qos, ServiceLevel};
 
 /// `POST /resources/pkeys`: make GUIDs members (creates the partition if absent).
 #[derive(Debug, Serialize)]
@@ -73,7 +73,7 @@ impl From<&Qos> for QosFields {
     fn from(q: &Qos) -> QosFields {
         QosFields {
             mtu_limit: q.mtu_limit.map(|m| m.ufm_value()),
-            service_level: q.service_level,
+            service_level: q.service_level.map(ServiceLevel::value),
             rate_limit: q.rate_limit.map(|r| r.gbps()),
         }
     }
@@ -91,7 +91,7 @@ impl QosConf {
     /// Whether every attribute `want` sets already has that value here.
     pub fn satisfies(&self, want: &Qos) -> bool {
         let mtu = want.mtu_limit.is_none_or(|m| self.mtu_limit == Some(m.ufm_value()));
-        let sl = want.service_level.is_none_or(|s| self.service_level == Some(s));
+        let sl = want.service_level.is_none_or(|s| self.service_level == Some(s.value()));
         let rate = want.rate_limit.is_none_or(|r| self.rate_limit.is_some_and(|have| (have - r.gbps()).abs() < 0.05));
         mtu && sl && rate
     }

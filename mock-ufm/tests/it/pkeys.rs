@@ -213,6 +213,41 @@ async fn deleting_a_pkey_removes_it_and_an_absent_one_is_404() {
 }
 
 #[tokio::test]
+async fn a_rate_limit_ufm_does_not_support_is_refused_with_400_on_create_and_qos_update() {
+    let h = Harness::start().await;
+    let r = h.post("/resources/pkeys/add", json!({"pkey": "0x14", "rate_limit": 150})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.content_type, "application/json");
+    let said = r.error();
+    assert!(said.contains("rate_limit 150 is not supported"), "{said}");
+    assert!(
+        said.contains("supported values: 2.5, 5, 10, 14, 20, 25, 30, 40, 56, 60, 80, 100, 112, 120, 168, 200, 300")
+    );
+    assert!(!h.ufm.snapshot().contains_key(&0x14), "nothing was created");
+    h.post("/resources/pkeys", json!({"pkey": "0x15", "guids": [guid(1)]})).await;
+    let r = h.put("/resources/pkeys/qos_conf", json!({"pkey": "0x15", "rate_limit": 150})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.error().contains("rate_limit 150"), "{}", r.text);
+    assert_eq!(h.ufm.snapshot()[&0x15].qos.rate_limit, 2.5, "QoS unchanged");
+    // Rates are not accepted on the GUID add itself.
+    let r = h.post("/resources/pkeys", json!({"pkey": "0x15", "guids": [guid(2)], "rate_limit": 200})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_ufm_configured_with_fewer_rates_refuses_the_others() {
+    let h = Harness::with(Config { rate_limits: vec![100.0, 200.0], ..Config::default() }).await;
+    let r = h.post("/resources/pkeys/add", json!({"pkey": "0x16", "rate_limit": 300})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.error().ends_with("supported values: 100, 200"), "{}", r.text);
+    let r = h.post("/resources/pkeys/add", json!({"pkey": "0x16", "rate_limit": 100})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Without an explicit rate, UFM's default applies and is not checked against the list.
+    let r = h.post("/resources/pkeys/add", json!({"pkey": "0x17"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
 async fn qos_update_changes_only_given_fields() {
     let h = Harness::start().await;
     h.post("/resources/pkeys", json!({"pkey": "0x5", "guids": [guid(1)]})).await;
