@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use super::fabric::ErrorClass;
 use super::ledger::Claim;
 use super::model::{ObjectKey, PodUid, PodView, Slot};
 use crate::ib::{Guid, PKey};
@@ -117,11 +118,28 @@ pub struct EventRecord {
     pub message: String,
 }
 
+/// Why a write to the cluster failed, classified where it was detected: throttling, conflicts
+/// and server trouble are transient; a refusal (403 from RBAC or an admission policy, 422, 400)
+/// is permanent for that object until its input changes; 401 is auth.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct WriteError {
-    pub retryable: bool,
+    pub class: ErrorClass,
     pub message: String,
+}
+
+impl WriteError {
+    pub fn transient(message: impl Into<String>) -> WriteError {
+        WriteError { class: ErrorClass::Transient, message: message.into() }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> WriteError {
+        WriteError { class: ErrorClass::Permanent, message: message.into() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
 }
 
 /// What the ledger answered a claim write.

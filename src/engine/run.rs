@@ -46,8 +46,8 @@ impl Timing {
         }
     }
 
-    fn cap(&self, retryable: bool) -> Duration {
-        if retryable { self.retry_max } else { self.retry_max * PERMANENT_FACTOR }
+    fn cap(&self, transient: bool) -> Duration {
+        if transient { self.retry_max } else { self.retry_max * PERMANENT_FACTOR }
     }
 }
 
@@ -484,8 +484,8 @@ impl Engine {
         self.patching.remove(&patch.uid);
         if let Err(e) = &result {
             self.stats.patch_failures.inc();
-            let delay = self.backoff_pods.failed(patch.uid.clone(), self.timing.cap(e.retryable), Instant::now());
-            tracing::warn!(pod = %patch.pod, error = %e, retryable = e.retryable, retry_in_ms = delay.as_millis() as u64,
+            let delay = self.backoff_pods.failed(patch.uid.clone(), self.timing.cap(e.is_transient()), Instant::now());
+            tracing::warn!(pod = %patch.pod, error = %e, class = e.class.as_str(), retry_in_ms = delay.as_millis() as u64,
                 "pod patch failed; retrying");
         } else {
             self.backoff_pods.succeeded(&patch.uid);
@@ -501,8 +501,8 @@ impl Engine {
             Err(e) => {
                 self.stats.claim_failures.inc();
                 let delay =
-                    self.backoff_claims.failed(claim.pod_uid.clone(), self.timing.cap(e.retryable), Instant::now());
-                tracing::warn!(pod = %claim.pod, release, error = %e, retryable = e.retryable,
+                    self.backoff_claims.failed(claim.pod_uid.clone(), self.timing.cap(e.is_transient()), Instant::now());
+                tracing::warn!(pod = %claim.pod, release, error = %e, class = e.class.as_str(),
                     retry_in_ms = delay.as_millis() as u64, "ledger write failed; retrying");
             }
         }

@@ -160,7 +160,7 @@ pub async fn release_claim(client: &kube::Client, claim: &Claim) -> Result<Claim
                      {"op": "remove", "path": "/metadata/finalizers"}]);
     let patch: Patch<Value> = Patch::Json(
         serde_json::from_value(ops)
-            .map_err(|e| WriteError { retryable: false, message: format!("building the finalizer patch: {e}") })?,
+            .map_err(|e| WriteError::permanent(format!("building the finalizer patch: {e}")))?,
     );
     match api.patch(name, &PatchParams::default(), &patch).await {
         Ok(_) => return Ok(ClaimOutcome::Released),

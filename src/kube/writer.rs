@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::events::EventPublisher;
 use super::resources::SlimPod;
 use crate::engine::{
-    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION,
+    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, ErrorClass, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION,
     WriteError, apply_writes,
 };
 use crate::netdef::{NETWORKS_ANNOTATION, parse_networks};
@@ -64,7 +64,7 @@ pub fn pod_change(meta: &ObjectMeta, patch: &PodPatch) -> Result<PodChange, Writ
         let text = match apply_writes(&patch.pod.namespace, current, &patch.writes) {
             Ok(Ok(text)) => text,
             Ok(Err(outcome)) => return Ok(PodChange::Outcome(outcome)),
-            Err(e) => return Err(WriteError { retryable: false, message: format!("pod {}: {e}", patch.pod) }),
+            Err(e) => return Err(WriteError::permanent(format!("pod {}: {e}", patch.pod))),
         };
         if !same_json(&text, current) {
             newly_configured = newly_configured_count(&patch.pod.namespace, current, patch);
@@ -73,7 +73,7 @@ pub fn pod_change(meta: &ObjectMeta, patch: &PodPatch) -> Result<PodChange, Writ
     }
     if !patch.status.is_empty() {
         let status = serde_json::to_string(&patch.status)
-            .map_err(|e| WriteError { retryable: false, message: format!("encoding status: {e}") })?;
+            .map_err(|e| WriteError::permanent(format!("encoding status: {e}")))?;
         if annotations.get(STATUS_ANNOTATION) != Some(&status) {
             ours.insert(STATUS_ANNOTATION.to_string(), Value::String(status));
         }
@@ -108,11 +108,14 @@ fn newly_configured_count(namespace: &str, before: &str, patch: &PodPatch) -> us
 /// Maps a client error to the engine's: server trouble and throttling are retryable,
 /// refusals (403, 422…) are not.
 pub(crate) fn write_error(e: kube::Error) -> WriteError {
-    let retryable = match &e {
-        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
-        _ => true,
+    let class = match &e {
+        kube::Error::Api(s) if s.code == 409 || s.code == 429 || s.code >= 500 => ErrorClass::Transient,
+        kube::Error::Api(s) if s.code == 401 => ErrorClass::Auth,
+        // 400, 403 (RBAC, an admission policy), 404 of a resource, 422 (too large, invalid).
+        kube::Error::Api(_) => ErrorClass::Permanent,
+        _ => ErrorClass::Transient,
     };
-    WriteError { retryable, message: e.to_string() }
+    WriteError { class, message: e.to_string() }
 }
 
 fn age(meta: &ObjectMeta) -> Option<Duration> {
@@ -163,10 +166,7 @@ impl ClusterWriter for KubeWriter {
                 Err(e) => return Err(write_error(e)),
             }
         }
-        Err(WriteError {
-            retryable: true,
-            message: format!("pod {}: still conflicting after {MAX_CONFLICT_RETRIES} attempts", patch.pod),
-        })
+        Err(WriteError::transient(format!("pod {}: still conflicting after {MAX_CONFLICT_RETRIES} attempts", patch.pod)))
     }
 
     async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError> {

@@ -403,7 +403,7 @@ impl ClusterWriter for SimCluster {
         self.count(|c| c.patch += 1);
         tokio::time::sleep(self.api_latency).await;
         if self.conflict_rate > 0.0 && rand::random::<f64>() < self.conflict_rate {
-            return Err(WriteError { retryable: true, message: "409 Conflict: the object has been modified".into() });
+            return Err(WriteError::transient("409 Conflict: the object has been modified"));
         }
         let echo = {
             let mut inner = self.lock();
@@ -413,7 +413,7 @@ impl ClusterWriter for SimCluster {
             let text = match apply_writes(&pod.namespace, &pod.networks, &patch.writes) {
                 Ok(Ok(text)) => text,
                 Ok(Err(outcome)) => return Ok(outcome),
-                Err(e) => return Err(WriteError { retryable: false, message: e.to_string() }),
+                Err(e) => return Err(WriteError::permanent(e.to_string())),
             };
             let early: u64 = patch
                 .writes
