@@ -39,14 +39,19 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     // Node agent inventory (metadata only).
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
-    // Node annotations when the engine asks for them (`ClusterWriter::annotate_node`).
-    ("", "nodes", "patch"),
     // Namespace labels for the tenant policy (metadata only).
     ("", "namespaces", "list"),
     ("", "namespaces", "watch"),
     // Events: created, then their series count patched when they repeat.
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
+    // The GUID ledger (docs/ledger.md): watched, created before a GUID goes to UFM, patched
+    // (pkey moves, finalizer removal), deleted when the attachment goes.
+    ("fabric-sync.io", "guidclaims", "list"),
+    ("fabric-sync.io", "guidclaims", "watch"),
+    ("fabric-sync.io", "guidclaims", "create"),
+    ("fabric-sync.io", "guidclaims", "patch"),
+    ("fabric-sync.io", "guidclaims", "delete"),
     // Leader election.
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
