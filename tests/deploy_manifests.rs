@@ -2,8 +2,10 @@
 //! they deploy: every YAML document parses into its Kubernetes type; every env var, flag, port and
 //! image agrees with the binary (asked through the hidden `fabric-sync config-schema`); RBAC grants
 //! exactly the API calls the code makes; the Helm chart agrees with itself and with the kustomize
-//! base; the trial overlay's TLS really verifies; the dashboard shows every metric and no other.
-//! Nothing here needs a cluster, Helm or Docker; it reads the files and asks the code.
+//! base; the trial overlay's TLS really verifies; the dashboard shows every metric and no other;
+//! every overlay renders (`kubectl kustomize`) into valid objects; the admission policies' CEL and
+//! the ledger CRD's rules hold on sample requests (a CEL interpreter). Nothing here needs a
+//! cluster, Helm or Docker; it needs kubectl (for kustomize v5) and reads the files and asks the code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -15,21 +17,30 @@ use fabric_sync::config::LogFormat;
 use fabric_sync::engine::{EngineConfig, Policy};
 use fabric_sync::ib::PKey;
 use fabric_sync::netdef::{GuidVia, parse_nad, parse_networks, parse_smc};
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 // Submodules: image (ports, images, Dockerfile), security (RBAC, pod security, overlays), chart
-// (Helm, dashboard, examples). Shared helpers live here.
+// (Helm, dashboard, examples), rendered (every overlay through `kubectl kustomize`), admission
+// (the admission policies' CEL, evaluated), crd (the ledger CRD). Shared helpers live here.
+#[path = "deploy_manifests/admission.rs"]
+mod admission;
 #[path = "deploy_manifests/chart.rs"]
 mod chart;
+#[path = "deploy_manifests/crd.rs"]
+mod crd;
 #[path = "deploy_manifests/image.rs"]
 mod image;
+#[path = "deploy_manifests/rendered.rs"]
+mod rendered;
 #[path = "deploy_manifests/security.rs"]
 mod security;
 
@@ -323,28 +334,43 @@ fn validate_agent_env(env: &BTreeMap<String, String>) -> Result<(), String> {
 
 #[test]
 fn every_yaml_document_under_deploy_and_config_parses_into_its_kubernetes_type() {
-    let patches: BTreeSet<String> = yaml_files("deploy/kustomize")
-        .iter()
-        .filter(|f| f.ends_with("/kustomization.yaml"))
-        .flat_map(|k| {
-            let dir = k.trim_end_matches("/kustomization.yaml").to_string();
-            let doc = yaml(k);
-            let paths: Vec<String> = doc["patches"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["path"].as_str())
-                .map(|p| format!("{dir}/{p}"))
-                .collect();
-            paths
-        })
-        .collect();
+    let listed = |key: &str| -> BTreeSet<String> {
+        yaml_files("deploy/kustomize")
+            .iter()
+            .filter(|f| f.ends_with("/kustomization.yaml"))
+            .flat_map(|k| {
+                let dir = k.trim_end_matches("/kustomization.yaml").to_string();
+                let doc = yaml(k);
+                let paths: Vec<String> = doc[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str().or_else(|| p["path"].as_str()))
+                    .map(|p| format!("{dir}/{p}"))
+                    .collect();
+                paths
+            })
+            .collect()
+    };
+    let patches = listed("patches");
+    let configurations = listed("configurations");
     let mut kinds = BTreeSet::new();
     for file in yaml_files("deploy/kustomize").into_iter().chain(yaml_files("config")) {
         if file.ends_with("/kustomization.yaml") {
             let k = yaml(&file);
             assert!(str_at(&k, "/apiVersion").starts_with("kustomize.config.k8s.io/"), "{file}");
             assert!(["Kustomization", "Component"].contains(&str_at(&k, "/kind")), "{file}");
+            continue;
+        }
+        if configurations.contains(&file) {
+            // kustomize transformer configuration: name references of kinds it does not know.
+            let config = yaml(&file);
+            let refs = config["nameReference"].as_array().unwrap_or_else(|| panic!("{file}: nameReference"));
+            for r in refs {
+                assert!(!str_at(r, "/kind").is_empty(), "{file}: {r}");
+                let specs = r["fieldSpecs"].as_array().unwrap_or_else(|| panic!("{file}: fieldSpecs"));
+                assert!(specs.iter().all(|f| !str_at(f, "/kind").is_empty() && !str_at(f, "/path").is_empty()));
+            }
             continue;
         }
         if ["policy.yaml", "tenant-policy.yaml"].iter().any(|n| file.ends_with(&format!("/{n}"))) {
@@ -370,6 +396,9 @@ fn every_yaml_document_under_deploy_and_config_parses_into_its_kubernetes_type()
                 "Secret" => check::<Secret>(&file, &doc),
                 "Namespace" => check::<Namespace>(&file, &doc),
                 "Pod" => check::<Pod>(&file, &doc),
+                "CustomResourceDefinition" => check::<CustomResourceDefinition>(&file, &doc),
+                "ValidatingAdmissionPolicy" => check::<ValidatingAdmissionPolicy>(&file, &doc),
+                "ValidatingAdmissionPolicyBinding" => check::<ValidatingAdmissionPolicyBinding>(&file, &doc),
                 "ServiceMonitor" => {
                     assert_eq!(str_at(&doc, "/apiVersion"), "monitoring.coreos.com/v1", "{file}");
                     assert!(doc.pointer("/spec/selector/matchLabels").is_some_and(Value::is_object), "{file}");
@@ -409,7 +438,8 @@ fn kustomizations_name_files_that_exist_and_only_overlays_set_a_namespace() {
         let list = |key: &str| -> Vec<String> {
             k[key].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
         };
-        let mut referenced: Vec<String> = list("resources").into_iter().chain(list("components")).collect();
+        let mut referenced: Vec<String> =
+            list("resources").into_iter().chain(list("components")).chain(list("configurations")).collect();
         referenced
             .extend(k["patches"].as_array().into_iter().flatten().filter_map(|p| p["path"].as_str().map(String::from)));
         for generator in ["configMapGenerator", "secretGenerator"] {

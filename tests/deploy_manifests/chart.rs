@@ -1,5 +1,6 @@
 //! The Helm chart (values vs templates, and vs the kustomize base), the dashboard, the examples.
 
+use super::admission::{CONFIGURED, NETWORKS, REQUESTED, Verdict, admit, pod, update, with_annotation};
 use super::security::{Call, calls, compare_grants, resource_names};
 use super::*;
 
@@ -174,6 +175,80 @@ fn helm_rbac_grants_exactly_the_calls_the_code_makes() {
     assert_eq!(resource_names(&role), BTreeSet::from([lease]));
     let agent = chart_rules("agent-rbac.yaml", "ClusterRole", &values);
     compare_grants("Helm agent RBAC", &calls(&agent), fabric_sync::agent::AGENT_API_CALLS).unwrap();
+}
+
+/// A template rendered for the release `fabric-sync` in namespace `ns`, the way Helm would for
+/// what it uses (no helm binary here): the name helpers, the release namespace and simple value
+/// references. Label blocks are left out (labels: null).
+fn render_template(file: &str, ns: &str, values: &Value) -> Vec<Value> {
+    let text = read(&format!("{CHART}/templates/{file}"));
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.contains(r#"include "fabric-sync.labels""#)) {
+        let line = line
+            .replace(r#"{{ include "fabric-sync.fullname" . }}"#, "fabric-sync")
+            .replace(r#"{{ include "fabric-sync.controllerName" . }}"#, "fabric-sync-controller")
+            .replace("{{ .Release.Namespace }}", ns);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let out = substitute(&out, values);
+    serde_norway::Deserializer::from_str(&out)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{file} rendered: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn helm_chart_ships_the_ledger_crd_and_the_admission_policies_of_the_base() {
+    // Helm installs crds/ as they are: the base's CRD, byte for byte.
+    let crd = read(&format!("{CHART}/crds/guidclaims.fabric-sync.io.yaml"));
+    assert_eq!(crd, read(&format!("{BASE}/guidclaim-crd.yaml")), "crds/ and the base's CRD");
+    let chart = yaml(&format!("{CHART}/Chart.yaml"));
+    assert_eq!(chart["kubeVersion"], ">=1.30.0-0", "admissionregistration.k8s.io/v1 policies need Kubernetes 1.30");
+
+    // The same policies and bindings as the base (release `fabric-sync` gives the base's names).
+    let values = yaml(&format!("{CHART}/values.yaml"));
+    let docs = render_template("admission-policies.yaml", "ib-system", &values);
+    let base = yaml_docs(&format!("{BASE}/admission-policies.yaml"));
+    assert_eq!(docs.len(), base.len(), "as many documents as the base");
+    for b in &base {
+        let (kind, name) = (str_at(b, "/kind"), str_at(b, "/metadata/name"));
+        let d = docs
+            .iter()
+            .find(|d| str_at(d, "/kind") == kind && str_at(d, "/metadata/name") == name)
+            .unwrap_or_else(|| panic!("the chart has no {kind} {name}"));
+        if kind == "ValidatingAdmissionPolicy" {
+            let (c, k): (ValidatingAdmissionPolicy, ValidatingAdmissionPolicy) = (typed(CHART, d), typed(BASE, b));
+            assert_eq!(c.spec, k.spec, "{kind} {name}: chart and base");
+        } else {
+            let (c, k): (ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBinding) =
+                (typed(CHART, d), typed(BASE, b));
+            assert_eq!(c.spec, k.spec, "{kind} {name}: chart and base");
+        }
+    }
+
+    // The parameter, the chart's controller ClusterRoleBinding, names the Deployment's account
+    // in the release namespace; the API server's evaluation agrees.
+    let rbac = render_template("controller-rbac.yaml", "ib-system", &values);
+    let crb: ClusterRoleBinding = super::rendered::pick(CHART, &rbac, "ClusterRoleBinding", "fabric-sync-controller");
+    let subject = &crb.subjects.clone().unwrap()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str(), subject.namespace.as_deref()),
+        ("ServiceAccount", "fabric-sync-controller", Some("ib-system"))
+    );
+    let _: ServiceAccount = super::rendered::pick(CHART, &rbac, "ServiceAccount", "fabric-sync-controller");
+    let deployment = read(&format!("{CHART}/templates/controller-deployment.yaml"));
+    assert!(deployment.contains(r#"serviceAccountName: {{ include "fabric-sync.controllerName" . }}"#));
+    for d in docs.iter().filter(|d| d["kind"] == "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(str_at(d, "/spec/paramRef/name"), "fabric-sync-controller");
+    }
+    let policy: ValidatingAdmissionPolicy =
+        super::rendered::pick(CHART, &docs, "ValidatingAdmissionPolicy", "fabric-sync-pod-markers");
+    let old = pod("tenant-a", "trainer-0", Some(REQUESTED), &[]);
+    let marked = with_annotation(&old, NETWORKS, Some(CONFIGURED));
+    let as_user = |user: &str| admit(&policy, &json(&crb), &update("pods", user, &marked, &old));
+    assert!(!matches!(as_user("system:serviceaccount:ib-system:fabric-sync-controller"), Verdict::Denied(_)));
+    assert!(matches!(as_user("system:serviceaccount:fabric-sync:fabric-sync-controller"), Verdict::Denied(_)));
 }
 
 // ---------------------------------------------------------------------------------------------

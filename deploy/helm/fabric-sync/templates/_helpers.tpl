@@ -43,3 +43,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "fabric-sync.ufmSecretName" -}}
 {{- default (printf "%s-ufm" (include "fabric-sync.fullname" .)) .Values.ufmSecret.name -}}
 {{- end -}}
+
+{{/* The controller's ServiceAccount, ClusterRole and ClusterRoleBinding; the admission
+     policies' parameter is that ClusterRoleBinding (admission-policies.yaml). */}}
+{{- define "fabric-sync.controllerName" -}}
+{{- printf "%s-controller" (include "fabric-sync.fullname" .) -}}
+{{- end -}}
