@@ -54,7 +54,9 @@ fn claimed(env: &Env, ns: &str) -> Vec<(String, Option<String>)> {
         .iter()
         .filter(|c| c.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
         .flat_map(|c| c.pointer("/spec/attachments").and_then(Value::as_array).cloned().unwrap_or_default())
-        .map(|a| (a["guid"].as_str().unwrap_or("").to_string(), a.get("pkey").and_then(Value::as_str).map(str::to_string)))
+        .map(|a| {
+            (a["guid"].as_str().unwrap_or("").to_string(), a.get("pkey").and_then(Value::as_str).map(str::to_string))
+        })
         .collect()
 }
 
@@ -91,7 +93,10 @@ async fn forgers_created_while_the_controller_is_down_take_nothing_at_restart_or
         pod_in(&env, "a", &format!("forger-{i}"), &forged, "Pending");
     }
     let c2 = env.controller("ctrl-2", UfmAuth::Basic).await;
-    eventually("every forged marker stripped", || (0..3).all(|i| !is_configured(&element(&env, "a", &format!("forger-{i}"))))).await;
+    eventually("every forged marker stripped", || {
+        (0..3).all(|i| !is_configured(&element(&env, "a", &format!("forger-{i}"))))
+    })
+    .await;
     // A leader change: a second replica takes over from a stopped first.
     let c3 = env.controller("ctrl-3", UfmAuth::Basic).await;
     c2.stop().await;
@@ -123,7 +128,11 @@ async fn a_forged_marker_on_create_is_stripped_and_an_edited_guid_is_restored() 
     let honest = configured_guid(&env, "t", "honest").await;
     let other = configured_guid(&env, "t", "other").await;
     // On create: a marker and a GUID nobody gave this pod.
-    env.pod("forger", &format!(r#"[{{"name":"ib","cni-args":{{"guid":"{other}","{MARKER}":"configured","pkey":"0x10"}}}}]"#), &[]);
+    env.pod(
+        "forger",
+        &format!(r#"[{{"name":"ib","cni-args":{{"guid":"{other}","{MARKER}":"configured","pkey":"0x10"}}}}]"#),
+        &[],
+    );
     eventually("forged marker stripped", || {
         let e = element(&env, "t", "forger");
         !is_configured(&e) && guid_in(&e).is_none() && e.pointer("/cni-args/pkey").is_none()
@@ -133,7 +142,10 @@ async fn a_forged_marker_on_create_is_stripped_and_an_edited_guid_is_restored() 
     // On edit: a configured pod points its element at another pod's GUID.
     let edited = format!(r#"[{{"name":"ib","cni-args":{{"guid":"{other}","{MARKER}":"configured","pkey":"0x10"}}}}]"#);
     env.api.merge_patch(Res::Pods, "t", "honest", json!({"metadata": {"annotations": {NETWORKS: edited}}}));
-    eventually("the ledger's GUID is restored", || guid_in(&element(&env, "t", "honest")).as_deref() == Some(honest.as_str())).await;
+    eventually("the ledger's GUID is restored", || {
+        guid_in(&element(&env, "t", "honest")).as_deref() == Some(honest.as_str())
+    })
+    .await;
     assert!(is_configured(&element(&env, "t", "honest")));
     let reasons: Vec<String> = events_about(&env.api, "Pod", "honest")
         .iter()
@@ -213,7 +225,8 @@ async fn a_nad_moved_then_deleted_across_restarts_leaves_no_member_behind() {
     env.api.merge_patch(Res::Nads, "t", "ib", json!({"spec": {"config": moved}}));
     let c2 = env.controller("ctrl-2", UfmAuth::Basic).await;
     eventually("members moved to 0x11", || env.members(0x11).len() == 2 && env.members(0x10).is_empty()).await;
-    eventually("annotations say 0x11", || element(&env, "t", "p1").pointer("/cni-args/pkey") == Some(&json!("0x11"))).await;
+    eventually("annotations say 0x11", || element(&env, "t", "p1").pointer("/cni-args/pkey") == Some(&json!("0x11")))
+        .await;
     assert_eq!(guid_in(&element(&env, "t", "p1")).as_deref(), Some(g1.as_str()), "the GUID stays");
     eventually("claims record 0x11", || claimed(&env, "t").iter().all(|(_, p)| p.as_deref() == Some("0x11"))).await;
     c2.kill().await;
@@ -295,7 +308,8 @@ async fn a_running_pod_that_was_never_configured_is_refused_not_configured() {
     let c = env.controller("ctrl", UfmAuth::Basic).await;
     configured_guid(&env, "t", "warm-up").await;
     pod_in(&env, "t", "late", "ib", "Running");
-    eventually("refused with the reason", || status_of(&env, "t", "late").contains("refused: StartedUnconfigured")).await;
+    eventually("refused with the reason", || status_of(&env, "t", "late").contains("refused: StartedUnconfigured"))
+        .await;
     assert!(!is_configured(&element(&env, "t", "late")));
     assert_eq!(env.members(0x10).len(), 1, "no GUID in UFM for a VF that does not carry it");
     assert_eq!(claimed(&env, "t").len(), 1);

@@ -67,8 +67,9 @@ impl State {
         let existing = self.by_attachment.get(id).copied();
         let (namespace, deleting, node) = (pod.key.namespace.clone(), pod.deleting, pod.node.clone());
         let running = pod.phase == super::model::PodPhase::Running;
+        let refused_forged = pod.was_refused_forged(id);
         self.check_marker(id, &request, existing);
-        if existing.is_none() && self.forged.contains(id) {
+        if existing.is_none() && (self.forged.contains(id) || refused_forged) {
             if !matches!(self.standing.get(id), Some(Standing::Refused(_))) {
                 let refusal = Refusal::new(
                     Reason::ForgedAnnotation,
@@ -87,6 +88,7 @@ impl State {
                         Reason::NetworkNotFound,
                         format!("NetworkAttachmentDefinition {} does not exist (yet)", id.network),
                     )),
+                    false,
                 );
                 return;
             }
@@ -96,8 +98,10 @@ impl State {
                 return;
             }
             Some(Effective::Invalid(e)) => {
+                // Nobody can tell which pkey the network means now: memberships stay as UFM has
+                // them (a typo in a NAD must not cut running pods off), reported on the pod.
                 let refusal = Refusal::new(Reason::InvalidNetwork, e.to_string());
-                self.hold(id, existing, Standing::Refused(refusal));
+                self.hold(id, existing, Standing::Refused(refusal), true);
                 return;
             }
             Some(Effective::Ours(n)) => n.clone(),
@@ -128,7 +132,7 @@ impl State {
         if let Some(p) = network.pkey() {
             if let Err(msg) = self.policy_allows(&namespace, p) {
                 if self.cfg.policy_mode == PolicyMode::Enforce {
-                    self.hold(id, existing, Standing::Refused(Refusal::new(Reason::PKeyNotAllowed, msg)));
+                    self.hold(id, existing, Standing::Refused(Refusal::new(Reason::PKeyNotAllowed, msg)), false);
                     return;
                 }
                 self.warn_policy(id, &msg);
@@ -171,17 +175,22 @@ impl State {
         self.set_standing(id, None);
     }
 
-    /// Keeps an existing GUID without membership, and records why.
-    fn hold(&mut self, id: &AttachmentId, existing: Option<Guid>, standing: Standing) {
+    /// Keeps an existing GUID without membership (or, `leave_alone`, with whatever membership UFM
+    /// holds), and records why.
+    fn hold(&mut self, id: &AttachmentId, existing: Option<Guid>, standing: Standing, leave_alone: bool) {
         if let Some(g) = existing {
             if let Some(a) = self.ledger.get_mut(&g) {
-                if let Some(p) = a.budget_pkey.take() {
+                // A membership left alone still takes its slot in the node's pkey table.
+                if let Some(p) = a.budget_pkey.take_if(|_| !leave_alone) {
                     self.budget.release(&a.node, p);
                     self.recheck_waiting = true;
                 }
-                // Adopted at migration on an unreadable network: nothing is removed on a guess.
-                if a.desired != Desired::LeaveAlone {
-                    a.desired = Desired::Nothing;
+                let desired = if leave_alone { Desired::LeaveAlone } else { Desired::Nothing };
+                if a.desired != desired {
+                    a.desired = desired;
+                    if let Some(c) = &a.claimed {
+                        self.dirty_claims.insert(c.pod.clone());
+                    }
                 }
                 self.dirty_guids.insert(g);
             }

@@ -166,6 +166,14 @@ impl State {
                 _ => None,
             };
             let record = match (wanted, previous) {
+                // Kept as UFM has it (a network fabric-sync cannot read): recorded, pkey unknown.
+                (None, None) if live && a.desired == Desired::LeaveAlone => ClaimedAttachment {
+                    network: id.network.clone(),
+                    slot: id.slot.clone(),
+                    guid: g,
+                    pkey: None,
+                    former_pkeys: Vec::new(),
+                },
                 (Some(pkey), prev) => {
                     let mut former: Vec<PKey> =
                         prev.map(|r| r.pkeys().filter(|p| Some(*p) != pkey).collect()).unwrap_or_default();

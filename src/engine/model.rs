@@ -167,6 +167,9 @@ pub struct PodView {
     pub created: i64,
     /// The attachments asked for; `Err` when the networks annotation does not parse.
     pub attachments: Result<Vec<AttachmentRequest>, String>,
+    /// Attachments our status annotation refused for a forged marker: the refusal outlives a
+    /// restart (it only ever refuses; it never grants anything).
+    pub forged: Option<Box<[Box<str>]>>,
 }
 
 impl PodView {
@@ -187,7 +190,28 @@ impl PodView {
             host_network: meta.host_network,
             created: meta.created,
             attachments,
+            forged: None,
         }
+    }
+
+    /// Reads back, from our `fabric-sync.io/status` annotation, which attachments were refused
+    /// for a forged marker.
+    pub fn with_status(mut self, status: Option<&str>) -> PodView {
+        let Some(text) = status.filter(|t| t.contains(super::outcome::Reason::ForgedAnnotation.as_str())) else {
+            return self;
+        };
+        let prefix = format!("refused: {}", super::outcome::Reason::ForgedAnnotation);
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text).unwrap_or_default();
+        let labels: Vec<Box<str>> =
+            map.into_iter().filter(|(_, v)| v.starts_with(&prefix)).map(|(k, _)| k.into_boxed_str()).collect();
+        self.forged = (!labels.is_empty()).then(|| labels.into_boxed_slice());
+        self
+    }
+
+    /// Whether our status annotation refused this attachment for a forged marker.
+    pub fn was_refused_forged(&self, id: &AttachmentId) -> bool {
+        let label = id.label();
+        self.forged.as_ref().is_some_and(|l| l.iter().any(|x| **x == *label))
     }
 
     /// Whether the engine has any reason to remember this pod.

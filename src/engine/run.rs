@@ -500,8 +500,11 @@ impl Engine {
             Ok(_) => self.backoff_claims.succeeded(&claim.pod_uid),
             Err(e) => {
                 self.stats.claim_failures.inc();
-                let delay =
-                    self.backoff_claims.failed(claim.pod_uid.clone(), self.timing.cap(e.is_transient()), Instant::now());
+                let delay = self.backoff_claims.failed(
+                    claim.pod_uid.clone(),
+                    self.timing.cap(e.is_transient()),
+                    Instant::now(),
+                );
                 tracing::warn!(pod = %claim.pod, release, error = %e, class = e.class.as_str(),
                     retry_in_ms = delay.as_millis() as u64, "ledger write failed; retrying");
             }

@@ -159,8 +159,7 @@ pub async fn release_claim(client: &kube::Client, claim: &Claim) -> Result<Claim
     let ops = json!([{"op": "test", "path": "/metadata/finalizers", "value": [CLAIM_FINALIZER]},
                      {"op": "remove", "path": "/metadata/finalizers"}]);
     let patch: Patch<Value> = Patch::Json(
-        serde_json::from_value(ops)
-            .map_err(|e| WriteError::permanent(format!("building the finalizer patch: {e}")))?,
+        serde_json::from_value(ops).map_err(|e| WriteError::permanent(format!("building the finalizer patch: {e}")))?,
     );
     match api.patch(name, &PatchParams::default(), &patch).await {
         Ok(_) => return Ok(ClaimOutcome::Released),

@@ -10,7 +10,7 @@ use kube::core::{ObjectMeta, PartialObjectMeta};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{ClusterEvent, NetworkKind, PodMeta, PodPhase, PodView};
+use crate::engine::{ClusterEvent, NetworkKind, PodMeta, PodPhase, PodView, STATUS_ANNOTATION};
 use crate::netdef::{IbNetwork, NETWORKS_ANNOTATION, NetdefError, NetworkKey, parse_nad, parse_smc};
 
 /// The Node annotation the node agent writes (JSON); the controller reads only the pkey capacity.
@@ -119,8 +119,8 @@ pub fn pod_view(pod: &SlimPod) -> Option<PodView> {
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         created: m.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
     };
-    let networks = m.annotations.as_ref().and_then(|a| a.get(NETWORKS_ANNOTATION)).map(String::as_str);
-    Some(PodView::new(meta, networks))
+    let annotation = |key: &str| m.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
+    Some(PodView::new(meta, annotation(NETWORKS_ANNOTATION)).with_status(annotation(STATUS_ANNOTATION)))
 }
 
 /// The key of a namespaced object; `None` without a name or namespace.

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::events::EventPublisher;
 use super::resources::SlimPod;
 use crate::engine::{
-    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, ErrorClass, EventRecord, PatchOutcome, PodPatch, STATUS_ANNOTATION,
-    WriteError, apply_writes,
+    AttachmentRequest, Claim, ClaimOutcome, ClusterWriter, ErrorClass, EventRecord, PatchOutcome, PodPatch,
+    STATUS_ANNOTATION, WriteError, apply_writes,
 };
 use crate::netdef::{NETWORKS_ANNOTATION, parse_networks};
 use crate::ops::Metrics;
@@ -72,8 +72,8 @@ pub fn pod_change(meta: &ObjectMeta, patch: &PodPatch) -> Result<PodChange, Writ
         }
     }
     if !patch.status.is_empty() {
-        let status = serde_json::to_string(&patch.status)
-            .map_err(|e| WriteError::permanent(format!("encoding status: {e}")))?;
+        let status =
+            serde_json::to_string(&patch.status).map_err(|e| WriteError::permanent(format!("encoding status: {e}")))?;
         if annotations.get(STATUS_ANNOTATION) != Some(&status) {
             ours.insert(STATUS_ANNOTATION.to_string(), Value::String(status));
         }
@@ -166,7 +166,10 @@ impl ClusterWriter for KubeWriter {
                 Err(e) => return Err(write_error(e)),
             }
         }
-        Err(WriteError::transient(format!("pod {}: still conflicting after {MAX_CONFLICT_RETRIES} attempts", patch.pod)))
+        Err(WriteError::transient(format!(
+            "pod {}: still conflicting after {MAX_CONFLICT_RETRIES} attempts",
+            patch.pod
+        )))
     }
 
     async fn emit_event(&self, event: &EventRecord) -> Result<(), WriteError> {

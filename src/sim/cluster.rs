@@ -395,6 +395,7 @@ pub fn view(pod: &SimPod) -> PodView {
         },
         Some(&pod.networks),
     )
+    .with_status(pod.status.as_deref())
 }
 
 #[async_trait]
