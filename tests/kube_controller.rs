@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fabric_sync::engine::{
-    AttachmentWrite, ClusterWriter, EventObject, EventRecord, EventType, ObjectKey, PatchOutcome, PodPatch, PodUid,
-    Slot,
+    AttachmentWrite, ClusterWriter, EventObject, EventRecord, EventType, ObjectKey, ObjectKind, PatchOutcome, PodPatch,
+    PodUid, Reason, Slot,
 };
 use fabric_sync::kube::{EventPublisher, INVENTORY_ANNOTATION, KubeWriter, NetworkUids};
 use fabric_sync::netdef::{GuidVia, NetworkKey};
@@ -347,12 +347,12 @@ async fn repeated_events_are_counted_on_one_object() {
     let publisher = EventPublisher::new(client, "events", Arc::new(NetworkUids::default()));
     let record = |message: &str| EventRecord {
         object: EventObject {
-            kind: "Pod",
+            kind: ObjectKind::Pod,
             key: ObjectKey { namespace: "t".into(), name: "p1".into() },
             uid: Some("u1".into()),
         },
         event_type: EventType::Warning,
-        reason: "GuidConflict",
+        reason: Reason::GuidConflict,
         message: message.into(),
     };
     publisher.publish(&record("taken")).await.unwrap();

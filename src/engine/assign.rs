@@ -107,7 +107,7 @@ impl State {
             Some(Effective::Ours(n)) => n.clone(),
         };
         let Some(node) = node else {
-            self.set_standing(id, Some(Standing::Quiet(Refusal::new(Reason::NetworkNotFound, "not scheduled yet"))));
+            self.set_standing(id, Some(Standing::Quiet(Refusal::new(Reason::NotScheduled, "not scheduled yet"))));
             return;
         };
         if existing.is_none() && deleting {
@@ -172,7 +172,10 @@ impl State {
             self.set_standing(id, Some(Standing::Refused(refusal)));
             return;
         }
-        self.set_standing(id, None);
+        // UFM's permanent refusal stands until an add succeeds (after the network changed).
+        if !matches!(self.standing.get(id), Some(Standing::Refused(r)) if r.reason == Reason::FabricRejected) {
+            self.set_standing(id, None);
+        }
     }
 
     /// Keeps an existing GUID without membership (or, `leave_alone`, with whatever membership UFM
@@ -321,6 +324,18 @@ impl State {
         self.dirty_status.insert(id.pod.clone());
     }
 
+    /// The API server refused our write to the pod for good: one Warning Event on it.
+    pub fn report_write_refused(&mut self, uid: &super::model::PodUid, message: &str) {
+        if let Some(pod) = self.pods.get(uid) {
+            let record = pod_event(
+                pod,
+                Reason::WriteRefused,
+                &format!("the API server refused fabric-sync's update of this pod: {message}"),
+            );
+            self.events.push(record);
+        }
+    }
+
     /// One Warning Event on the attachment's pod.
     pub(super) fn report_pod(&mut self, id: &AttachmentId, reason: Reason, message: &str) {
         if let Some(pod) = self.pods.get(&id.pod) {
@@ -379,12 +394,12 @@ impl State {
 fn pod_event(pod: &super::model::PodView, reason: Reason, message: &str) -> EventRecord {
     EventRecord {
         object: EventObject {
-            kind: "Pod",
+            kind: super::ports::ObjectKind::Pod,
             key: ObjectKey { namespace: pod.key.namespace.clone(), name: pod.key.name.clone() },
             uid: Some(pod.uid.to_string()),
         },
         event_type: EventType::Warning,
-        reason: reason.as_str(),
+        reason,
         message: message.to_string(),
     }
 }

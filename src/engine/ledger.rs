@@ -235,6 +235,8 @@ impl State {
                 }
             }
         }
+        // A new leader reports every invalid network it knows, also those it saw as a follower.
+        self.report_invalid_networks();
         if migrate {
             let m = self.migrate_annotations();
             if m != Migration::default() {

@@ -24,11 +24,11 @@ pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
-pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, build_patch, plan};
+pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 pub use policy::{Policy, PolicyError};
 pub use ports::{
     AttachmentWrite, ClaimOutcome, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind,
-    PatchOutcome, PodPatch, WriteError,
+    ObjectKind, PatchOutcome, PodPatch, WriteError,
 };
 pub use retry::Backoffs;
 pub use run::{Engine, Timing};

@@ -1,5 +1,5 @@
-//! Why an attachment is not configured: stable reasons (Event reasons, metric labels) and the
-//! status strings written to `fabric-sync.io/status`.
+//! The one vocabulary of reasons: why an attachment is not configured, and every other Event
+//! the engine emits. Event reasons, status strings and metric labels all come from [`Reason`].
 
 use std::fmt;
 
@@ -28,10 +28,20 @@ pub enum Reason {
     ForgedAnnotation,
     /// The pod was running before fabric-sync configured it: its VF was set up without the GUID.
     StartedUnconfigured,
+    /// The pod is not scheduled to a node yet (not written anywhere: passing).
+    NotScheduled,
+    /// UFM refused the change for good (400: an attribute it does not accept): not retried
+    /// until the network changes.
+    FabricRejected,
+    /// The API server refused our write to the pod for good (403 from RBAC or an admission
+    /// policy, 422): not retried hot.
+    WriteRefused,
+    /// Stale GUIDs no claim explains would have emptied too much of a partition at once.
+    MassRemovalRefused,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 15] = [
         Reason::InvalidNetwork,
         Reason::InvalidAnnotation,
         Reason::PKeyLimitExceeded,
@@ -43,6 +53,10 @@ impl Reason {
         Reason::NetworkNotFound,
         Reason::ForgedAnnotation,
         Reason::StartedUnconfigured,
+        Reason::NotScheduled,
+        Reason::FabricRejected,
+        Reason::WriteRefused,
+        Reason::MassRemovalRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +72,10 @@ impl Reason {
             Reason::NetworkNotFound => "NetworkNotFound",
             Reason::ForgedAnnotation => "ForgedAnnotation",
             Reason::StartedUnconfigured => "StartedUnconfigured",
+            Reason::NotScheduled => "NotScheduled",
+            Reason::FabricRejected => "FabricRejected",
+            Reason::WriteRefused => "WriteRefused",
+            Reason::MassRemovalRefused => "MassRemovalRefused",
         }
     }
 

@@ -18,6 +18,19 @@ use crate::netdef::GuidVia;
 pub struct PkeyJob {
     pub remove: Vec<Guid>,
     pub add: Vec<(PartitionSpec, Vec<Guid>)>,
+    /// Why the removals are made, for the audit trail.
+    pub why: RemovalWhy,
+}
+
+/// Counts of a job's removals by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemovalWhy {
+    /// The ledger owner is gone (pod deleted or finished, attachment removed).
+    pub owner_gone: usize,
+    /// The owner lives but wants another membership (network moved, refused, invalid).
+    pub moved: usize,
+    /// No claim explains the GUID (drift repair, through the breaker).
+    pub stale: usize,
 }
 
 impl PkeyJob {
@@ -101,10 +114,17 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                 keep_dirty = true;
                 continue;
             }
-            if entry.is_none() {
-                stale.entry(m.pkey).or_default().push(g);
-            } else {
-                out.jobs.entry(m.pkey).or_default().remove.push(g);
+            match entry {
+                None => stale.entry(m.pkey).or_default().push(g),
+                Some(a) => {
+                    let job = out.jobs.entry(m.pkey).or_default();
+                    job.remove.push(g);
+                    if a.owner.is_some() {
+                        job.why.moved += 1;
+                    } else {
+                        job.why.owner_gone += 1;
+                    }
+                }
             }
         }
         let Some(a) = entry else {
@@ -163,7 +183,9 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
             out.breaker.push(BreakerTrip { pkey: p, stale: guids.len(), members });
         } else {
             out.stale_removals += guids.len();
-            out.jobs.entry(p).or_default().remove.extend(guids);
+            let job = out.jobs.entry(p).or_default();
+            job.why.stale += guids.len();
+            job.remove.extend(guids);
         }
     }
     for (p, by_spec) in adds {

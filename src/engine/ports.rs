@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::fabric::ErrorClass;
 use super::ledger::Claim;
 use super::model::{ObjectKey, PodUid, PodView, Slot};
+use super::outcome::Reason;
 use crate::ib::{Guid, PKey};
 use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
 
@@ -100,11 +101,35 @@ pub enum EventType {
     Warning,
 }
 
+/// The kinds of object the engine reports on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Pod,
+    NetworkAttachmentDefinition,
+    SpiderMultusConfig,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "Pod",
+            ObjectKind::NetworkAttachmentDefinition => "NetworkAttachmentDefinition",
+            ObjectKind::SpiderMultusConfig => "SpiderMultusConfig",
+        }
+    }
+
+    pub fn of_network(kind: NetworkKind) -> ObjectKind {
+        match kind {
+            NetworkKind::Nad => ObjectKind::NetworkAttachmentDefinition,
+            NetworkKind::SpiderMultusConfig => ObjectKind::SpiderMultusConfig,
+        }
+    }
+}
+
 /// The object an Event is about.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventObject {
-    /// `Pod`, `NetworkAttachmentDefinition` or `SpiderMultusConfig`.
-    pub kind: &'static str,
+    pub kind: ObjectKind,
     pub key: ObjectKey,
     pub uid: Option<String>,
 }
@@ -113,8 +138,7 @@ pub struct EventObject {
 pub struct EventRecord {
     pub object: EventObject,
     pub event_type: EventType,
-    /// Stable reason, e.g. `PKeyLimitExceeded`.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 

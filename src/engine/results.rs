@@ -7,9 +7,10 @@ use super::fabric::{FabricError, FabricListing};
 use super::ledger::Claim;
 use super::outcome::{Reason, Refusal};
 use super::plan::Plan;
-use super::ports::{ClaimOutcome, EventObject, EventRecord, EventType, PatchOutcome, PodPatch};
-use super::state::{Effective, Standing, State};
+use super::ports::{ClaimOutcome, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome, PodPatch};
+use super::state::{Standing, State};
 use crate::ib::{Guid, PKey, PartitionSpec};
+use crate::netdef::NetworkKey;
 
 impl State {
     /// Books a plan as launched: GUIDs handled leave the dirty set, retired GUIDs are released
@@ -49,25 +50,11 @@ impl State {
             }
         }
         for trip in &plan.breaker {
-            let network = self.networks.iter().find_map(|(k, d)| match d.effective() {
-                Effective::Ours(n) if n.pkey() == Some(trip.pkey) => Some(k.clone()),
-                _ => None,
-            });
-            if let Some(network) = network {
-                self.events.push(EventRecord {
-                    object: EventObject {
-                        kind: "NetworkAttachmentDefinition",
-                        key: super::model::ObjectKey { namespace: network.namespace.to_string(), name: network.name.to_string() },
-                        uid: None,
-                    },
-                    event_type: EventType::Warning,
-                    reason: "MassRemovalRefused",
-                    message: format!(
-                        "refused to remove {} stale GUIDs from pkey {} ({} members known): more than FABRIC_SYNC_MASS_REMOVAL_SHARE at once; check GUID_POOL_RANGE_* and the cluster, then raise the share to let it through",
-                        trip.stale, trip.pkey, trip.members
-                    ),
-                });
-            }
+            let message = format!(
+                "refused to remove {} stale GUIDs (no claim explains them) from pkey {} ({} members known): more than FABRIC_SYNC_MASS_REMOVAL_SHARE at once; check GUID_POOL_RANGE_* and the cluster, then raise the share to let it through",
+                trip.stale, trip.pkey, trip.members
+            );
+            self.report_networks_naming(trip.pkey, Reason::MassRemovalRefused, &message);
         }
     }
 
@@ -124,20 +111,67 @@ impl State {
                 Ok(()) => {
                     self.knowledge.add_accepted(g, spec);
                     if let Some(id) = owner {
-                        let retrying = matches!(self.standing.get(&id), Some(Standing::Quiet(r)) if r.reason == Reason::FabricUnavailable);
-                        if retrying {
+                        let cleared = matches!(self.standing.get(&id),
+                            Some(Standing::Quiet(r) | Standing::Refused(r)) if matches!(r.reason, Reason::FabricUnavailable | Reason::FabricRejected));
+                        if cleared {
                             self.set_standing(&id, None);
                         }
                     }
                 }
                 Err(e) => {
                     if let Some(id) = owner {
-                        let refusal = Refusal::new(Reason::FabricUnavailable, e.message.clone());
-                        self.set_standing(&id, Some(Standing::Quiet(refusal)));
+                        // A permanent refusal is shown (status, Event) and waits for the network
+                        // to change; a passing failure is retried quietly.
+                        let standing = if e.is_permanent() {
+                            Standing::Refused(Refusal::new(
+                                Reason::FabricRejected,
+                                format!("UFM refused to add the GUID to pkey {}: {}", spec.pkey, e.message),
+                            ))
+                        } else {
+                            Standing::Quiet(Refusal::new(Reason::FabricUnavailable, e.message.clone()))
+                        };
+                        self.set_standing(&id, Some(standing));
                     }
                 }
             }
             self.dirty_guids.insert(g);
+        }
+        if let Err(e) = result
+            && e.is_permanent()
+        {
+            let message = format!(
+                "UFM refused to add {} GUIDs to pkey {} for good ({}): {}; fix the network's partition attributes",
+                guids.len(),
+                spec.pkey,
+                e.reason,
+                e.message
+            );
+            self.report_networks_naming(spec.pkey, Reason::FabricRejected, &message);
+        }
+    }
+
+    /// One Warning Event on every network (NAD or SMC) that names `pkey`.
+    pub(super) fn report_networks_naming(&mut self, pkey: PKey, reason: Reason, message: &str) {
+        let mut named: Vec<(NetworkKey, super::ports::ObjectKind)> = Vec::new();
+        for (key, defs) in &self.networks {
+            for (kind, def) in [(NetworkKind::Nad, &defs.nad), (NetworkKind::SpiderMultusConfig, &defs.smc)] {
+                if matches!(def, Some(Ok(Some(n))) if n.pkey() == Some(pkey)) {
+                    named.push((key.clone(), super::ports::ObjectKind::of_network(kind)));
+                }
+            }
+        }
+        named.sort();
+        for (key, kind) in named {
+            self.events.push(EventRecord {
+                object: EventObject {
+                    kind,
+                    key: super::model::ObjectKey { namespace: key.namespace.to_string(), name: key.name.to_string() },
+                    uid: None,
+                },
+                event_type: EventType::Warning,
+                reason,
+                message: message.to_string(),
+            });
         }
     }
 

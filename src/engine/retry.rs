@@ -46,6 +46,11 @@ impl<K: Hash + Eq + Clone> Backoffs<K> {
         self.entries.remove(key);
     }
 
+    /// Whether the item failed and has not succeeded since.
+    pub fn is_failing(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Whether the item waits now.
     pub fn blocks(&self, key: &K, now: Instant) -> bool {
         self.entries.get(key).is_some_and(|e| e.until > now)

@@ -14,8 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use super::fabric::{Fabric, FabricError, FabricListing};
 use super::ledger::Claim;
 use super::model::PodUid;
-use super::outcome::Reason;
-use super::plan::{Limits, PkeyJob, Plan, build_patch, plan};
+use super::plan::{Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 use super::ports::{ClaimOutcome, ClusterEvent, ClusterWriter, EventRecord, PatchOutcome, PodPatch, WriteError};
 use super::retry::Backoffs;
 use super::state::State;
@@ -52,7 +51,7 @@ impl Timing {
 }
 
 enum Done {
-    Job { pkey: PKey, remove: Vec<Guid>, removed: Result<(), FabricError>, adds: Vec<AddDone> },
+    Job { pkey: PKey, remove: Vec<Guid>, why: RemovalWhy, removed: Result<(), FabricError>, adds: Vec<AddDone> },
     Patch { patch: PodPatch, result: Result<PatchOutcome, WriteError> },
     Claim { claim: Claim, release: bool, result: Result<ClaimOutcome, WriteError> },
     List { started: u64, result: Result<FabricListing, FabricError> },
@@ -88,6 +87,8 @@ pub struct Engine {
     claiming: HashSet<PodUid>,
     backoff_claims: Backoffs<PodUid>,
     list_failures: Backoffs<()>,
+    /// UFM refused the credentials: every UFM request waits.
+    auth_pause: Backoffs<()>,
     window: Option<Instant>,
     /// Since when adds wait for claim writes of the same batch (bounded by the periodic update).
     adds_held_since: Option<Instant>,
@@ -130,6 +131,7 @@ impl Engine {
             claiming: HashSet::new(),
             backoff_claims: Backoffs::new(FIRST_RETRY),
             list_failures: Backoffs::new(FIRST_RETRY),
+            auth_pause: Backoffs::new(FIRST_AUTH_PAUSE),
             window: None,
             adds_held_since: None,
             list_in_flight: false,
@@ -194,8 +196,15 @@ impl Engine {
 
     fn on_event(&mut self, ev: ClusterEvent) {
         self.stats.events_applied.inc();
-        if matches!(ev, ClusterEvent::CachesSynced) {
-            self.stats.set_caches_synced(true);
+        match &ev {
+            ClusterEvent::CachesSynced => self.stats.set_caches_synced(true),
+            // A changed network is new input: a permanent refusal of its pkey is tried again.
+            ClusterEvent::NetworkApplied { network: Ok(Some(n)), .. } => {
+                if let Some(p) = n.pkey() {
+                    self.backoff_pkeys.succeeded(&p);
+                }
+            }
+            _ => {}
         }
         self.state.apply(ev);
         if self.window.is_none() {
@@ -227,12 +236,14 @@ impl Engine {
             self.stats.set_gauges(self.state.gauges());
         }
         if !self.leader {
+            // A follower reports nothing; a new leader reports what it knows afresh.
+            self.state.events.clear();
             self.window = None;
             self.next_tick = now + self.timing.periodic_update;
             self.next_resync = now + self.timing.resync_interval;
             return;
         }
-        if now >= self.next_resync && self.state.caches_synced && !self.list_in_flight {
+        if now >= self.next_resync && self.state.caches_synced && !self.list_in_flight && !self.fabric_paused(now) {
             self.start_list();
         }
         let window_closed = self.window.is_some_and(|w| now >= w) || self.batch_full();
@@ -294,7 +305,7 @@ impl Engine {
             blocked_pkeys: &blocked_pkeys,
             blocked_pods: &blocked_pods,
             blocked_claims: &blocked_claims,
-            writes_only: only.is_some(),
+            writes_only: only.is_some() || self.fabric_paused(now),
             hold_adds: self.hold_adds(now),
         };
         let plan = plan(&self.state, &candidates, &limits);
@@ -350,7 +361,7 @@ impl Engine {
                 let result = fabric.add_guids(&spec, &guids).await;
                 adds.push(AddDone { spec, guids, result });
             }
-            Done::Job { pkey, remove: job.remove, removed, adds }
+            Done::Job { pkey, remove: job.remove, why: job.why, removed, adds }
         });
     }
 
@@ -401,7 +412,7 @@ impl Engine {
             self.stats.events_emitted.inc();
             self.tasks.spawn(async move {
                 if let Err(e) = writer.emit_event(&record).await {
-                    tracing::debug!(error = %e, reason = record.reason, "event not recorded");
+                    tracing::debug!(error = %e, reason = record.reason.as_str(), "event not recorded");
                 }
                 Done::Event
             });
@@ -410,9 +421,7 @@ impl Engine {
 
     fn emit_events(&mut self) {
         for record in std::mem::take(&mut self.state.events) {
-            if let Ok(reason) = record.reason.parse::<ReasonLabel>() {
-                self.stats.refusal(reason.0);
-            }
+            self.stats.refusal(record.reason);
             self.event_queue.push_back(record);
         }
         self.pump();
@@ -441,10 +450,10 @@ impl Engine {
                 }
                 self.pump();
             }
-            Done::Job { pkey, remove, removed, adds } => {
+            Done::Job { pkey, remove, why, removed, adds } => {
                 let touched: Vec<Guid> =
                     remove.iter().chain(adds.iter().flat_map(|a| a.guids.iter())).copied().collect();
-                self.job_done(pkey, remove, removed, adds);
+                self.job_done(pkey, remove, why, removed, adds);
                 // Accepted GUIDs are written back at once; the pkey's next change waits for
                 // the window, or goes now if nothing else is collecting.
                 if self.window.is_some() {
@@ -457,11 +466,28 @@ impl Engine {
         }
     }
 
-    fn job_done(&mut self, pkey: PKey, remove: Vec<Guid>, removed: Result<(), FabricError>, adds: Vec<AddDone>) {
+    fn job_done(
+        &mut self,
+        pkey: PKey,
+        remove: Vec<Guid>,
+        why: RemovalWhy,
+        removed: Result<(), FabricError>,
+        adds: Vec<AddDone>,
+    ) {
         self.busy_pkeys.remove(&pkey);
+        if !remove.is_empty() {
+            // The audit trail: every UFM change once, at info, with its cause and outcome.
+            let outcome = removed.as_ref().map_or_else(|e| e.reason.as_str(), |_| "ok");
+            tracing::info!(pkey = %pkey, guids = remove.len(), owner_gone = why.owner_gone, moved = why.moved,
+                stale = why.stale, outcome, "UFM: remove");
+        }
         self.state.remove_result(pkey, &remove, removed.as_ref().map(|_| ()));
+        let freed = removed.is_ok() && !remove.is_empty();
         let mut failed = removed.err();
         for add in adds {
+            let outcome = add.result.as_ref().map_or_else(|e| e.reason.as_str(), |_| "ok");
+            tracing::info!(pkey = %pkey, guids = add.guids.len(), membership = %add.spec.membership,
+                index0 = add.spec.index0, outcome, "UFM: add for pods");
             self.state.add_result(&add.spec, &add.guids, add.result.as_ref().map(|_| ()));
             if let Err(e) = add.result {
                 failed = Some(e);
@@ -470,20 +496,59 @@ impl Engine {
         match failed {
             None => {
                 self.backoff_pkeys.succeeded(&pkey);
+                self.fabric_answered();
             }
             Some(e) => {
                 self.stats.fabric_failures.inc();
+                self.fabric_failed(&e);
                 let delay = self.backoff_pkeys.failed(pkey, self.timing.cap(e.is_transient()), Instant::now());
-                tracing::warn!(pkey = %pkey, reason = e.reason.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64,
-                    "UFM change failed; retrying");
+                tracing::warn!(pkey = %pkey, reason = e.reason.as_str(), class = e.class.as_str(), error = %e,
+                    retry_in_ms = delay.as_millis() as u64, "UFM change failed; retrying");
             }
         }
+        if freed && self.state.waits_for_guids() {
+            // Something waits for a GUID: confirm the removal with a listing now rather than at
+            // the next resync, so that reuse follows within a second or two.
+            self.next_resync = self.next_resync.min(Instant::now() + CONFIRM_AFTER);
+        }
+    }
+
+    /// Any UFM answer that is not an auth failure ends the auth pause.
+    fn fabric_answered(&mut self) {
+        if !self.auth_pause.is_empty() {
+            tracing::info!("UFM accepts the credentials again; resuming UFM traffic");
+        }
+        self.auth_pause.succeeded(&());
+        self.stats.set_fabric_auth_failing(false);
+    }
+
+    /// A 401/403 from UFM pauses every UFM request (lists and changes) for a growing time:
+    /// real UFMs lock accounts after repeated failed logins.
+    fn fabric_failed(&mut self, e: &FabricError) {
+        if !e.is_auth() {
+            return;
+        }
+        let pause = self.auth_pause.failed((), self.timing.retry_max, Instant::now());
+        self.stats.set_fabric_auth_failing(true);
+        tracing::warn!(reason = e.reason.as_str(), error = %e, pause_ms = pause.as_millis() as u64,
+            "UFM refuses the credentials; pausing all UFM traffic (check the UFM Secret)");
+        self.next_resync = self.next_resync.max(Instant::now() + pause);
+    }
+
+    fn fabric_paused(&self, now: Instant) -> bool {
+        self.auth_pause.blocks(&(), now)
     }
 
     fn patch_done(&mut self, patch: PodPatch, result: Result<PatchOutcome, WriteError>) {
         self.patching.remove(&patch.uid);
         if let Err(e) = &result {
             self.stats.patch_failures.inc();
+            if !e.is_transient() && !self.backoff_pods.is_failing(&patch.uid) {
+                // Refused for good (RBAC, an admission policy, too large): the status cannot be
+                // written, so the refusal goes into an Event; retried slowly.
+                self.state.report_write_refused(&patch.uid, &e.message);
+                self.emit_events();
+            }
             let delay = self.backoff_pods.failed(patch.uid.clone(), self.timing.cap(e.is_transient()), Instant::now());
             tracing::warn!(pod = %patch.pod, error = %e, class = e.class.as_str(), retry_in_ms = delay.as_millis() as u64,
                 "pod patch failed; retrying");
@@ -517,10 +582,21 @@ impl Engine {
         match result {
             Ok(listing) => {
                 self.list_failures.succeeded(&());
+                self.fabric_answered();
                 let first = !self.state.fabric_listed;
                 self.stats.set_fabric_reached(true);
                 let lost = self.state.list_result(started, &listing);
                 self.stats.drift_repairs.add(lost as u64);
+                let g = self.state.gauges();
+                tracing::info!(
+                    partitions = listing.len(),
+                    managed_guids = self.state.knowledge.guids().count(),
+                    lost_readded = lost,
+                    quarantined = g.pool_quarantined,
+                    claims = g.claims,
+                    claims_terminating = g.claims_terminating,
+                    "resync: UFM listed"
+                );
                 if first {
                     self.window = None;
                 }
@@ -532,6 +608,8 @@ impl Engine {
                 tracing::warn!(reason = e.reason.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64,
                     "listing UFM failed; retrying");
                 self.next_resync = Instant::now() + delay;
+                // An auth failure may push it further out.
+                self.fabric_failed(&e);
             }
         }
     }
@@ -546,16 +624,12 @@ const EVENT_CONCURRENCY: usize = 4;
 /// The first pause after a failure; it doubles on every further failure.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 
+/// The first pause of all UFM traffic after UFM refused the credentials.
+const FIRST_AUTH_PAUSE: Duration = Duration::from_secs(1);
+
+/// A removal something waits for is confirmed by a listing this soon (several are batched).
+const CONFIRM_AFTER: Duration = Duration::from_millis(300);
+
 /// A permanent refusal waits this many times the transient cap before it is tried again
 /// (or until its input changes).
 const PERMANENT_FACTOR: u32 = 10;
-
-/// Maps an Event reason back to a refusal reason, for the refusal counters.
-struct ReasonLabel(Reason);
-
-impl std::str::FromStr for ReasonLabel {
-    type Err = ();
-    fn from_str(s: &str) -> Result<ReasonLabel, ()> {
-        Reason::ALL.iter().find(|r| r.as_str() == s).map(|&r| ReasonLabel(r)).ok_or(())
-    }
-}

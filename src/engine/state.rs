@@ -304,6 +304,14 @@ impl State {
         g
     }
 
+    /// Whether an attachment waits for a GUID to come free (pool exhausted, or its GUID still
+    /// being removed).
+    pub fn waits_for_guids(&self) -> bool {
+        self.standing.values().any(|s| {
+            matches!(s, Standing::Refused(r) if matches!(r.reason, super::outcome::Reason::PoolExhausted | super::outcome::Reason::GuidConflict))
+        })
+    }
+
     /// Whether a pkey may be touched for GUIDs nobody owns: only pkeys a network names.
     pub fn is_named(&self, p: PKey) -> bool {
         self.named_pkeys.contains_key(&p)
@@ -445,6 +453,22 @@ impl State {
         self.dirty_attachments.extend(ids);
     }
 
+    /// Reports every invalid network object known (once per leader term).
+    pub(super) fn report_invalid_networks(&mut self) {
+        let mut invalid: Vec<(NetworkKey, NetworkKind, NetdefError)> = Vec::new();
+        for (key, defs) in &self.networks {
+            for (kind, def) in [(NetworkKind::Nad, &defs.nad), (NetworkKind::SpiderMultusConfig, &defs.smc)] {
+                if let Some(Err(e)) = def {
+                    invalid.push((key.clone(), kind, e.clone()));
+                }
+            }
+        }
+        invalid.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (key, kind, e) in invalid {
+            self.report_network(&key, kind, Some(&e));
+        }
+    }
+
     /// One Warning Event per network object and problem (a changed message reports again).
     fn report_network(&mut self, key: &NetworkKey, kind: NetworkKind, error: Option<&NetdefError>) {
         let slot = (key.clone(), kind);
@@ -460,10 +484,7 @@ impl State {
                 self.network_reported.insert(slot, message.clone());
                 self.events.push(EventRecord {
                     object: EventObject {
-                        kind: match kind {
-                            NetworkKind::Nad => "NetworkAttachmentDefinition",
-                            NetworkKind::SpiderMultusConfig => "SpiderMultusConfig",
-                        },
+                        kind: super::ports::ObjectKind::of_network(kind),
                         key: super::model::ObjectKey {
                             namespace: key.namespace.to_string(),
                             name: key.name.to_string(),
@@ -471,7 +492,7 @@ impl State {
                         uid: None,
                     },
                     event_type: EventType::Warning,
-                    reason: "InvalidNetwork",
+                    reason: super::outcome::Reason::InvalidNetwork,
                     message,
                 });
             }

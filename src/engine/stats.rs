@@ -44,6 +44,7 @@ pub struct EngineStats {
     leader: AtomicBool,
     caches_synced: AtomicBool,
     fabric_reached: AtomicBool,
+    fabric_auth_failing: AtomicBool,
     gauges: Mutex<Gauges>,
 }
 
@@ -99,6 +100,15 @@ impl EngineStats {
     }
 
     /// The fabric answered a listing in this leader term.
+    pub fn set_fabric_auth_failing(&self, v: bool) {
+        self.fabric_auth_failing.store(v, Ordering::Relaxed);
+    }
+
+    /// UFM refuses the credentials: all UFM traffic pauses.
+    pub fn fabric_auth_failing(&self) -> bool {
+        self.fabric_auth_failing.load(Ordering::Relaxed)
+    }
+
     pub fn fabric_reached(&self) -> bool {
         self.fabric_reached.load(Ordering::Relaxed)
     }

@@ -318,7 +318,7 @@ fn user_guid_owned_by_live_pod_is_refused_never_stolen() {
     assert_eq!(w.standing("u2", "a"), Some(Reason::GuidConflict));
     assert_eq!(w.guid_of("u1", 0), owned);
     assert_eq!(w.members("0x10"), [owned].into());
-    assert!(w.events.iter().any(|e| e.reason == "GuidConflict" && e.object.key.name == "pod-u2"));
+    assert!(w.events.iter().any(|e| e.reason == Reason::GuidConflict && e.object.key.name == "pod-u2"));
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn node_pkey_budget_is_enforced_with_the_numbers() {
     }
     w.converge();
     assert_eq!(w.standing("u2", "n2"), Some(Reason::PKeyLimitExceeded));
-    let ev = w.events.iter().find(|e| e.reason == "PKeyLimitExceeded").unwrap();
+    let ev = w.events.iter().find(|e| e.reason == Reason::PKeyLimitExceeded).unwrap();
     assert!(ev.message.contains("2 distinct pkeys"), "{}", ev.message);
     assert_eq!(w.state.budget.nodes_over_limit(), 0);
     // A pod on a pkey the node already holds still fits.
@@ -574,7 +574,7 @@ fn stale_guids_are_repaired_but_a_mass_removal_is_refused() {
     w.converge();
     assert!(!w.members("0x10").contains(&g(101)), "small drift is repaired");
     assert_eq!(w.members("0x20").len(), 5, "the breaker keeps the partition");
-    assert!(w.events.iter().any(|e| e.reason == "MassRemovalRefused" && e.object.key.name == "b"));
+    assert!(w.events.iter().any(|e| e.reason == Reason::MassRemovalRefused && e.object.key.name == "b"));
 }
 
 #[test]
@@ -597,7 +597,11 @@ fn invalid_network_is_refused_with_an_event_on_the_nad() {
     w.pod("u1", "n1", "bad");
     w.converge();
     assert_eq!(w.standing("u1", "bad"), Some(Reason::InvalidNetwork));
-    assert!(w.events.iter().any(|e| e.object.kind == "NetworkAttachmentDefinition" && e.reason == "InvalidNetwork"));
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.object.kind == ObjectKind::NetworkAttachmentDefinition && e.reason == Reason::InvalidNetwork)
+    );
     let status = w.state.pods.values().next().map(|p| p.key.clone());
     assert!(status.is_some());
 }
@@ -690,7 +694,7 @@ fn security_policy_warn_mode_configures_but_reports() {
     w.pod("u1", "n1", "theirs");
     w.converge();
     assert_eq!(w.members("0x20").len(), 1);
-    assert!(w.events.iter().any(|e| e.reason == "PKeyNotAllowed" && e.message.contains("policy mode warn")));
+    assert!(w.events.iter().any(|e| e.reason == Reason::PKeyNotAllowed && e.message.contains("policy mode warn")));
 }
 
 #[test]

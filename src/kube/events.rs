@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::watch::NetworkUids;
 use super::writer::write_error;
-use crate::engine::{EventRecord, EventType, WriteError};
+use crate::engine::{EventRecord, EventType, ObjectKind, Reason, WriteError};
 use crate::netdef::{NetworkKey, SMC_API_VERSION};
 
 /// Repeats within this window are counted on the first Event.
@@ -30,10 +30,10 @@ pub const REPORTING_CONTROLLER: &str = "fabric-sync.io/controller";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
-    kind: &'static str,
+    kind: ObjectKind,
     namespace: String,
     name: String,
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
@@ -121,12 +121,12 @@ impl EventPublisher {
     fn build(&self, r: &EventRecord) -> Event {
         let now = Timestamp::now();
         let o = &r.object;
-        let uid = o.uid.clone().or_else(|| self.uids.get(o.kind, &NetworkKey::new(&o.key.namespace, &o.key.name)));
+        let uid =
+            o.uid.clone().or_else(|| self.uids.get(o.kind.as_str(), &NetworkKey::new(&o.key.namespace, &o.key.name)));
         let api_version = match o.kind {
-            "Pod" => "v1",
-            "NetworkAttachmentDefinition" => "k8s.cni.cncf.io/v1",
-            "SpiderMultusConfig" => SMC_API_VERSION,
-            _ => "",
+            ObjectKind::Pod => "v1",
+            ObjectKind::NetworkAttachmentDefinition => "k8s.cni.cncf.io/v1",
+            ObjectKind::SpiderMultusConfig => SMC_API_VERSION,
         };
         Event {
             metadata: ObjectMeta {
@@ -135,7 +135,7 @@ impl EventPublisher {
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
-            action: Some(if o.kind == "Pod" { "Configure" } else { "Validate" }.to_string()),
+            action: Some(if o.kind == ObjectKind::Pod { "Configure" } else { "Validate" }.to_string()),
             reason: Some(r.reason.to_string()),
             note: Some(truncate(&r.message, NOTE_LIMIT)),
             type_: Some(
@@ -147,7 +147,7 @@ impl EventPublisher {
             ),
             regarding: Some(ObjectReference {
                 api_version: Some(api_version.to_string()).filter(|v| !v.is_empty()),
-                kind: Some(o.kind.to_string()),
+                kind: Some(o.kind.as_str().to_string()),
                 namespace: Some(o.key.namespace.clone()),
                 name: Some(o.key.name.clone()),
                 uid,
@@ -177,7 +177,13 @@ mod tests {
     use super::*;
 
     fn key(message: &str) -> Key {
-        Key { kind: "Pod", namespace: "t".into(), name: "p".into(), reason: "R", message: message.into() }
+        Key {
+            kind: ObjectKind::Pod,
+            namespace: "t".into(),
+            name: "p".into(),
+            reason: Reason::InvalidNetwork,
+            message: message.into(),
+        }
     }
 
     fn publisher() -> EventPublisher {

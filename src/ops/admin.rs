@@ -27,6 +27,9 @@ pub fn readiness(stats: &EngineStats) -> Result<(), &'static str> {
     if !stats.caches_synced() {
         return Err("waiting for the initial lists of pods, networks, nodes and namespaces");
     }
+    if stats.is_leader() && stats.fabric_auth_failing() {
+        return Err("leader: UFM refuses the credentials (401/403); UFM traffic is paused; check the UFM Secret");
+    }
     if stats.is_leader() && !stats.fabric_reached() {
         return Err("leader: UFM has not answered a listing yet");
     }

@@ -42,6 +42,21 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("fabric_sync_guid_pool_quarantined", "gauge", "", "GUIDs waiting for UFM to confirm their removal before reuse"),
     ("fabric_sync_guid_pool_capacity", "gauge", "", "GUIDs in the managed pool range"),
     ("fabric_sync_nodes_at_pkey_limit", "gauge", "", "Nodes whose pkey table is full"),
+    ("fabric_sync_ledger_claims", "gauge", "", "Ledger objects (GuidClaims), one per pod holding GUIDs"),
+    (
+        "fabric_sync_ledger_claims_terminating",
+        "gauge",
+        "",
+        "GuidClaims Kubernetes is deleting, held by their finalizer until UFM confirms the removal (a deleted namespace waits for them)",
+    ),
+    ("fabric_sync_ledger_writes_total", "counter", "", "Ledger writes (claim creates, updates, releases) started"),
+    ("fabric_sync_ledger_write_failures_total", "counter", "", "Ledger writes that failed (retried with back-off)"),
+    (
+        "fabric_sync_ufm_auth_failing",
+        "gauge",
+        "",
+        "1 while UFM refuses the credentials (401/403): all UFM traffic pauses, growing",
+    ),
     (
         "fabric_sync_drift_repairs_total",
         "counter",
@@ -95,6 +110,11 @@ pub struct Metrics {
     pool_quarantined: IntGauge,
     pool_capacity: IntGauge,
     nodes_at_limit: IntGauge,
+    claims: IntGauge,
+    claims_terminating: IntGauge,
+    ledger_writes: IntCounter,
+    ledger_write_failures: IntCounter,
+    ufm_auth_failing: IntGauge,
     drift_repairs: IntCounter,
     breaker_trips: IntCounter,
     fabric_changes: IntCounterVec,
@@ -151,6 +171,15 @@ impl Metrics {
                 .expect("static metric definition"),
             nodes_at_limit: IntGauge::with_opts(opts("fabric_sync_nodes_at_pkey_limit"))
                 .expect("static metric definition"),
+            claims: IntGauge::with_opts(opts("fabric_sync_ledger_claims")).expect("static metric definition"),
+            claims_terminating: IntGauge::with_opts(opts("fabric_sync_ledger_claims_terminating"))
+                .expect("static metric definition"),
+            ledger_writes: IntCounter::with_opts(opts("fabric_sync_ledger_writes_total"))
+                .expect("static metric definition"),
+            ledger_write_failures: IntCounter::with_opts(opts("fabric_sync_ledger_write_failures_total"))
+                .expect("static metric definition"),
+            ufm_auth_failing: IntGauge::with_opts(opts("fabric_sync_ufm_auth_failing"))
+                .expect("static metric definition"),
             drift_repairs: IntCounter::with_opts(opts("fabric_sync_drift_repairs_total"))
                 .expect("static metric definition"),
             breaker_trips: IntCounter::with_opts(opts("fabric_sync_mass_removals_refused_total"))
@@ -202,6 +231,11 @@ impl Metrics {
             Box::new(self.pool_quarantined.clone()),
             Box::new(self.pool_capacity.clone()),
             Box::new(self.nodes_at_limit.clone()),
+            Box::new(self.claims.clone()),
+            Box::new(self.claims_terminating.clone()),
+            Box::new(self.ledger_writes.clone()),
+            Box::new(self.ledger_write_failures.clone()),
+            Box::new(self.ufm_auth_failing.clone()),
             Box::new(self.drift_repairs.clone()),
             Box::new(self.breaker_trips.clone()),
             Box::new(self.fabric_changes.clone()),
@@ -288,6 +322,11 @@ impl Metrics {
         self.pool_quarantined.set(level(g.pool_quarantined));
         self.pool_capacity.set(level(g.pool_capacity));
         self.nodes_at_limit.set(level(g.nodes_at_pkey_limit));
+        self.claims.set(level(g.claims));
+        self.claims_terminating.set(level(g.claims_terminating));
+        advance(&self.ledger_writes, s.claim_writes.get());
+        advance(&self.ledger_write_failures, s.claim_failures.get());
+        self.ufm_auth_failing.set(i64::from(s.fabric_auth_failing()));
         self.leader.set(i64::from(s.is_leader()));
         self.caches_synced.set(i64::from(s.caches_synced()));
         self.fabric_reached.set(i64::from(s.fabric_reached()));
