@@ -41,6 +41,13 @@ impl<K: Hash + Eq + Clone> Backoffs<K> {
         pause
     }
 
+    /// Records a refusal that retrying will not change: the item waits `pause` at once (new
+    /// input ends the wait early through [`Backoffs::succeeded`]).
+    pub fn refused(&mut self, key: K, pause: Duration, now: Instant) -> Duration {
+        self.entries.insert(key, Entry { until: now + pause, delay: pause, armed: true });
+        pause
+    }
+
     /// Records a success: the item starts from the shortest pause again.
     pub fn succeeded(&mut self, key: &K) {
         self.entries.remove(key);

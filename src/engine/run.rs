@@ -501,7 +501,13 @@ impl Engine {
             Some(e) => {
                 self.stats.fabric_failures.inc();
                 self.fabric_failed(&e);
-                let delay = self.backoff_pkeys.failed(pkey, self.timing.cap(e.is_transient()), Instant::now());
+                let now = Instant::now();
+                let delay = if e.is_permanent() {
+                    // Not retried until a network naming the pkey changes (or after a long pause).
+                    self.backoff_pkeys.refused(pkey, self.timing.cap(false), now)
+                } else {
+                    self.backoff_pkeys.failed(pkey, self.timing.cap(e.is_transient()), now)
+                };
                 tracing::warn!(pkey = %pkey, reason = e.reason.as_str(), class = e.class.as_str(), error = %e,
                     retry_in_ms = delay.as_millis() as u64, "UFM change failed; retrying");
             }

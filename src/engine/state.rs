@@ -278,6 +278,10 @@ impl State {
     pub fn dirty_all(&mut self) {
         let ids: Vec<AttachmentId> = self.pods.values().flat_map(attachment_ids).collect();
         self.dirty_attachments.extend(ids);
+        // A pod whose annotation does not parse has no attachment to evaluate: its status is due.
+        let refused: Vec<PodUid> =
+            self.pods.values().filter(|p| p.attachments.is_err()).map(|p| p.uid.clone()).collect();
+        self.dirty_status.extend(refused);
     }
 
     /// The levels published as metrics.

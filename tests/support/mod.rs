@@ -41,19 +41,22 @@ pub struct Env {
 pub enum UfmAuth {
     Basic,
     Token,
+    /// Basic auth with a password UFM does not accept.
+    WrongPassword,
 }
 
 impl Env {
     pub async fn new() -> Env {
+        Env::with_ufm(|_| {}).await
+    }
+
+    /// Like [`Env::new`], with the mock UFM's configuration changed by `change`.
+    pub async fn with_ufm(change: impl FnOnce(&mut mock_ufm::Config)) -> Env {
         fabric_sync::install_crypto_provider();
         let api = FakeApi::start().await;
-        let ufm = MockUfm::start(mock_ufm::Config {
-            password: UFM_PASSWORD.into(),
-            fault_seed: Some(1),
-            ..Default::default()
-        })
-        .await
-        .expect("mock UFM starts");
+        let mut config = mock_ufm::Config { password: UFM_PASSWORD.into(), fault_seed: Some(1), ..Default::default() };
+        change(&mut config);
+        let ufm = MockUfm::start(config).await.expect("mock UFM starts");
         api.create(Res::Namespaces, json!({"metadata": {"name": "t", "labels": {"tenant": "t"}}}));
         api.create(Res::Namespaces, json!({"metadata": {"name": LEASE_NS}}));
         api.create(Res::Nodes, json!({"metadata": {"name": "n1"}}));
@@ -70,8 +73,12 @@ impl Env {
             sm_plugin: "ufm".into(),
             address: Some(self.ufm.addr().ip().to_string()),
             port: Some(self.ufm.addr().port().to_string()),
-            username: (auth == UfmAuth::Basic).then(|| "admin".to_string()),
-            password: (auth == UfmAuth::Basic).then(|| Secret::new(UFM_PASSWORD)),
+            username: (auth != UfmAuth::Token).then(|| "admin".to_string()),
+            password: match auth {
+                UfmAuth::Basic => Some(Secret::new(UFM_PASSWORD)),
+                UfmAuth::WrongPassword => Some(Secret::new("not-the-password")),
+                UfmAuth::Token => None,
+            },
             token: (auth == UfmAuth::Token).then(|| Secret::new(self.ufm.issue_token())),
             certificate: self.ufm.ca_pem(),
             insecure_skip_verify: "false".into(),
