@@ -304,6 +304,16 @@ impl SimCluster {
         (inner.claims.len(), inner.claims.values().filter(|c| c.deleting).count())
     }
 
+    /// Every claim (the ledger as the API server holds it).
+    pub fn claims(&self) -> Vec<Claim> {
+        self.lock().claims.values().cloned().collect()
+    }
+
+    /// A tenant's pod created with any annotation it likes.
+    pub async fn create_pod_with(&self, uid: &str, namespace: &str, name: &str, node: &str, networks: &str) {
+        self.create_pod(uid, namespace, name, node, networks).await;
+    }
+
     /// The claim of a pod (by UID).
     pub fn claim(&self, uid: &str) -> Option<Claim> {
         self.lock().claims.get(uid).cloned()

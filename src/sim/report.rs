@@ -23,6 +23,10 @@ pub struct Invariants {
     pub foreign_guids_touched: u64,
     /// Live attachments neither configured nor refused with a reason.
     pub unresolved_attachments: u64,
+    /// UFM memberships of a claimed GUID in a pkey its ledger owner's network does not name.
+    pub guids_in_wrong_pkey: u64,
+    /// Elements claiming `configured` with a GUID their pod's claim does not record.
+    pub forged_markers: u64,
 }
 
 impl Invariants {
@@ -31,7 +35,11 @@ impl Invariants {
     }
 
     pub(super) fn converged(&self) -> bool {
-        self.stale_in_fabric == 0 && self.missing_in_fabric == 0 && self.unresolved_attachments == 0
+        self.stale_in_fabric == 0
+            && self.missing_in_fabric == 0
+            && self.unresolved_attachments == 0
+            && self.guids_in_wrong_pkey == 0
+            && self.forged_markers == 0
     }
 }
 
@@ -224,6 +232,37 @@ pub(super) fn check_invariants(world: &World) -> Invariants {
             }
         }
     }
+    // The ledger: every claimed GUID and the network it is claimed for.
+    let mut claimed: HashMap<Guid, NetworkKey> = HashMap::new();
+    let mut claims_by_pod: HashMap<String, HashSet<Guid>> = HashMap::new();
+    for c in world.cluster.claims() {
+        for a in &c.attachments {
+            claimed.insert(a.guid, a.network.clone());
+            claims_by_pod.entry(c.pod_uid.to_string()).or_default().insert(a.guid);
+        }
+    }
+    for (raw_pkey, part) in &table {
+        let Some(pkey) = PKey::new(*raw_pkey) else { continue };
+        for raw in part.members.keys() {
+            let Some(g) = Guid::new(raw.value()) else { continue };
+            if let Some(net) = claimed.get(&g) {
+                if network_pkey.get(net).copied().flatten() != Some(pkey) {
+                    inv.guids_in_wrong_pkey += 1;
+                }
+            }
+        }
+    }
+    world.cluster.with_pods(|pods| {
+        for p in pods.filter(|p| !p.phase.is_finished()) {
+            let Ok(els) = parse_networks(&p.networks) else { continue };
+            for e in els.iter().filter(|e| e.is_configured()) {
+                let backed = matches!(e.requested_guid(), Ok(Some(g)) if claims_by_pod.get(&p.uid).is_some_and(|s| s.contains(&g)));
+                if !backed {
+                    inv.forged_markers += 1;
+                }
+            }
+        }
+    });
     inv.stale_in_fabric = actual.difference(&desired).count() as u64;
     inv.missing_in_fabric = desired.difference(&actual).count() as u64;
     inv.foreign_guids_touched = world.fabric.foreign_requests()

@@ -368,6 +368,24 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
                 create_pod(&world, s, next_pod).await;
                 next_pod += 1;
             }
+            if s.faults == FaultProfile::Chaos {
+                hostile_tenants(&world, &mut rng, round).await;
+            }
+            if s.faults == FaultProfile::Chaos && round == 3 {
+                // Deletions while no controller runs: the leader and its follower die, a whole
+                // job goes, then new replicas start from the ledger alone.
+                controller.kill(&world.cluster).await;
+                if let Some(mut f) = follower.take() {
+                    f.kill(&world.cluster).await;
+                }
+                let live: Vec<String> = world.cluster.pods().into_iter().map(|p| p.uid).collect();
+                for i in pick(&mut rng, live.len(), (per_round * 2).max(40).min(live.len())) {
+                    world.cluster.delete_pod(&live[i]).await;
+                }
+                controller = world.controller().await;
+                follower = Some(world.controller_as(false).await);
+                restarts_done += 1;
+            }
             if s.faults == FaultProfile::Chaos && round == 0 {
                 // Watch connections drop; pods come and go unseen; the watches relist (410 Gone).
                 world.cluster.drop_watches().await;
@@ -465,6 +483,45 @@ async fn restart(world: &World, mut leader: Controller, follower: &mut Option<Co
 fn pod_spec(s: &Scenario, i: usize) -> (String, String, String, String, String) {
     let (ns, network) = network_of(i % s.pkeys.max(1));
     (format!("uid-{i:07}"), ns, format!("job-{i}"), format!("node-{}", i % s.nodes.max(1)), network)
+}
+
+/// Tenants who do not play fair: new pods that claim another tenant's live GUID as configured,
+/// and a configured pod that points its element at another pod's GUID.
+async fn hostile_tenants(world: &World, rng: &mut rand::rngs::StdRng, round: usize) {
+    let pods = world.cluster.pods();
+    let configured: Vec<(String, String, String)> = pods
+        .iter()
+        .filter(|p| !p.uid.starts_with("forger-"))
+        .filter_map(|p| {
+            let els = crate::netdef::parse_networks(&p.networks).ok()?;
+            let e = els.first()?;
+            let g = e.cni_arg(crate::netdef::CNI_ARG_GUID)?.to_string();
+            e.is_configured().then(|| (p.uid.clone(), p.namespace.clone(), g))
+        })
+        .collect();
+    if configured.len() < 2 {
+        return;
+    }
+    for k in 0..3 {
+        let victim = &configured[pick(rng, configured.len(), 1)[0]];
+        // Another tenant's namespace and network.
+        let t = (victim.1.trim_start_matches("tenant-").parse::<usize>().unwrap_or(0) + 1) % 4;
+        let (ns, net) = network_of(t);
+        let forged = format!(
+            r#"[{{"name":"{net}","cni-args":{{"guid":"{}","mellanox.infiniband.app":"configured"}}}}]"#,
+            victim.2
+        );
+        let uid = format!("forger-{round}-{k}");
+        world.cluster.create_pod_with(&uid, &ns, &uid, "node-0", &forged).await;
+    }
+    let picked = pick(rng, configured.len(), 2);
+    if let [a, b] = picked[..] {
+        let (editor, theirs) = (&configured[a], &configured[b].2);
+        if let Some(p) = pods.iter().find(|p| p.uid == editor.0) {
+            let edited = p.networks.replace(&editor.2, theirs);
+            world.cluster.edit_pod_networks(&editor.0, &edited).await;
+        }
+    }
 }
 
 async fn create_pod(world: &World, s: &Scenario, i: usize) {
