@@ -175,10 +175,10 @@ impl State {
                     former_pkeys: Vec::new(),
                 },
                 (Some(pkey), prev) => {
-                    let mut former: Vec<PKey> =
-                        prev.map(|r| r.pkeys().filter(|p| Some(*p) != pkey).collect()).unwrap_or_default();
-                    // A former pkey is dropped once the fabric no longer lists the GUID there.
-                    former.retain(|p| self.knowledge.members(g).iter().any(|m| m.pkey == *p));
+                    // A former pkey is dropped once UFM accepted the GUID's removal from it.
+                    let mut former: Vec<PKey> = prev
+                        .map(|r| r.pkeys().filter(|p| Some(*p) != pkey && !a.removed_from.contains(p)).collect())
+                        .unwrap_or_default();
                     former.sort_unstable();
                     former.dedup();
                     ClaimedAttachment {
@@ -284,6 +284,8 @@ impl State {
                 guid_via: via,
                 written: None,
                 ever_in_fabric: self.knowledge.is_listed(g),
+                removed_from: Vec::new(),
+                removals: Vec::new(),
             },
         );
         if live {

@@ -103,9 +103,9 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
             if desired.pkey() == Some(m.pkey) || desired == Desired::LeaveAlone {
                 continue;
             }
-            // Ours to remove: a pkey a network names, one we put this GUID into, or one its
-            // claim records (the network may be gone: a namespace off-boarded while we were down).
-            let removable = state.is_named(m.pkey) || (entry.is_some() && (m.ours || recorded.contains(&m.pkey)));
+            // Ours to remove: any pkey of a GUID the ledger holds (its network may be gone, or
+            // an add sent long ago may have landed late), and any pkey a network names.
+            let removable = state.is_named(m.pkey) || entry.is_some();
             if !removable {
                 continue;
             }
@@ -133,6 +133,29 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
             }
             continue;
         };
+        // pkeys the claim records that no listing shows: a listing may lag behind an add, so
+        // the removal is sent anyway (removing a non-member is no error) until UFM accepts it.
+        if desired != Desired::LeaveAlone {
+            for &p in &recorded {
+                let listed = state.knowledge.members(g).iter().any(|m| m.pkey == p);
+                let removing = a.removed_from.contains(&p) || a.removals.iter().any(|(q, _)| *q == p);
+                if listed || desired.pkey() == Some(p) || removing {
+                    continue;
+                }
+                removable_left = true;
+                if limits.writes_only || limits.blocked_pkeys.contains(&p) {
+                    keep_dirty = true;
+                    continue;
+                }
+                let job = out.jobs.entry(p).or_default();
+                job.remove.push(g);
+                if a.owner.is_some() {
+                    job.why.moved += 1;
+                } else {
+                    job.why.owner_gone += 1;
+                }
+            }
+        }
         let ready = match desired {
             Desired::Member(spec) => {
                 if !state.is_recorded(g, Some(spec.pkey)) {
@@ -200,6 +223,10 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
 
 /// Claim writes and releases for the pods whose claim may have changed.
 fn plan_claims(state: &State, limits: &Limits<'_>, out: &mut Plan) {
+    // Until this term rebuilt its ledger from the claims, every claim would look unexplained.
+    if !state.ledger_loaded {
+        return;
+    }
     let mut dirty: Vec<&PodUid> = state.dirty_claims.iter().collect();
     dirty.sort_unstable();
     for uid in dirty {

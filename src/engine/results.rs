@@ -45,6 +45,8 @@ impl State {
                     self.knowledge.add_sent(g, spec);
                     if let Some(a) = self.ledger.get_mut(&g) {
                         a.ever_in_fabric = true;
+                        a.removed_from.retain(|p| *p != spec.pkey);
+                        a.removals.retain(|(p, _)| *p != spec.pkey);
                     }
                 }
             }
@@ -55,6 +57,40 @@ impl State {
                 trip.stale, trip.pkey, trip.members
             );
             self.report_networks_naming(trip.pkey, Reason::MassRemovalRefused, &message);
+        }
+    }
+
+    /// Accepted removals that a listing started after them confirms: the GUID is not in the
+    /// pkey. Where the listing still shows it, the removal is due again.
+    fn confirm_removals(&mut self, started: u64, listing: &FabricListing) {
+        let guids: Vec<Guid> = self.unconfirmed_removals.iter().copied().collect();
+        for g in guids {
+            let Some(a) = self.ledger.get_mut(&g) else {
+                self.unconfirmed_removals.remove(&g);
+                continue;
+            };
+            let mut confirmed = Vec::new();
+            a.removals.retain(|&(p, generation)| {
+                if started < generation {
+                    return true;
+                }
+                if !listing.get(&p).is_some_and(|m| m.iter().any(|m| m.guid == g)) {
+                    confirmed.push(p);
+                }
+                false
+            });
+            for p in confirmed {
+                if !a.removed_from.contains(&p) {
+                    a.removed_from.push(p);
+                }
+            }
+            if a.removals.is_empty() {
+                self.unconfirmed_removals.remove(&g);
+            }
+            if let Some(id) = &a.claimed {
+                self.dirty_claims.insert(id.pod.clone());
+            }
+            self.dirty_guids.insert(g);
         }
     }
 
@@ -96,7 +132,15 @@ impl State {
     pub fn remove_result(&mut self, pkey: PKey, guids: &[Guid], result: Result<(), &FabricError>) {
         for &g in guids {
             match result {
-                Ok(()) => self.knowledge.remove_accepted(g, pkey),
+                Ok(()) => {
+                    self.knowledge.remove_accepted(g, pkey);
+                    let generation = self.knowledge.list_started();
+                    if let Some(a) = self.ledger.get_mut(&g) {
+                        a.removals.retain(|(p, _)| *p != pkey);
+                        a.removals.push((pkey, generation));
+                        self.unconfirmed_removals.insert(g);
+                    }
+                }
                 Err(_) => self.knowledge.remove_failed(g, pkey),
             }
             self.dirty_guids.insert(g);
@@ -211,6 +255,7 @@ impl State {
     /// Returns how many owned GUIDs UFM had lost (they are re-added: drift repair).
     pub fn list_result(&mut self, started: u64, listing: &FabricListing) -> usize {
         let range = self.cfg.guid_range;
+        self.confirm_removals(started, listing);
         let changed = self.knowledge.merge_list(listing, range, started);
         let lost = changed
             .iter()

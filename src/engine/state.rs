@@ -118,6 +118,12 @@ pub struct Assignment {
     pub written: Option<Option<PKey>>,
     /// An add was sent or UFM listed it: it must be removed (and confirmed) before reuse.
     pub ever_in_fabric: bool,
+    /// pkeys a listing confirmed this GUID gone from, after UFM accepted its removal: the claim
+    /// drops them next. (A listing may lag behind an add, so absence alone proves nothing, and
+    /// an accepted removal alone may be overtaken by a delayed add.)
+    pub removed_from: Vec<PKey>,
+    /// Accepted removals waiting for a listing started after them: (pkey, knowledge generation).
+    pub removals: Vec<(PKey, u64)>,
 }
 
 /// A network's definitions: the NAD and/or the SpiderMultusConfig it was rendered from.
@@ -196,6 +202,8 @@ pub struct State {
     /// Attachments whose element claims a `configured` marker the ledger does not back.
     pub forged: HashSet<AttachmentId>,
     pub ledger: HashMap<Guid, Assignment>,
+    /// GUIDs with accepted removals a listing has not confirmed yet.
+    pub unconfirmed_removals: HashSet<Guid>,
     pub by_attachment: HashMap<AttachmentId, Guid>,
     pub standing: HashMap<AttachmentId, Standing>,
     pub knowledge: Knowledge,
@@ -234,6 +242,7 @@ impl State {
             migration: None,
             forged: HashSet::new(),
             ledger: HashMap::new(),
+            unconfirmed_removals: HashSet::new(),
             by_attachment: HashMap::new(),
             standing: HashMap::new(),
             knowledge: Knowledge::default(),
@@ -255,6 +264,7 @@ impl State {
     /// the claims and a UFM listing.
     pub fn reset_leader_state(&mut self) {
         self.ledger.clear();
+        self.unconfirmed_removals.clear();
         self.claim_guids.clear();
         self.dirty_claims.clear();
         self.ledger_loaded = false;

@@ -48,6 +48,8 @@ pub struct Refused {
     pub pkey_limit: u64,
     pub policy: u64,
     pub invalid: u64,
+    /// Forged markers (hostile tenants).
+    pub forged: u64,
     pub other: u64,
 }
 
@@ -106,6 +108,8 @@ impl Report {
                 } else if v.contains(Reason::InvalidNetwork.as_str()) || v.contains(Reason::InvalidAnnotation.as_str())
                 {
                     &mut refused.invalid
+                } else if v.contains(Reason::ForgedAnnotation.as_str()) {
+                    &mut refused.forged
                 } else {
                     &mut refused.other
                 };

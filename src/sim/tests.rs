@@ -171,5 +171,6 @@ async fn chaos_churn_with_three_controller_kills_keeps_every_invariant() {
     assert!(report.invariants.all_zero(), "{:?}", report.invariants);
     assert_eq!(report.restarts, 3);
     assert!(report.ufm_requests.failed > 0, "the faults fired");
-    assert_eq!(report.configured, report.attachments);
+    assert!(report.refused.forged > 0, "hostile tenants forged markers");
+    assert_eq!(report.configured + report.refused.forged, report.attachments, "{:?}", report.refused);
 }
