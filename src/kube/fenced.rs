@@ -87,3 +87,67 @@ impl Fabric for FencedFabric {
         self.inner.check().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::engine::{ObjectKey, PodUid};
+
+    /// Counts the writes that get through.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl ClusterWriter for Counting {
+        async fn write_claim(&self, _: &Claim) -> Result<ClaimOutcome, WriteError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(ClaimOutcome::Written)
+        }
+        async fn release_claim(&self, _: &Claim) -> Result<ClaimOutcome, WriteError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(ClaimOutcome::Released)
+        }
+        async fn patch_pod(&self, _: &PodPatch) -> Result<PatchOutcome, WriteError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(PatchOutcome::Patched)
+        }
+        async fn emit_event(&self, _: &EventRecord) -> Result<(), WriteError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn patch() -> PodPatch {
+        PodPatch {
+            uid: PodUid::new("u"),
+            pod: ObjectKey { namespace: "t".into(), name: "p".into() },
+            writes: Vec::new(),
+            status: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_pass_only_while_the_last_renewal_is_younger_than_the_deadline() {
+        let inner = Arc::new(Counting::default());
+        let fence = Fence::default();
+        let writer = FencedWriter::new(inner.clone(), fence.clone());
+        // Never renewed: nothing is written.
+        let refused = writer.patch_pod(&patch()).await.expect_err("no lease, no write");
+        assert!(refused.is_transient() && refused.message.contains("does not hold"), "{refused}");
+        // Renewed: writes pass.
+        fence.set(Some(Instant::now() + Duration::from_secs(10)));
+        writer.patch_pod(&patch()).await.expect("inside the term");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        // The term ran out while the process was frozen: the write is refused before it is sent,
+        // whatever the engine still believes.
+        fence.set(Some(Instant::now() - Duration::from_millis(1)));
+        let refused = writer.patch_pod(&patch()).await.expect_err("term over");
+        assert!(refused.message.contains("renew deadline"), "{refused}");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1, "nothing reached the API server");
+    }
+}

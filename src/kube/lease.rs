@@ -91,7 +91,7 @@ pub fn decide(s: &LeaseSettings, spec: &LeaseSpec, seen_at: Instant, now: Instan
 pub struct Fence(Arc<Mutex<Option<Instant>>>);
 
 impl Fence {
-    fn set(&self, until: Option<Instant>) {
+    pub(crate) fn set(&self, until: Option<Instant>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = until;
     }
 
