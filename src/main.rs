@@ -31,6 +31,8 @@ enum Command {
     Simulate(Box<fabric_sync::sim::cli::SimulateCmd>),
     /// Check and inspect a UFM with the controller's settings.
     Ufm(Box<fabric_sync::ufm::cli::UfmCmd>),
+    /// The ownership ledger (GuidClaims): `ledger release --all` before uninstalling.
+    Ledger(Box<fabric_sync::kube::release::LedgerCmd>),
     /// Print the version and git commit.
     Version,
     /// Every flag of every subcommand as JSON (long name, env var, default), for the tests that
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo => fabric_sync::sim::demo::main(),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
         Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),
+        Command::Ledger(cmd) => fabric_sync::kube::release::main(*cmd),
     }
 }
 

@@ -6,6 +6,7 @@ mod events;
 mod fenced;
 mod lease;
 mod ledger;
+pub mod release;
 mod resources;
 mod watch;
 mod writer;

@@ -28,7 +28,7 @@ pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 pub const STATUS: &str = "fabric-sync.io/status";
 pub const LEASE_NS: &str = "kube-system";
 pub const LEASE_NAME: &str = "fabric-sync-leader";
-const UFM_PASSWORD: &str = "kube-test-pw";
+pub const UFM_PASSWORD: &str = "kube-test-pw";
 
 /// A fake API server and a mock UFM, seeded with namespace `t` and node `n1`.
 pub struct Env {
