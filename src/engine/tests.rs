@@ -113,18 +113,6 @@ impl World {
         }
     }
 
-    /// A new controller on the same cluster and fabric: it sees the claims, the networks (as
-    /// `nads` re-applies them) and the pods.
-    fn restarted(&self, cfg: EngineConfig) -> World {
-        let mut fresh = World::new(cfg);
-        fresh.fabric = self.fabric.clone();
-        fresh.pods = self.pods.clone();
-        fresh.claims = self.claims.clone();
-        for c in self.claims.values() {
-            fresh.state.apply(ClusterEvent::ClaimApplied(c.clone()));
-        }
-        fresh
-    }
 
     fn finish(&mut self, uid: &str) {
         if let Some(p) = self.pods.get_mut(uid) {
