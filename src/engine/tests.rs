@@ -113,7 +113,6 @@ impl World {
         }
     }
 
-
     fn finish(&mut self, uid: &str) {
         if let Some(p) = self.pods.get_mut(uid) {
             p.4 = PodPhase::Succeeded;
