@@ -25,7 +25,7 @@ impl FencedWriter {
     }
 
     fn check(&self) -> Result<(), WriteError> {
-        self.fence.check().map_err(|message| WriteError::transient(message))
+        self.fence.check().map_err(WriteError::transient)
     }
 }
 
