@@ -269,7 +269,9 @@ impl State {
                 // Listed by UFM: it is ours, recorded in the ledger.
                 self.pool.confirm_removed(g);
             }
-            if let Err(e) = self.pool.reserve(g) {
+            if self.pool.is_allocated(g) {
+                // Allocated for this very assignment (a new GUID).
+            } else if let Err(e) = self.pool.reserve(g) {
                 tracing::warn!(guid = %g, error = %e, "a claimed GUID could not be reserved in the pool");
             }
         }

@@ -430,16 +430,16 @@ impl Engine {
     fn on_done(&mut self, done: Done) {
         match done {
             Done::Event => {
-                self.events_in_flight -= 1;
+                self.events_in_flight = self.events_in_flight.saturating_sub(1);
                 self.pump();
             }
             Done::Patch { patch, result } => {
-                self.patches_in_flight -= 1;
+                self.patches_in_flight = self.patches_in_flight.saturating_sub(1);
                 self.patch_done(patch, result);
                 self.pump();
             }
             Done::Claim { claim, release, result } => {
-                self.patches_in_flight -= 1;
+                self.patches_in_flight = self.patches_in_flight.saturating_sub(1);
                 self.claim_done(claim, release, result);
                 // Its GUIDs may go to the fabric now: with the next batch, once the batch's
                 // claims are all written, so that a burst still makes one add per pkey.
