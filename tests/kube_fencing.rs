@@ -11,12 +11,7 @@ use support::*;
 const IDENTITY: &str = "node-x_uid-1";
 
 fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n"
-    );
-    std::fs::write(&path, text).expect("kubeconfig written");
-    path
+    kubeconfig_file(dir, url)
 }
 
 fn spawn_controller(kubeconfig: &std::path::Path) -> Child {

@@ -141,12 +141,7 @@ async fn a_stopped_controller_releases_the_lease() {
 }
 
 fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    kubeconfig_file(dir, url)
 }
 
 fn controller_command(kubeconfig: &std::path::Path) -> std::process::Command {

@@ -21,15 +21,7 @@ async fn release_all_empties_ufm_of_claimed_guids_and_frees_every_finalizer() {
     c.stop().await;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n",
-            env.api.url()
-        ),
-    )
-    .expect("kubeconfig");
+    let kubeconfig = kubeconfig_file(dir.path(), &env.api.url());
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, env.ufm.ca_pem().expect("the mock has a CA")).expect("CA file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric-sync"));

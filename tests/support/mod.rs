@@ -384,3 +384,13 @@ pub fn events_about(api: &FakeApi, kind: &str, name: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// A kubeconfig file in `dir` pointing at `url` (the fake API server), for the binary.
+pub fn kubeconfig_file(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n"
+    );
+    std::fs::write(&path, text).expect("kubeconfig written");
+    path
+}
