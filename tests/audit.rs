@@ -247,3 +247,33 @@ async fn an_unreachable_api_server_or_ufm_exits_2_with_one_line() {
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
 }
+
+/// Prints the report README shows: `cargo test --test audit -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints README's audit example"]
+async fn print_readme_example() {
+    let env = Env::new().await;
+    env.nad("ib-a", "0x10", false);
+    env.nad("ib-b", "0x20", true);
+    env.pod("trainer-0", "ib-a", &[]);
+    env.pod("trainer-1", "ib-a, ib-b", &[]);
+    let c = env.controller("ctrl", UfmAuth::Basic).await;
+    eventually("every element configured", || {
+        env.annotation("trainer-0", STATUS).as_deref() == Some(r#"{"t/ib-a":"configured"}"#)
+            && env.annotation("trainer-1", STATUS).as_deref()
+                == Some(r#"{"t/ib-a":"configured","t/ib-b":"configured"}"#)
+    })
+    .await;
+    eventually("two claims", || env.claims().len() == 2).await;
+    c.stop().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = audit(&env, dir.path(), &["--owners"]).await;
+    println!("$ fabric-sync audit --owners    # exit {}\n{}", code(&out), String::from_utf8_lossy(&out.stdout));
+    seed_ufm(&env, 0x10, &["02:00:00:00:00:00:0f:01"]);
+    env.nad("legacy", "1000", false);
+    let forged =
+        r#"[{"name":"ib-a","cni-args":{"guid":"02:00:00:00:00:00:0e:01","mellanox.infiniband.app":"configured"}}]"#;
+    env.pod("forger", forged, &[]);
+    let out = audit(&env, dir.path(), &["--migration"]).await;
+    println!("$ fabric-sync audit --migration    # exit {}\n{}", code(&out), String::from_utf8_lossy(&out.stdout));
+}
