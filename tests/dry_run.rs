@@ -105,6 +105,10 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("joined").expect("waited");
     assert!(status.success(), "exit {status:?}");
     let lines = log_lines(&log);
+    // README's example (`-- --nocapture`).
+    for l in lines.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("dry run"))) {
+        println!("{l}");
+    }
     // Logged once each, even across the later listings.
     assert_eq!(with_message(&lines, "dry run: would add to UFM").len(), 3);
     let adds = pairs(&lines, "dry run: would add to UFM");
