@@ -43,11 +43,19 @@ pub struct Controller {
     config: ControllerConfig,
     stats: Arc<EngineStats>,
     metrics: Arc<Metrics>,
+    dry_run: bool,
 }
 
 impl Controller {
     pub fn new(client: Client, fabric: Arc<dyn Fabric>, config: ControllerConfig, metrics: Arc<Metrics>) -> Controller {
-        Controller { client, fabric, config, stats: Arc::new(EngineStats::default()), metrics }
+        Controller { client, fabric, config, stats: Arc::new(EngineStats::default()), metrics, dry_run: false }
+    }
+
+    /// `--dry-run`: no write of any kind (UFM, ledger, pods, Events, Lease); the engine plans
+    /// as a leader that never took the Lease and each change is logged and counted instead.
+    pub fn dry_run(mut self, on: bool) -> Controller {
+        self.dry_run = on;
+        self
     }
 
     /// The engine's counters and flags (leader, synced, fabric reached), for the admin server.
@@ -59,7 +67,7 @@ impl Controller {
     /// the watchers and the engine end. Dropping this future instead stops everything at once
     /// without releasing the Lease (as a crash would).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let Controller { client, fabric, config, stats, metrics } = self;
+        let Controller { client, fabric, config, stats, metrics, dry_run } = self;
         let identity = config.lease.identity.clone();
         tracing::info!(identity = %identity, lease = %format!("{}/{}", config.lease.namespace, config.lease.name),
             "controller starting");
@@ -71,18 +79,28 @@ impl Controller {
         let publisher = EventPublisher::new(client.clone(), &identity, uids.clone());
         let mut elector = LeaderElector::new(client.clone(), config.lease);
         // Every write (UFM, ledger, pods, Events) passes the Lease fence first.
-        let writer: Arc<dyn ClusterWriter> = Arc::new(FencedWriter::new(
-            Arc::new(KubeWriter::new(client.clone(), publisher, metrics.clone())),
-            elector.fence(),
-        ));
-        let fabric: Arc<dyn Fabric> = Arc::new(FencedFabric::new(fabric, elector.fence()));
+        let (writer, fabric): (Arc<dyn ClusterWriter>, Arc<dyn Fabric>) = if dry_run {
+            crate::kube::dry_run_ports(client.clone(), fabric, metrics.clone())
+        } else {
+            let writer = KubeWriter::new(client.clone(), publisher, metrics.clone());
+            (
+                Arc::new(FencedWriter::new(Arc::new(writer), elector.fence())),
+                Arc::new(FencedFabric::new(fabric, elector.fence())),
+            )
+        };
         let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
         spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids);
 
-        tokio::select! {
-            () = elector.run(&leader_tx) => {}
-            () = shutdown => {}
+        if dry_run {
+            tracing::info!("dry run: no Lease is taken and nothing is written; planning as the leader");
+            leader_tx.send_replace(true);
+            shutdown.await;
+        } else {
+            tokio::select! {
+                () = elector.run(&leader_tx) => {}
+                () = shutdown => {}
+            }
         }
         tracing::info!(identity = %identity, "shutting down");
         let was_leader = leader_tx.send_replace(false);
@@ -93,10 +111,11 @@ impl Controller {
                 tracing::warn!("the engine did not acknowledge stepping down in time");
             }
         }
-        match tokio::time::timeout(STEP_DOWN_WAIT, elector.release()).await {
-            Ok(Ok(true)) | Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the leader lease; it will expire"),
-            Err(_) => tracing::warn!("releasing the leader lease timed out; it will expire"),
+        let release = if dry_run { None } else { Some(tokio::time::timeout(STEP_DOWN_WAIT, elector.release()).await) };
+        match release {
+            None | Some(Ok(Ok(true))) | Some(Ok(Ok(false))) => {}
+            Some(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the leader lease; it will expire"),
+            Some(Err(_)) => tracing::warn!("releasing the leader lease timed out; it will expire"),
         }
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
@@ -124,6 +143,10 @@ pub struct ControllerCmd {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub controller: ControllerArgs,
+    /// Plan without writing anything (no UFM change, no pod, ledger, Event or Lease write): each
+    /// change is logged at info and counted in fabric_sync_dry_run_changes_total.
+    #[arg(long, env = "FABRIC_SYNC_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// Validated settings of `fabric-sync controller`.
@@ -172,10 +195,10 @@ pub fn main(cmd: ControllerCmd) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(run_main(settings))
+    rt.block_on(run_main(settings, cmd.dry_run))
 }
 
-async fn run_main(s: Settings) -> ExitCode {
+async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
     let metrics = Metrics::new();
     let identity = s.controller.identity.clone();
     let client = match client_config(s.controller.kubeconfig.as_deref(), &identity).await.and_then(|c| {
@@ -226,7 +249,7 @@ async fn run_main(s: Settings) -> ExitCode {
         engine: s.engine_config,
         timing: Timing::from_settings(&s.engine),
     };
-    let controller = Controller::new(client, fabric, config, metrics.clone());
+    let controller = Controller::new(client, fabric, config, metrics.clone()).dry_run(dry_run);
     let admin_state = AdminState { stats: controller.stats(), metrics };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(listen = %s.controller.admin_listen, "admin server listening (/metrics, /healthz, /readyz)");

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod alloc;
+pub mod audit;
 pub mod config;
 pub mod controller;
 pub mod engine;

@@ -33,6 +33,8 @@ enum Command {
     Ufm(Box<fabric_sync::ufm::cli::UfmCmd>),
     /// The ownership ledger (GuidClaims): `ledger release --all` before uninstalling.
     Ledger(Box<fabric_sync::kube::release::LedgerCmd>),
+    /// Read-only comparison of the cluster and the ledger with UFM (exit 0 clean, 1 drift, 2 could not look).
+    Audit(Box<fabric_sync::audit::cli::AuditCmd>),
     /// Print the version and git commit.
     Version,
     /// Every flag of every subcommand as JSON (long name, env var, default), for the tests that
@@ -44,7 +46,11 @@ enum Command {
 fn main() -> ExitCode {
     fabric_sync::install_crypto_provider();
     let cli = Cli::parse();
-    fabric_sync::ops::init_tracing(cli.log_format);
+    match cli.command {
+        // The audit reports on stdout and stderr itself; logs only when RUST_LOG asks.
+        Command::Audit(_) => fabric_sync::ops::init_tracing_with(cli.log_format, "off"),
+        _ => fabric_sync::ops::init_tracing(cli.log_format),
+    }
     match cli.command {
         Command::Version => {
             println!("{}", fabric_sync::version_string());
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
         Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),
         Command::Ledger(cmd) => fabric_sync::kube::release::main(*cmd),
+        Command::Audit(cmd) => fabric_sync::audit::cli::main(*cmd),
     }
 }
 

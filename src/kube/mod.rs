@@ -2,12 +2,14 @@
 //! and namespaces into the engine's `ClusterEvent`s; the `ClusterWriter` (pod patches with
 //! optimistic concurrency, de-duplicated Events, node annotations); and Lease leader election.
 
+mod dry_run;
 mod events;
 mod fenced;
 mod lease;
 mod ledger;
 pub mod release;
 mod resources;
+mod snapshot;
 mod watch;
 mod writer;
 
@@ -15,6 +17,7 @@ use std::path::Path;
 
 use axum::http::{HeaderValue, header};
 
+pub use dry_run::{DRY_RUN_KINDS, DryRunFabric, DryRunLog, DryRunWriter, dry_run_ports};
 pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
 pub use fenced::{FencedFabric, FencedWriter};
 pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
@@ -25,6 +28,7 @@ pub use resources::{
     INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
     smc_resource,
 };
+pub use snapshot::{Snapshot, SnapshotError, snapshot};
 pub use watch::{NetworkUids, WatchSettings, network_kind_name, spawn_watchers};
 pub use writer::{KubeWriter, MAX_CONFLICT_RETRIES, PodChange, pod_change};
 

@@ -92,6 +92,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "resource",
         "Full relists after the first list (e.g. after 410 Gone)",
     ),
+    (
+        "fabric_sync_dry_run_changes_total",
+        "counter",
+        "kind",
+        "controller --dry-run: distinct changes it would have made (ufm_add, ufm_remove, ledger_write, ledger_release, pod_patch, event)",
+    ),
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -130,6 +136,7 @@ pub struct Metrics {
     fabric_reached: IntGauge,
     watch_errors: IntCounterVec,
     watch_relists: IntCounterVec,
+    dry_run_changes: IntCounterVec,
     /// One scrape at a time copies the engine's counters (they are deltas added to ours).
     scrape: Mutex<()>,
 }
@@ -205,6 +212,8 @@ impl Metrics {
                 .expect("static metric definition"),
             watch_relists: IntCounterVec::new(opts("fabric_sync_watch_relists_total"), &["resource"])
                 .expect("static metric definition"),
+            dry_run_changes: IntCounterVec::new(opts("fabric_sync_dry_run_changes_total"), &["kind"])
+                .expect("static metric definition"),
             scrape: Mutex::new(()),
             registry,
         };
@@ -215,6 +224,9 @@ impl Metrics {
         }
         for op in ["add", "remove"] {
             m.fabric_changes.with_label_values(&[op]);
+        }
+        for kind in crate::kube::DRY_RUN_KINDS {
+            m.dry_run_changes.with_label_values(&[kind]);
         }
         Arc::new(m)
     }
@@ -251,6 +263,7 @@ impl Metrics {
             Box::new(self.fabric_reached.clone()),
             Box::new(self.watch_errors.clone()),
             Box::new(self.watch_relists.clone()),
+            Box::new(self.dry_run_changes.clone()),
         ];
         for c in collectors {
             // Names are distinct and static: registration cannot collide.
@@ -261,6 +274,11 @@ impl Metrics {
     /// An attachment was written configured, `age` after its pod was created.
     pub fn pod_configured(&self, age: Duration) {
         self.pod_configure.observe(age.as_secs_f64());
+    }
+
+    /// `controller --dry-run` recorded a change of `kind` it did not make.
+    pub fn dry_run_change(&self, kind: &str) {
+        self.dry_run_changes.with_label_values(&[kind]).inc();
     }
 
     pub fn pod_patch_conflict(&self) {

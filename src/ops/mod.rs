@@ -7,4 +7,4 @@ mod telemetry;
 
 pub use admin::{AdminState, readiness, router, serve};
 pub use metrics::{METRICS, Metrics};
-pub use telemetry::init_tracing;
+pub use telemetry::{DEFAULT_FILTER, init_tracing, init_tracing_with};

@@ -165,6 +165,22 @@ fn helm_chart_renders_the_settings_of_the_kustomize_base() {
 }
 
 #[test]
+fn helm_migration_reads_an_optional_second_config_map() {
+    // With configMap.create=false and configMap.name=ib-kubernetes-config, fabric-sync's own
+    // settings come from configMap.optionalName (e.g. fabric-sync-config), which may be absent.
+    let values = yaml(&format!("{CHART}/values.yaml"));
+    assert_eq!(values["configMap"]["optionalName"].as_str(), Some(""), "off by default");
+    let t = read(&format!("{CHART}/templates/controller-deployment.yaml"));
+    let env_from = t.split("envFrom:").nth(1).expect("envFrom").split("volumeMounts:").next().unwrap_or_default();
+    let first = env_from.find("fabric-sync.configMapName").expect("the main ConfigMap");
+    let optional = env_from.find("{{- with .Values.configMap.optionalName }}").expect("the optional ConfigMap");
+    let secret = env_from.find("secretRef:").expect("the UFM Secret");
+    assert!(first < optional && optional < secret, "order: main ConfigMap, optional one (wins), Secret:{env_from}");
+    let block = &env_from[optional..secret];
+    assert!(block.contains("optional: true") && block.contains("configMapRef:"), "{block}");
+}
+
+#[test]
 fn helm_rbac_grants_exactly_the_calls_the_code_makes() {
     let values = yaml(&format!("{CHART}/values.yaml"));
     let cluster = chart_rules("controller-rbac.yaml", "ClusterRole", &values);
