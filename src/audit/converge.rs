@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::{
-    ClaimOutcome, ClusterEvent, EventRecord, FabricListing, FabricMember, Limits, ObjectKey, PatchOutcome, PodUid,
-    State, build_patch, plan,
+    Blocked, ClaimOutcome, ClusterEvent, EventRecord, FabricListing, FabricMember, Limits, ObjectKey, PatchOutcome,
+    PodUid, State, build_patch, plan,
 };
 use crate::ib::{Guid, PKey};
 
@@ -83,8 +83,8 @@ pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
         let candidates: Vec<Guid> = state.dirty_guids.iter().copied().collect();
         let limits = Limits {
             blocked_pkeys: &none_p,
-            blocked_pods: &none_u,
-            blocked_claims: &none_u,
+            blocked_pods: Blocked::only(&none_u),
+            blocked_claims: Blocked::only(&none_u),
             writes_only: false,
             hold_adds: false,
         };

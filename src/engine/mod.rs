@@ -24,7 +24,7 @@ pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
-pub use plan::{BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
+pub use plan::{Blocked, BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 pub use policy::{Policy, PolicyError};
 pub use ports::{
     AttachmentWrite, ClaimOutcome, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind,

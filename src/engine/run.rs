@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use super::fabric::{Fabric, FabricError, FabricListing};
 use super::ledger::Claim;
 use super::model::PodUid;
-use super::plan::{Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
+use super::plan::{Blocked, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 use super::ports::{ClaimOutcome, ClusterEvent, ClusterWriter, EventRecord, PatchOutcome, PodPatch, WriteError};
 use super::retry::Backoffs;
 use super::state::State;
@@ -291,23 +291,17 @@ impl Engine {
             self.state.assign();
         }
         let now = Instant::now();
+        let writes_only = only.is_some() || self.fabric_paused(now);
+        let hold_adds = self.hold_adds(now);
         let blocked_pkeys: HashSet<PKey> =
             self.busy_pkeys.iter().chain(self.backoff_pkeys.blocked(now)).copied().collect();
-        let blocked_pods: HashSet<PodUid> =
-            self.patching.iter().chain(self.backoff_pods.blocked(now)).cloned().collect();
-        let blocked_claims: HashSet<PodUid> =
-            self.claiming.iter().chain(self.backoff_claims.blocked(now)).cloned().collect();
+        let blocked_pods = Blocked { busy: &self.patching, backoff: Some(&self.backoff_pods), now };
+        let blocked_claims = Blocked { busy: &self.claiming, backoff: Some(&self.backoff_claims), now };
         let candidates: Vec<Guid> = match only {
             Some(guids) => guids.to_vec(),
             None => self.state.dirty_guids.iter().copied().collect(),
         };
-        let limits = Limits {
-            blocked_pkeys: &blocked_pkeys,
-            blocked_pods: &blocked_pods,
-            blocked_claims: &blocked_claims,
-            writes_only: only.is_some() || self.fabric_paused(now),
-            hold_adds: self.hold_adds(now),
-        };
+        let limits = Limits { blocked_pkeys: &blocked_pkeys, blocked_pods, blocked_claims, writes_only, hold_adds };
         let plan = plan(&self.state, &candidates, &limits);
         self.commit(plan);
         self.emit_events();

@@ -146,8 +146,8 @@ impl World {
             &candidates,
             &Limits {
                 blocked_pkeys: &none_p,
-                blocked_pods: &none_u,
-                blocked_claims: &none_u,
+                blocked_pods: Blocked::only(&none_u),
+                blocked_claims: Blocked::only(&none_u),
                 writes_only: false,
                 hold_adds: false,
             },

@@ -342,10 +342,12 @@ impl SimCluster {
     }
 
     /// Live (not finished) pods: (count, written configured at least once, status holds a refusal).
+    /// (live, configured, refused) pods, in one pass under the lock (writers wait for it).
     pub fn progress(&self) -> (usize, usize, usize) {
         let inner = self.lock();
-        let live = || inner.pods.values().filter(|p| !p.phase.is_finished());
-        (live().count(), live().filter(|p| p.configured_at.is_some()).count(), live().filter(|p| p.refused).count())
+        inner.pods.values().filter(|p| !p.phase.is_finished()).fold((0, 0, 0), |(n, c, r), p| {
+            (n + 1, c + usize::from(p.configured_at.is_some()), r + usize::from(p.refused))
+        })
     }
 
     /// Runs `f` over the pods without copying them (a 100k-pod cluster is large).
