@@ -236,6 +236,12 @@ async fn an_unreachable_api_server_or_ufm_exits_2_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("could not look: Kubernetes API: cannot list pods"), "{stderr}");
+    // With logs asked for (RUST_LOG), text logs off a terminal carry no ANSI colour codes.
+    let extra = [("KUBECONFIG", kubeconfig.display().to_string()), ("RUST_LOG", "debug".to_string())];
+    let out = audit_with(&env, dir.path(), &[], &extra).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().count() > 1 && stderr.contains("DEBUG"), "logs were asked for: {stderr}");
+    assert!(!stderr.contains('\x1b'), "ANSI codes in a log file: {stderr:?}");
 
     // UFM refusing the password.
     let out = audit_with(&env, dir.path(), &[], &[("UFM_PASSWORD", "wrong".into())]).await;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 /// The JSON log lines of the dry run so far.
@@ -49,6 +49,8 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
     env.pod("p1", "ib-a", &[]);
     env.pod("p2", "ib-a", &[]);
     env.pod("p3", "ib-b", &[]);
+    // A NAD with a bare-decimal pkey: a real run puts an InvalidNetwork Event on it.
+    env.nad("bare", "1000", false);
     // A GUID of the managed range in a named pkey that no pod explains: a real run removes it.
     let stale = "02:00:00:00:00:00:0f:01";
     seed_ufm(&env, 0x10, stale);
@@ -92,6 +94,7 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
         with_message(&lines, "dry run: would add to UFM").len() == 3
             && with_message(&lines, "dry run: would remove from UFM").len() == 1
             && with_message(&lines, "dry run: would patch pod").len() == 3
+            && with_message(&lines, "dry run: would emit Event").len() == 1
             && listed_after >= 2
     })
     .await;
@@ -100,6 +103,7 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
     assert_eq!(sample(&metrics, r#"fabric_sync_dry_run_changes_total{kind="ufm_remove"}"#), Some(1.0));
     assert_eq!(sample(&metrics, r#"fabric_sync_dry_run_changes_total{kind="ledger_write"}"#), Some(3.0));
     assert_eq!(sample(&metrics, r#"fabric_sync_dry_run_changes_total{kind="pod_patch"}"#), Some(3.0));
+    assert_eq!(sample(&metrics, r#"fabric_sync_dry_run_changes_total{kind="event"}"#), Some(1.0));
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("joined").expect("waited");
@@ -114,6 +118,11 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
     let adds = pairs(&lines, "dry run: would add to UFM");
     let removes = pairs(&lines, "dry run: would remove from UFM");
     assert_eq!(removes, BTreeSet::from([("0x10".to_string(), ufm_guid(stale))]));
+    let event = with_message(&lines, "dry run: would emit Event")[0];
+    assert_eq!(
+        (&event["reason"], &event["object"]),
+        (&json!("InvalidNetwork"), &json!("NetworkAttachmentDefinition t/bare"))
+    );
 
     // Zero writes: every request of the dry run to the API server was a read, and nothing it
     // would have written exists.
@@ -149,4 +158,7 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
     }
     assert_eq!(adds, real, "dry-run adds vs the real run's memberships");
     assert_eq!(env.claims().len(), 3);
+    let real_events = events_about(&env.api, "NetworkAttachmentDefinition", "bare");
+    assert_eq!(real_events.len(), 1, "the real run emits the Event the dry run logged");
+    assert_eq!(real_events[0]["reason"], "InvalidNetwork");
 }

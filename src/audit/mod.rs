@@ -6,6 +6,8 @@
 pub mod cli;
 mod converge;
 mod render;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -163,9 +165,14 @@ pub fn analyze(
     let range = cfg.guid_range;
     let mut state = State::new(cfg);
     let mut node_names: BTreeSet<String> = BTreeSet::new();
+    let mut claims = 0;
     for ev in events {
-        if let ClusterEvent::NodeApplied { name, .. } = &ev {
-            node_names.insert(name.clone());
+        match &ev {
+            ClusterEvent::NodeApplied { name, .. } => {
+                node_names.insert(name.clone());
+            }
+            ClusterEvent::ClaimApplied(_) => claims += 1,
+            _ => {}
         }
         state.apply(ev);
     }
@@ -178,7 +185,7 @@ pub fn analyze(
         attachments: state.pods.values().map(|p| p.attachments.as_ref().map_or(0, Vec::len)).sum(),
         networks: state.networks.len(),
         nodes: node_names.len(),
-        claims: changes_claims_before(&state, &changes),
+        claims,
         ufm_partitions: listing.len(),
     };
 
@@ -416,12 +423,6 @@ pub fn analyze(
     });
     let clean = changes.is_empty() && hazards.is_empty() && markers.is_empty() && not_configured.is_empty();
     Report { counts, clean, pkeys: rows, not_configured, markers, nodes, pool, plan, hazards, migration, owners }
-}
-
-/// Claims as the snapshot had them: the final ones, minus those the plan created.
-fn changes_claims_before(state: &State, changes: &Changes) -> usize {
-    let created = changes.claim_writes.keys().filter(|u| !state.claims.contains_key(*u)).count();
-    (state.claims.len() + changes.claim_releases.len()).saturating_sub(created)
 }
 
 /// `namespace/name` of a pod (or of the pod its claim names), else its UID.

@@ -179,7 +179,7 @@ impl ClusterWriter for DryRunWriter {
         let object = format!("{} {}", event.object.kind.as_str(), event.object.key);
         let key = format!("event {object} {} {}", event.reason.as_str(), event.message);
         if self.log.first("event", key, None) {
-            tracing::info!(object = %object, reason = event.reason.as_str(), message = %event.message,
+            tracing::info!(object = %object, reason = event.reason.as_str(), note = %event.message,
                 "dry run: would emit Event");
         }
         Ok(())
