@@ -279,7 +279,9 @@ impl State {
                 Some(a) => a.ever_in_fabric = true,
                 None => {
                     if !self.pool.is_quarantined(g) {
-                        let _ = self.pool.quarantine(g);
+                        if let Err(e) = self.pool.quarantine(g) {
+                            tracing::warn!(guid = %g, error = %e, "a GUID UFM lists could not be kept from the pool");
+                        }
                         self.dirty_guids.insert(g);
                     }
                 }
@@ -296,5 +298,11 @@ impl State {
             self.dirty_all();
         }
         lost
+    }
+
+    /// Quarantined GUIDs whose removal a listing has yet to confirm (not those UFM still
+    /// lists: an in-range GUID someone else keeps in UFM stays quarantined for as long).
+    pub fn awaiting_confirmation(&self) -> usize {
+        self.pool.quarantined_guids().filter(|g| !self.knowledge.is_listed(*g)).count()
     }
 }

@@ -255,14 +255,21 @@ impl Engine {
         }
     }
 
-    /// Adds wait while claims are being written, for at most the periodic update.
+    /// Adds wait while claims are being written, for at most the periodic update at a time: a
+    /// burst whose claims take longer (100,000 pods) sends one add per pkey per period, not one
+    /// per batch window.
     fn hold_adds(&mut self, now: Instant) -> bool {
         if self.claiming.is_empty() {
             self.adds_held_since = None;
             return false;
         }
         let since = *self.adds_held_since.get_or_insert(now);
-        now < since + self.timing.periodic_update
+        if now < since + self.timing.periodic_update {
+            return true;
+        }
+        // This flush sends what waited; the next hold starts now.
+        self.adds_held_since = Some(now);
+        false
     }
 
     fn batch_full(&self) -> bool {
@@ -276,7 +283,7 @@ impl Engine {
         let fabric = self.fabric.clone();
         self.tasks.spawn(async move { Done::List { started, result: fabric.list().await } });
         // Quarantined GUIDs are confirmed by a list: come back sooner while any wait.
-        let every = if self.state.pool.quarantined() > 0 {
+        let every = if self.state.awaiting_confirmation() > 0 {
             self.timing.periodic_update.min(self.timing.resync_interval)
         } else {
             self.timing.resync_interval
