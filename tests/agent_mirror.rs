@@ -6,7 +6,6 @@
 //! RBAC grants.
 
 mod agent_support;
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
