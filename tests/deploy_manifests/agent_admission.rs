@@ -96,3 +96,38 @@ fn agent_node_scope_allows_its_own_nodes_objects_and_refuses_another_nodes() {
         create("nodefabricstatuses", "system:serviceaccount:tenant-a:fabric-sync-agent", &fabric_status("gpu-2"));
     assert!(matches!(admit(namesake.on_node("gpu-1")), Verdict::NotMatched), "RBAC grants it nothing");
 }
+
+#[test]
+fn helm_ships_the_agent_policy_and_the_status_crd_of_the_base() {
+    let crd = read(&format!("{CHART}/crds/nodefabricstatuses.fabric-sync.io.yaml"));
+    assert_eq!(crd, read(&format!("{BASE}/nodefabricstatus-crd.yaml")), "crds/ and the base's CRD");
+    // The template with release `fabric-sync` (its only template actions are the guard, the
+    // names and the labels).
+    let text = read(&format!("{CHART}/templates/agent-admission-policy.yaml"));
+    let rendered: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("{{-"))
+        .map(|l| l.replace(r#"{{ include "fabric-sync.fullname" . }}"#, "fabric-sync") + "\n")
+        .collect();
+    assert!(!rendered.contains("{{"), "only the guard, names and labels are templated");
+    assert!(text.starts_with("{{- if .Values.agent.enabled }}"), "shipped with the agent only");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&rendered)
+        .map(|d| Value::deserialize(d).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    let base = yaml_docs(&format!("{BASE}/agent-admission-policy.yaml"));
+    assert_eq!(docs.len(), base.len());
+    for (c, b) in docs.iter().zip(&base) {
+        assert_eq!(
+            (str_at(c, "/kind"), str_at(c, "/metadata/name")),
+            (str_at(b, "/kind"), str_at(b, "/metadata/name"))
+        );
+        assert_eq!(c["spec"], b["spec"], "{}: chart and base", str_at(b, "/kind"));
+    }
+    // The parameter is the chart's agent ClusterRoleBinding.
+    assert_eq!(str_at(&docs[1], "/spec/paramRef/name"), "fabric-sync-agent");
+    let rbac = read(&format!("{CHART}/templates/agent-rbac.yaml"));
+    assert!(
+        rbac.contains("kind: ClusterRoleBinding\nmetadata:\n  name: {{ include \"fabric-sync.fullname\" . }}-agent\n")
+    );
+}
