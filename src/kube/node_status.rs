@@ -61,6 +61,29 @@ pub fn mirror_records(node: &str, status: &Value) -> BTreeMap<MirrorKey, EventRe
             out.insert((uid.to_string(), label.to_string(), reason), record);
         }
     }
+    // Another VF carries a pod's GUID (a copy to join its partition): told to the owner.
+    for f in status["foreignVfs"].as_array().into_iter().flatten() {
+        let (Some(owner), Some(uid), Some(vf)) = (f["ownerPod"].as_str(), f["ownerPodUid"].as_str(), f["vf"].as_str())
+        else {
+            continue;
+        };
+        let Some((namespace, name)) = owner.split_once('/') else { continue };
+        let record = EventRecord {
+            object: EventObject {
+                kind: ObjectKind::Pod,
+                key: ObjectKey { namespace: namespace.to_string(), name: name.to_string() },
+                uid: Some(uid.to_string()),
+            },
+            event_type: EventType::Warning,
+            reason: Reason::VfGuidMismatch,
+            message: format!(
+                "node {node}: {} ({})",
+                f["message"].as_str().unwrap_or_default(),
+                f["action"].as_str().unwrap_or("reported")
+            ),
+        };
+        out.insert((uid.to_string(), format!("vf {vf}"), Reason::VfGuidMismatch), record);
+    }
     out
 }
 
@@ -168,6 +191,15 @@ mod tests {
         let again = m.apply("gpu-1", &status("mismatch", "FabricReady"));
         assert_eq!(again.iter().map(|r| r.reason).collect::<Vec<_>>(), [Reason::VfGuidMismatch]);
         assert!(m.apply("gpu-2", &json!({"attachments": [{"pod": "no-slash"}]})).is_empty());
+        let copied = json!({"foreignVfs": [{"vf": "0000:5e:00.1", "guid": "02:00:00:00:00:00:00:01",
+            "reason": "VfGuidOfAnotherPod", "message": "VF 0000:5e:00.1 carries 02:00:00:00:00:00:00:01", "action": "reset",
+            "ownerPod": "t/trainer-0", "ownerPodUid": "uid-1"}]});
+        let told = m.apply("gpu-1", &copied);
+        assert_eq!(
+            (told.len(), told[0].reason, told[0].object.uid.as_deref()),
+            (1, Reason::VfGuidMismatch, Some("uid-1"))
+        );
+        assert_eq!(told[0].message, "node gpu-1: VF 0000:5e:00.1 carries 02:00:00:00:00:00:00:01 (reset)");
     }
 
     #[test]
