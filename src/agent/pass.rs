@@ -11,7 +11,7 @@ use super::AgentError;
 use super::claims::NodeLedger;
 use super::cluster::{AgentCluster, AgentEvent, AgentPod, EventTarget};
 use super::foreign::{ForeignVf, foreign_vfs};
-use super::inventory::{INVENTORY_ANNOTATION, Inventory, LinkLayer, RawGuid};
+use super::inventory::{INVENTORY_ANNOTATION, Inventory, RawGuid};
 use super::metrics::AgentMetrics;
 use super::netlink::{PfRef, VfControl};
 use super::readiness::{Readiness, ReadinessSettings, ReadyState, TableRef, Transition};
@@ -586,28 +586,4 @@ impl<C: AgentCluster, V: VfControl> Agent<C, V> {
         self.metrics.errors.with_label_values(&[e.kind()]).inc();
         r.errors.push(e.to_string());
     }
-}
-
-/// Fills VF GUIDs in from netlink (over what sysfs said) for `agent inventory --netlink`;
-/// a PF that cannot be read adds a warning.
-pub async fn add_netlink_guids(inv: &mut Inventory, vf: &dyn VfControl) {
-    let mut warnings = Vec::new();
-    for h in inv.hcas.iter_mut().filter(|h| !h.is_vf() && h.link_layer == LinkLayer::Infiniband) {
-        let Some(pf) = h.pf_netdev().and_then(|n| n.ifindex.map(|i| PfRef { name: n.name.clone(), ifindex: i })) else {
-            continue;
-        };
-        let Some(sriov) = h.sriov.as_mut().filter(|s| !s.vfs.is_empty()) else { continue };
-        match vf.vf_guids(&pf).await {
-            Ok(guids) => {
-                for v in &mut sriov.vfs {
-                    if let Some(g) = guids.iter().find(|g| g.vf == v.vf) {
-                        v.node_guid = g.node_guid.or(v.node_guid);
-                        v.port_guid = g.port_guid.or(v.port_guid);
-                    }
-                }
-            }
-            Err(e) => warnings.push(e.to_string()),
-        }
-    }
-    inv.warnings.extend(warnings);
 }
