@@ -88,6 +88,8 @@ impl Controller {
                 Arc::new(FencedFabric::new(fabric, elector.fence())),
             )
         };
+        // The node agents' reports become Events on pods (the leader's writer is fenced too).
+        tasks.spawn(crate::kube::node_status::run_mirror(client.clone(), writer.clone(), leader_rx.clone()));
         let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
         spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids);

@@ -33,6 +33,8 @@ use serde_json::Value;
 // (the admission policies' CEL, evaluated), crd (the ledger CRD). Shared helpers live here.
 #[path = "deploy_manifests/admission.rs"]
 mod admission;
+#[path = "deploy_manifests/agent_admission.rs"]
+mod agent_admission;
 #[path = "deploy_manifests/chart.rs"]
 mod chart;
 #[path = "deploy_manifests/crd.rs"]
@@ -521,8 +523,18 @@ fn agent_env_and_arguments_exist_in_the_binary() {
     assert!(unknown.is_empty(), "env vars `fabric-sync agent run` does not read: {unknown:?}");
     // The values pass the agent's start-up validation: the DaemonSet's (downward API filled in),
     // with the program component's on top, and config/agent.env's.
-    let mut env: BTreeMap<String, String> =
-        c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_else(|| "node-1".into()))).collect();
+    // Downward API values are filled in; ConfigMap keys come from the base ConfigMap.
+    let config = base_config();
+    let from = |e: &k8s_openapi::api::core::v1::EnvVar| -> String {
+        let key = e.value_from.as_ref().and_then(|v| v.config_map_key_ref.as_ref()).map(|k| k.key.clone());
+        match (&e.value, key) {
+            (Some(v), _) => v.clone(),
+            (None, Some(k)) => config.get(&k).cloned().unwrap_or_else(|| panic!("the ConfigMap has no {k}")),
+            (None, None) if e.name == "POD_IP" => "10.0.0.5".into(),
+            (None, None) => "node-1".into(),
+        }
+    };
+    let mut env: BTreeMap<String, String> = c.env.iter().flatten().map(|e| (e.name.clone(), from(e))).collect();
     validate_agent_env(&env).unwrap_or_else(|e| panic!("the DaemonSet's agent settings: {e}"));
     env.extend(program.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())));
     validate_agent_env(&env).unwrap_or_else(|e| panic!("program mode's agent settings: {e}"));

@@ -2,7 +2,7 @@
 //! the agent's settings (flag, environment variable, default, validation naming the setting).
 //! Exit codes: 0 success, 1 a failed or unclean `--once` pass (mismatch or error), 2 bad settings.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,10 +13,14 @@ use clap::{Args, Subcommand};
 use super::cluster::KubeAgentCluster;
 use super::metrics::{AgentMetrics, Health, admin_router};
 use super::netlink::NetlinkVfControl;
-use super::pass::{Agent, AgentMode, add_netlink_guids};
+use super::netlink::add_netlink_guids;
+use super::pass::{Agent, AgentMode};
+use super::readiness::ReadinessSettings;
 use super::scan::scan;
 use super::sysfs::Sysfs;
+use crate::alloc::GuidRange;
 use crate::config::{ConfigError, format_duration, parse_duration};
+use crate::ib::Guid;
 
 /// `fabric-sync agent <action>`.
 #[derive(Args, Debug)]
@@ -40,7 +44,7 @@ pub enum AgentAction {
         netlink: bool,
     },
     /// The DaemonSet loop: Node inventory annotation, VF GUID verification (or programming).
-    Run(AgentArgs),
+    Run(Box<AgentArgs>),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -60,9 +64,30 @@ pub struct AgentArgs {
     /// Where sysfs is mounted.
     #[arg(long = "sysfs-root", env = "FABRIC_SYNC_SYSFS_ROOT", default_value = "/sys")]
     pub sysfs_root: PathBuf,
-    /// Address of the agent's admin server (/metrics, /healthz); the agent uses the host network.
-    #[arg(long = "admin-listen", env = "FABRIC_SYNC_AGENT_ADMIN_LISTEN", default_value = "0.0.0.0:9810")]
-    pub admin_listen: String,
+    /// Address:port of the admin server (/metrics, /healthz), overriding POD_IP and the port.
+    /// The agent uses the host network: 0.0.0.0 would put it on every address of the host.
+    #[arg(long = "admin-listen", env = "FABRIC_SYNC_AGENT_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Port of the admin server, on POD_IP (127.0.0.1 when POD_IP is unset).
+    #[arg(long = "admin-port", env = "FABRIC_SYNC_AGENT_ADMIN_PORT", default_value = "9810")]
+    pub admin_port: String,
+    /// The pod's IP (downward API `status.podIP`; the node's address with hostNetwork): where
+    /// the metrics are scraped.
+    #[arg(long = "pod-ip", env = "POD_IP")]
+    pub pod_ip: Option<String>,
+    /// First GUID of the managed range (the controller's GUID_POOL_RANGE_START).
+    #[arg(long = "guid-pool-range-start", env = "GUID_POOL_RANGE_START", default_value = "02:00:00:00:00:00:00:00")]
+    pub guid_range_start: String,
+    /// Last GUID of the managed range (the controller's GUID_POOL_RANGE_END).
+    #[arg(long = "guid-pool-range-end", env = "GUID_POOL_RANGE_END", default_value = "02:FF:FF:FF:FF:FF:FF:FF")]
+    pub guid_range_end: String,
+    /// How long a configured attachment's pkey may take to appear in its pkey table before the
+    /// FabricReadyTimeout condition.
+    #[arg(long = "fabric-ready-timeout", env = "FABRIC_SYNC_AGENT_FABRIC_READY_TIMEOUT", default_value = "5m")]
+    pub fabric_ready_timeout: String,
+    /// How often a waiting pkey table is read again.
+    #[arg(long = "fabric-ready-poll", env = "FABRIC_SYNC_AGENT_FABRIC_READY_POLL", default_value = "1s")]
+    pub fabric_ready_poll: String,
     /// kubeconfig file; in-cluster configuration when unset.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -78,6 +103,8 @@ pub struct AgentSettings {
     pub sysfs_root: PathBuf,
     pub admin_listen: SocketAddr,
     pub kubeconfig: Option<PathBuf>,
+    pub guid_range: GuidRange,
+    pub readiness: ReadinessSettings,
 }
 
 impl AgentSettings {
@@ -101,13 +128,28 @@ impl AgentSettings {
             return Err(ConfigError::new("FABRIC_SYNC_AGENT_INTERVAL", "interval", "must be at least 1s"));
         }
         check_sysfs_root(&a.sysfs_root)?;
-        let admin_listen = a.admin_listen.parse().map_err(|_| {
-            ConfigError::new(
-                "FABRIC_SYNC_AGENT_ADMIN_LISTEN",
-                "admin-listen",
-                format!("{:?} is not an address:port such as 0.0.0.0:9810", a.admin_listen),
-            )
-        })?;
+        let admin_listen = admin_listen(a)?;
+        let guid =
+            |env: &str, flag: &str, v: &str| v.parse::<Guid>().map_err(|e| ConfigError::new(env, flag, e.to_string()));
+        let start = guid("GUID_POOL_RANGE_START", "guid-pool-range-start", &a.guid_range_start)?;
+        let end = guid("GUID_POOL_RANGE_END", "guid-pool-range-end", &a.guid_range_end)?;
+        let guid_range = GuidRange::new(start, end)
+            .map_err(|e| ConfigError::new("GUID_POOL_RANGE_END", "guid-pool-range-end", e.to_string()))?;
+        let positive = |env: &str, flag: &str, v: &str| {
+            let d = parse_duration(v, false).map_err(|e| ConfigError::new(env, flag, e))?;
+            if d.is_zero() {
+                return Err(ConfigError::new(env, flag, "must be more than 0"));
+            }
+            Ok(d)
+        };
+        let readiness = ReadinessSettings {
+            poll: positive("FABRIC_SYNC_AGENT_FABRIC_READY_POLL", "fabric-ready-poll", &a.fabric_ready_poll)?,
+            timeout: positive(
+                "FABRIC_SYNC_AGENT_FABRIC_READY_TIMEOUT",
+                "fabric-ready-timeout",
+                &a.fabric_ready_timeout,
+            )?,
+        };
         Ok(AgentSettings {
             node_name,
             mode: a.mode,
@@ -116,6 +158,8 @@ impl AgentSettings {
             sysfs_root: a.sysfs_root.clone(),
             admin_listen,
             kubeconfig: a.kubeconfig.clone(),
+            guid_range,
+            readiness,
         })
     }
 
@@ -123,6 +167,38 @@ impl AgentSettings {
     pub fn stale_after(&self) -> Duration {
         self.interval.saturating_mul(3) + Duration::from_secs(60)
     }
+}
+
+/// `--admin-listen` when set; else POD_IP (or loopback) on `--admin-port`; never every address
+/// of the host unless asked for.
+fn admin_listen(a: &AgentArgs) -> Result<SocketAddr, ConfigError> {
+    if let Some(text) = a.admin_listen.as_deref().filter(|t| !t.trim().is_empty()) {
+        return text.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "FABRIC_SYNC_AGENT_ADMIN_LISTEN",
+                "admin-listen",
+                format!("{text:?} is not an address:port such as 10.0.0.5:9810 (or [fd00::5]:9810)"),
+            )
+        });
+    }
+    let port: u16 = a.admin_port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+        ConfigError::new(
+            "FABRIC_SYNC_AGENT_ADMIN_PORT",
+            "admin-port",
+            format!("{:?} is not a port number (1-65535)", a.admin_port),
+        )
+    })?;
+    let ip = match a.pod_ip.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => t.parse::<IpAddr>().map_err(|_| {
+            ConfigError::new(
+                "POD_IP",
+                "pod-ip",
+                format!("{t:?} is not an IP address: set it from the downward API (fieldRef status.podIP)"),
+            )
+        })?,
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn check_sysfs_root(root: &std::path::Path) -> Result<(), ConfigError> {
@@ -214,7 +290,9 @@ async fn run_agent(s: AgentSettings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut agent = Agent::new(&s.node_name, s.mode, sys, cluster, vf, metrics.clone());
+    let mut agent = Agent::new(&s.node_name, s.mode, sys, cluster, vf, metrics.clone())
+        .with_guid_range(s.guid_range)
+        .with_readiness(s.readiness);
     tracing::info!(
         node = %s.node_name,
         mode = ?s.mode,
@@ -242,12 +320,15 @@ async fn run_agent(s: AgentSettings) -> ExitCode {
     });
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    tracing::info!(listen = %s.admin_listen, "admin server listening (/metrics, /healthz)");
     loop {
         // A pass is never cut short: stopping between unbind and bind would strand a VF.
         agent.pass().await;
         health.pass_finished(Instant::now());
+        let next = tokio::time::Instant::now() + s.interval;
         tokio::select! {
-            _ = tokio::time::sleep(s.interval) => {}
+            // Pkey tables of attachments waiting for fabric readiness are read between passes.
+            _ = async { agent.settle(next).await; tokio::time::sleep_until(next).await } => {}
             _ = &mut shutdown => break,
         }
     }
@@ -288,7 +369,13 @@ mod tests {
             once: false,
             interval: "60s".into(),
             sysfs_root: root.to_path_buf(),
-            admin_listen: "0.0.0.0:9810".into(),
+            admin_listen: None,
+            admin_port: "9810".into(),
+            pod_ip: None,
+            guid_range_start: "02:00:00:00:00:00:00:00".into(),
+            guid_range_end: "02:FF:FF:FF:FF:FF:FF:FF".into(),
+            fabric_ready_timeout: "5m".into(),
+            fabric_ready_poll: "1s".into(),
             kubeconfig: None,
         }
     }
@@ -299,6 +386,16 @@ mod tests {
         let s = AgentSettings::from_args(&args(dir.path())).unwrap();
         assert_eq!(s.interval, Duration::from_secs(60));
         assert_eq!(s.stale_after(), Duration::from_secs(240));
+        assert_eq!(s.admin_listen, "127.0.0.1:9810".parse().unwrap(), "never every address by default");
+        assert_eq!(s.readiness, ReadinessSettings { poll: Duration::from_secs(1), timeout: Duration::from_secs(300) });
+        let on_pod_ip = AgentSettings::from_args(&AgentArgs { pod_ip: Some("10.0.0.5".into()), ..args(dir.path()) });
+        assert_eq!(on_pod_ip.unwrap().admin_listen, "10.0.0.5:9810".parse().unwrap());
+        let overridden = AgentArgs {
+            admin_listen: Some("0.0.0.0:9900".into()),
+            pod_ip: Some("10.0.0.5".into()),
+            ..args(dir.path())
+        };
+        assert_eq!(AgentSettings::from_args(&overridden).unwrap().admin_listen, "0.0.0.0:9900".parse().unwrap());
     }
 
     #[test]
@@ -315,8 +412,17 @@ mod tests {
                 .starts_with("FABRIC_SYNC_SYSFS_ROOT (--sysfs-root)")
         );
         assert!(
-            err(AgentArgs { admin_listen: "9810".into(), ..args(dir.path()) })
+            err(AgentArgs { admin_listen: Some("9810".into()), ..args(dir.path()) })
                 .starts_with("FABRIC_SYNC_AGENT_ADMIN_LISTEN (--admin-listen)")
+        );
+        assert!(err(AgentArgs { pod_ip: Some("node-1".into()), ..args(dir.path()) }).starts_with("POD_IP (--pod-ip)"));
+        assert!(
+            err(AgentArgs { fabric_ready_timeout: "0s".into(), ..args(dir.path()) })
+                .starts_with("FABRIC_SYNC_AGENT_FABRIC_READY_TIMEOUT (--fabric-ready-timeout)")
+        );
+        assert!(
+            err(AgentArgs { guid_range_start: "03:00:00:00:00:00:00:00".into(), ..args(dir.path()) })
+                .starts_with("GUID_POOL_RANGE_END (--guid-pool-range-end)")
         );
     }
 }

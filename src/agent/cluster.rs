@@ -1,28 +1,48 @@
-//! The agent's view of the cluster: the [`AgentCluster`] seam (list this node's pods, patch the
-//! Node and pod annotations, publish Events) and its kube-rs implementation. Kept apart from the
-//! controller's adapter on purpose: the agent needs four calls, and [`AGENT_API_CALLS`] lists
-//! them for RBAC.
+//! The agent's view of the cluster: the [`AgentCluster`] seam (list this node's pods and
+//! GuidClaims, patch the Node's inventory annotation, write the node's NodeFabricStatus, publish
+//! Events about the Node) and its kube-rs implementation. Kept apart from the controller's
+//! adapter on purpose: [`AGENT_API_CALLS`] lists the agent's few calls for RBAC, and every write
+//! is to an object of its own node (the `fabric-sync-agent-node-scope` admission policy).
 
 use std::path::Path;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Config};
 use serde_json::json;
 
 use super::AgentError;
+use super::claims::NODE_LABEL;
+use super::status::{STATUS_GROUP, STATUS_KIND, STATUS_PLURAL, STATUS_VERSION, status_object};
+use crate::engine::Claim;
+use crate::kube::{claim_from_object, claim_resource};
 
 /// (API group, resource, verb) of every call the agent makes; the DaemonSet's ClusterRole must
-/// grant exactly these.
+/// grant exactly these. Reads are cluster-wide in RBAC (narrowed by selectors); writes are
+/// narrowed to the agent's own node by the `fabric-sync-agent-node-scope` admission policy.
 pub const AGENT_API_CALLS: &[(&str, &str, &str)] = &[
+    // This node's pods (field selector spec.nodeName).
     ("", "pods", "list"),
-    ("", "pods", "patch"),
+    // This node's GuidClaims (label fabric-sync.io/node), and one by name for a claim written
+    // before that label.
+    ("fabric-sync.io", "guidclaims", "list"),
+    ("fabric-sync.io", "guidclaims", "get"),
+    // The inventory annotation on its own Node.
     ("", "nodes", "patch"),
+    // Its own NodeFabricStatus: merge-patched, created when missing.
+    ("fabric-sync.io", "nodefabricstatuses", "patch"),
+    ("fabric-sync.io", "nodefabricstatuses", "create"),
+    // Events about its own Node, patched when they repeat.
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
 ];
+
+/// `fabric-sync.io/v1alpha1` NodeFabricStatus.
+pub fn status_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(STATUS_GROUP, STATUS_VERSION, STATUS_KIND), STATUS_PLURAL)
+}
 
 /// The parts of a pod the agent reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,8 +58,6 @@ pub struct AgentPod {
     pub networks: Option<String>,
     /// `k8s.v1.cni.cncf.io/network-status`.
     pub network_status: Option<String>,
-    /// `fabric-sync.io/agent-status`, as last written.
-    pub agent_status: Option<String>,
 }
 
 /// What an Event is about.
@@ -53,7 +71,7 @@ pub enum EventTarget {
 pub struct AgentEvent {
     pub target: EventTarget,
     pub warning: bool,
-    /// PascalCase, stable: `VfGuidMismatch`, `VfGuidProgrammed`, `VfGuidReset`.
+    /// PascalCase, stable: `VfGuidProgrammed`, `VfGuidReset`, `VfGuidOfAnotherPod`, `VfGuidUnexplained`.
     pub reason: &'static str,
     pub action: &'static str,
     pub note: String,
@@ -63,11 +81,19 @@ pub struct AgentEvent {
 pub trait AgentCluster: Send + Sync {
     /// Pods with `spec.nodeName = node`.
     async fn list_pods(&self, node: &str) -> Result<Vec<AgentPod>, AgentError>;
-    /// Merge-patches one annotation of the Node.
-    async fn patch_node_annotation(&self, node: &str, key: &str, value: &str) -> Result<(), AgentError>;
-    /// Merge-patches one annotation of a pod. A pod that is gone is not an error.
-    async fn patch_pod_annotation(&self, namespace: &str, name: &str, key: &str, value: &str)
-    -> Result<(), AgentError>;
+    /// GuidClaims labelled with this node.
+    async fn list_claims(&self, node: &str) -> Result<Vec<Claim>, AgentError>;
+    /// One pod's GuidClaim (named after its UID), if it exists.
+    async fn get_claim(&self, namespace: &str, pod_uid: &str) -> Result<Option<Claim>, AgentError>;
+    /// Merge-patches one annotation of the Node; returns the Node's UID.
+    async fn patch_node_annotation(&self, node: &str, key: &str, value: &str) -> Result<Option<String>, AgentError>;
+    /// Makes the node's NodeFabricStatus hold `status` (created, owned by the Node, if missing).
+    async fn write_fabric_status(
+        &self,
+        node: &str,
+        node_uid: &str,
+        status: &serde_json::Value,
+    ) -> Result<(), AgentError>;
     async fn publish_event(&self, event: &AgentEvent) -> Result<(), AgentError>;
 }
 
@@ -120,27 +146,54 @@ impl AgentCluster for KubeAgentCluster {
         Ok(list.items.into_iter().map(agent_pod).collect())
     }
 
-    async fn patch_node_annotation(&self, node: &str, key: &str, value: &str) -> Result<(), AgentError> {
+    async fn list_claims(&self, node: &str) -> Result<Vec<Claim>, AgentError> {
+        let claims: Api<DynamicObject> = Api::all_with(self.client.clone(), &claim_resource());
+        let list = claims
+            .list(&ListParams::default().labels(&format!("{NODE_LABEL}={node}")))
+            .await
+            .map_err(|e| kube_err("list guidclaims", e))?;
+        Ok(list.items.iter().filter_map(claim_from_object).collect())
+    }
+
+    async fn get_claim(&self, namespace: &str, pod_uid: &str) -> Result<Option<Claim>, AgentError> {
+        let claims: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &claim_resource());
+        match claims.get_opt(pod_uid).await {
+            Ok(c) => Ok(c.as_ref().and_then(claim_from_object)),
+            Err(e) => Err(kube_err("get guidclaim", e)),
+        }
+    }
+
+    async fn patch_node_annotation(&self, node: &str, key: &str, value: &str) -> Result<Option<String>, AgentError> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         nodes
             .patch(node, &PatchParams::default(), &annotation_patch(key, value))
             .await
-            .map(|_| ())
+            .map(|n| n.metadata.uid)
             .map_err(|e| kube_err("patch node", e))
     }
 
-    async fn patch_pod_annotation(
+    async fn write_fabric_status(
         &self,
-        namespace: &str,
-        name: &str,
-        key: &str,
-        value: &str,
+        node: &str,
+        node_uid: &str,
+        status: &serde_json::Value,
     ) -> Result<(), AgentError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        match pods.patch(name, &PatchParams::default(), &annotation_patch(key, value)).await {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &status_resource());
+        let object = status_object(node, node_uid, status);
+        let patch = Patch::Merge(json!({"metadata": {"ownerReferences": object["metadata"]["ownerReferences"]},
+                                        "status": status}));
+        match api.patch(node, &PatchParams::default(), &patch).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_err("patch nodefabricstatus", e)),
+        }
+        let obj: DynamicObject = serde_json::from_value(object)
+            .map_err(|e| AgentError::Kube { op: "build nodefabricstatus", detail: e.to_string() })?;
+        match api.create(&PostParams::default(), &obj).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(e) => Err(kube_err("patch pod", e)),
+            // Created meanwhile (a restart racing itself): the next pass patches it.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(kube_err("create nodefabricstatus", e)),
         }
     }
 
@@ -185,6 +238,5 @@ fn agent_pod(p: Pod) -> AgentPod {
         deleting: meta.deletion_timestamp.is_some(),
         networks: annotations.remove(crate::netdef::NETWORKS_ANNOTATION),
         network_status: annotations.remove(crate::netdef::NETWORK_STATUS_ANNOTATION),
-        agent_status: annotations.remove(super::verify::AGENT_STATUS_ANNOTATION),
     }
 }

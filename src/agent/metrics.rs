@@ -9,7 +9,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use super::inventory::{Inventory, LinkLayer};
 
@@ -27,6 +29,14 @@ pub struct AgentMetrics {
     pub guid_writes: IntCounterVec,
     pub inventory_warnings: IntGauge,
     pub unheld_vfs_with_guid: IntGauge,
+    /// The attachment seen configured → its pkey visible in the pkey table.
+    pub fabric_ready_seconds: Histogram,
+    pub fabric_ready_timeouts: IntCounter,
+    /// Attachments waiting for their pkey now (timed-out ones not included).
+    pub fabric_ready_waiting: IntGauge,
+    /// `kind`: of_another_pod, unexplained.
+    pub foreign_vf_guids: IntCounterVec,
+    pub status_writes: IntCounter,
 }
 
 impl AgentMetrics {
@@ -65,6 +75,36 @@ impl AgentMetrics {
             "fabric_sync_agent_unheld_vfs_with_guid",
             "InfiniBand VFs carrying a routable GUID that no pod on the node holds",
         )?;
+        let fabric_ready_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "fabric_sync_agent_fabric_ready_seconds",
+                "From the agent seeing an attachment configured (UFM accepted its GUID) to its pkey in the pkey table",
+            )
+            .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+        )?;
+        let fabric_ready_timeouts = IntCounter::new(
+            "fabric_sync_agent_fabric_ready_timeouts_total",
+            "Attachments whose pkey did not appear in the pkey table within the fabric-ready timeout",
+        )?;
+        let fabric_ready_waiting =
+            IntGauge::new("fabric_sync_agent_fabric_ready_waiting", "Attachments waiting for their pkey now")?;
+        let foreign_vf_guids = IntCounterVec::new(
+            Opts::new(
+                "fabric_sync_agent_foreign_vf_guids_total",
+                "VFs found carrying a managed-range GUID the ledger gives to another attachment or does not explain",
+            ),
+            &["kind"],
+        )?;
+        let status_writes =
+            IntCounter::new("fabric_sync_agent_status_writes_total", "Writes of the node's NodeFabricStatus")?;
+        registry.register(Box::new(fabric_ready_seconds.clone()))?;
+        registry.register(Box::new(fabric_ready_timeouts.clone()))?;
+        registry.register(Box::new(fabric_ready_waiting.clone()))?;
+        registry.register(Box::new(foreign_vf_guids.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
+        for k in ["of_another_pod", "unexplained"] {
+            foreign_vf_guids.with_label_values(&[k]);
+        }
         for c in [&checks, &errors, &guid_writes] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -93,6 +133,11 @@ impl AgentMetrics {
             guid_writes,
             inventory_warnings,
             unheld_vfs_with_guid,
+            fabric_ready_seconds,
+            fabric_ready_timeouts,
+            fabric_ready_waiting,
+            foreign_vf_guids,
+            status_writes,
         })
     }
 

@@ -4,26 +4,36 @@
 //!
 //! Layout: `sysfs` (root-confined reads), `scan` → `inventory` (plain data), `netlink` (the
 //! `VfControl` seam and rtnetlink messages), `cluster` (the `AgentCluster` seam and kube-rs),
-//! `verify` (pure decisions), `pass` (one pass, orchestrating the seams), `metrics`, `cli`.
+//! `claims` (the node's ledger), `verify` and `foreign` (pure decisions), `readiness` (pkey-table
+//! waits), `status` (the NodeFabricStatus), `pass` (one pass, orchestrating the seams),
+//! `metrics`, `cli`.
 
+pub mod claims;
 pub mod cli;
 pub mod cluster;
+pub mod foreign;
 pub mod inventory;
 pub mod metrics;
 pub mod netlink;
 pub mod pass;
+pub mod readiness;
 pub mod scan;
+pub mod status;
 pub mod sysfs;
 pub mod verify;
 
-pub use cluster::{AGENT_API_CALLS, AgentCluster, AgentEvent, AgentPod, EventTarget, KubeAgentCluster};
+pub use claims::{LedgerEntry, NODE_LABEL, NodeLedger};
+pub use cluster::{
+    AGENT_API_CALLS, AgentCluster, AgentEvent, AgentPod, EventTarget, KubeAgentCluster, status_resource,
+};
 pub use inventory::{INVENTORY_ANNOTATION, Inventory, InventorySummary, RawGuid, pkey_capacity_from_annotation};
 pub use metrics::AgentMetrics;
 pub use netlink::{GuidKind, NetlinkVfControl, PfRef, VfControl, VfGuids};
 pub use pass::{Agent, AgentMode, PassReport, REBIND_DRIVER};
+pub use readiness::{Readiness, ReadinessSettings, ReadyState, TableRef};
 pub use scan::scan;
 pub use sysfs::{Sysfs, SysfsError};
-pub use verify::{AGENT_STATUS_ANNOTATION, Verdict};
+pub use verify::Verdict;
 
 use crate::config::ConfigError;
 

@@ -185,6 +185,30 @@ impl VfControl for NetlinkVfControl {
     }
 }
 
+/// Fills VF GUIDs in from netlink (over what sysfs said) for `agent inventory --netlink`;
+/// a PF that cannot be read adds a warning.
+pub async fn add_netlink_guids(inv: &mut super::inventory::Inventory, vf: &dyn VfControl) {
+    let mut warnings = Vec::new();
+    for h in inv.hcas.iter_mut().filter(|h| !h.is_vf() && h.link_layer == super::inventory::LinkLayer::Infiniband) {
+        let Some(pf) = h.pf_netdev().and_then(|n| n.ifindex.map(|i| PfRef { name: n.name.clone(), ifindex: i })) else {
+            continue;
+        };
+        let Some(sriov) = h.sriov.as_mut().filter(|s| !s.vfs.is_empty()) else { continue };
+        match vf.vf_guids(&pf).await {
+            Ok(guids) => {
+                for v in &mut sriov.vfs {
+                    if let Some(g) = guids.iter().find(|g| g.vf == v.vf) {
+                        v.node_guid = g.node_guid.or(v.node_guid);
+                        v.port_guid = g.port_guid.or(v.port_guid);
+                    }
+                }
+            }
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    inv.warnings.extend(warnings);
+}
+
 pub use crate::netdef::is_pci_address;
 
 #[cfg(test)]

@@ -1,18 +1,16 @@
-//! The agent's decisions as pure functions: which local attachments have an assigned GUID and
-//! which VF each sits on (network-status `device-info` PCI address), what that VF carries, the
-//! verdict, the pod's status annotation, and which VFs no pod holds.
+//! The agent's decisions as pure functions: which local attachments the controller configured,
+//! the GUID the ledger gives each (never the pod annotation's), which VF each sits on
+//! (network-status `device-info` PCI address, else the VF found carrying that GUID), what the VF
+//! carries, the verdict, and which VFs no pod holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::claims::{LedgerEntry, NodeLedger};
 use super::cluster::AgentPod;
 use super::inventory::{Inventory, LinkLayer, RawGuid};
 use super::netlink::{PfRef, VfGuids};
 use crate::engine::{AttachmentRequest, Slot};
-use crate::ib::Guid;
 use crate::netdef::{NetworkStatus, parse_network_status, parse_networks};
-
-/// Pod annotation: attachment label (`ns/net`, `ns/net@iface`, `ns/net#2`) → verdict text.
-pub const AGENT_STATUS_ANNOTATION: &str = "fabric-sync.io/agent-status";
 
 /// One VF of a local HCA, with the GUIDs it carries as far as they could be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +23,10 @@ pub struct VfSlot {
     pub infiniband: bool,
     pub node_guid: Option<RawGuid>,
     pub port_guid: Option<RawGuid>,
+    /// The VF's own RDMA device on the host (none when bound to `vfio-pci`).
+    pub rdma_device: Option<String>,
+    /// The PF's first InfiniBand port: its pkey table holds every pkey of its VFs.
+    pub pf_port: Option<u32>,
 }
 
 impl VfSlot {
@@ -46,6 +48,7 @@ impl VfIndex {
         for h in inv.pf_hcas() {
             let Some(sriov) = &h.sriov else { continue };
             let pf = h.pf_netdev().and_then(|n| n.ifindex.map(|i| PfRef { name: n.name.clone(), ifindex: i }));
+            let pf_port = h.ports.iter().find(|p| p.link_layer == LinkLayer::Infiniband).map(|p| p.port);
             for v in &sriov.vfs {
                 by_pci.insert(
                     v.pci_address.clone(),
@@ -58,6 +61,8 @@ impl VfIndex {
                         infiniband: h.link_layer == LinkLayer::Infiniband,
                         node_guid: v.node_guid,
                         port_guid: v.port_guid,
+                        rdma_device: v.rdma_device.clone(),
+                        pf_port,
                     },
                 );
             }
@@ -81,19 +86,28 @@ impl VfIndex {
     }
 }
 
-/// One local attachment whose GUID the controller assigned (`configured`, with a GUID).
+/// One local attachment the controller wrote `configured`, with its ledger record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assigned {
     /// Index into the pod list.
     pub pod: usize,
+    pub pod_uid: String,
     pub label: String,
-    pub guid: Guid,
-    /// The VF's PCI address, or why it is not known.
+    /// The ledger's record of it, or why there is none (the annotation is not trusted).
+    pub ledger: Result<LedgerEntry, String>,
+    /// The VF's PCI address from network-status, or why it is not known.
     pub device: Result<String, String>,
 }
 
-/// Attachments to check, over all pods (finished and deleting pods are skipped).
-pub fn assigned_attachments(pods: &[AgentPod]) -> Vec<Assigned> {
+impl Assigned {
+    pub fn key(&self) -> (String, String) {
+        (self.pod_uid.clone(), self.label.clone())
+    }
+}
+
+/// Attachments to check, over all pods (finished and deleting pods are skipped): those the
+/// pod's annotation marks `configured`, each with the GUID the ledger gives it.
+pub fn assigned_attachments(pods: &[AgentPod], ledger: &NodeLedger) -> Vec<Assigned> {
     let mut out = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
         if pod.finished || pod.deleting {
@@ -105,12 +119,19 @@ pub fn assigned_attachments(pods: &[AgentPod]) -> Vec<Assigned> {
             Some(text) => parse_network_status(text).map_err(|e| format!("network-status annotation unreadable: {e}")),
         };
         for (j, r) in requests.iter().enumerate() {
-            let (true, Some(Ok(guid))) = (r.configured, &r.guid) else { continue };
+            if !r.configured {
+                continue;
+            }
+            let label = format!("{}{}", r.network, r.slot);
             let device = match &statuses {
                 Err(e) => Err(e.clone()),
                 Ok(st) => device_of(&requests, j, st),
             };
-            out.push(Assigned { pod: i, label: format!("{}{}", r.network, r.slot), guid: *guid, device });
+            let entry = ledger.assigned(&pod.uid, &label).cloned().ok_or_else(|| {
+                "no GuidClaim records this attachment (the ledger, not the pod annotation, says which GUID it has)"
+                    .to_string()
+            });
+            out.push(Assigned { pod: i, pod_uid: pod.uid.clone(), label, ledger: entry, device });
         }
     }
     out
@@ -167,43 +188,57 @@ impl Verdict {
         }
     }
 
-    /// The value written under the attachment's label in the pod's status annotation.
-    pub fn text(&self, assigned: Guid) -> String {
-        match self {
-            Verdict::Verified => "verified".into(),
-            Verdict::Mismatch { vf, found } => format!("mismatch: VF {vf} has port GUID {found}, assigned {assigned}"),
-            Verdict::Unknown(why) => format!("unknown: {why}"),
+    /// A line for the status and logs.
+    pub fn text(&self, assigned: Option<crate::ib::Guid>) -> String {
+        match (self, assigned) {
+            (Verdict::Verified, _) => "verified".into(),
+            (Verdict::Mismatch { vf, found }, Some(g)) => {
+                format!("mismatch: VF {vf} has port GUID {found}, assigned {g}")
+            }
+            (Verdict::Mismatch { vf, found }, None) => format!("mismatch: VF {vf} has port GUID {found}"),
+            (Verdict::Unknown(why), _) => format!("unknown: {why}"),
         }
     }
 }
 
-/// Compares the VF's port GUID with the assigned one.
+/// The VF of an attachment: network-status' PCI address, else (a VFIO VF, or no device-info)
+/// the one VF found carrying the ledger's GUID.
+pub fn locate(vfs: &VfIndex, a: &Assigned) -> Result<String, String> {
+    match (&a.device, &a.ledger) {
+        (Ok(pci), _) => Ok(pci.clone()),
+        (Err(why), Ok(e)) => {
+            let carrying: Vec<&VfSlot> =
+                vfs.by_pci.values().filter(|s| s.current() == Some(RawGuid::from(e.guid))).collect();
+            match carrying.as_slice() {
+                [one] => Ok(one.pci.clone()),
+                [] => Err(format!("{why}, and no VF of this node carries {}", e.guid)),
+                _ => Err(format!("{why}, and {} VFs carry {}", carrying.len(), e.guid)),
+            }
+        }
+        (Err(why), Err(_)) => Err(why.clone()),
+    }
+}
+
+/// Compares the VF's port GUID with the one the ledger assigned.
 pub fn verdict(vfs: &VfIndex, a: &Assigned) -> Verdict {
-    let pci = match &a.device {
+    let entry = match &a.ledger {
         Err(why) => return Verdict::Unknown(why.clone()),
+        Ok(e) => e,
+    };
+    let pci = match locate(vfs, a) {
+        Err(why) => return Verdict::Unknown(why),
         Ok(pci) => pci,
     };
-    let Some(slot) = vfs.by_pci.get(pci) else {
+    let Some(slot) = vfs.by_pci.get(&pci) else {
         return Verdict::Unknown(format!("device {pci} is not a VF of an HCA on this node"));
     };
     match slot.port_guid {
         None => {
             Verdict::Unknown(format!("the port GUID of VF {pci} cannot be read (neither netlink nor sysfs has it)"))
         }
-        Some(g) if g == RawGuid::from(a.guid) => Verdict::Verified,
-        Some(found) => Verdict::Mismatch { vf: pci.clone(), found },
+        Some(g) if g == RawGuid::from(entry.guid) => Verdict::Verified,
+        Some(found) => Verdict::Mismatch { vf: pci, found },
     }
-}
-
-/// A pod's status annotation value: label → text, as compact JSON with sorted keys.
-pub fn status_annotation(entries: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(entries).unwrap_or_else(|_| "{}".into())
-}
-
-/// The verdict text a pod's current status annotation holds for `label`, if any.
-pub fn previous_text(pod: &AgentPod, label: &str) -> Option<String> {
-    let map: BTreeMap<String, String> = serde_json::from_str(pod.agent_status.as_deref()?).ok()?;
-    map.get(label).cloned()
 }
 
 /// What live pods hold: VF PCI addresses from their network-status, and every GUID their
@@ -224,9 +259,16 @@ pub fn held(pods: &[AgentPod]) -> (BTreeSet<String>, BTreeSet<RawGuid>) {
     (pcis, guids)
 }
 
-/// InfiniBand VFs carrying a routable GUID that no live pod holds, with that GUID.
-pub fn unheld_vfs(vfs: &VfIndex, pods: &[AgentPod]) -> BTreeMap<String, RawGuid> {
-    let (pcis, guids) = held(pods);
+/// InfiniBand VFs carrying a routable GUID that no live pod holds, with that GUID. A GUID the
+/// ledger gives to a pod of this node is held too (its network-status may not be written yet).
+pub fn unheld_vfs(vfs: &VfIndex, pods: &[AgentPod], ledger: &NodeLedger) -> BTreeMap<String, RawGuid> {
+    let (pcis, mut guids) = held(pods);
+    guids.extend(
+        vfs.by_pci
+            .values()
+            .filter_map(|s| s.current())
+            .filter(|g| crate::ib::Guid::new(g.0).is_some_and(|g| ledger.owner(g).is_some())),
+    );
     vfs.by_pci
         .values()
         .filter(|s| s.infiniband && s.pf.is_some() && !pcis.contains(&s.pci))
@@ -264,7 +306,7 @@ mod tests {
             {"name":"t/ib","interface":"net1","device-info":{"pci":{"pci-address":"0000:3b:00.2"}}},
             {"name":"t/ib","interface":"net9","device-info":{"pci":{"pci-address":"0000:3b:00.3"}}},
             {"name":"t/ib","interface":"net3"}]"#;
-        let a = assigned_attachments(&[pod(&nets, Some(status))]);
+        let a = assigned_attachments(&[pod(&nets, Some(status))], &NodeLedger::default());
         let got: Vec<(&str, Result<&str, &str>)> =
             a.iter().map(|x| (x.label.as_str(), x.device.as_deref().map_err(|e| e.as_str()))).collect();
         assert_eq!(
@@ -280,24 +322,40 @@ mod tests {
     #[test]
     fn unconfigured_finished_and_deleting_pods_are_not_checked() {
         let nets = r#"[{"name":"ib","cni-args":{"guid":"02:00:00:00:00:00:00:01"}}]"#;
-        assert!(assigned_attachments(&[pod(nets, None)]).is_empty());
+        assert!(assigned_attachments(&[pod(nets, None)], &NodeLedger::default()).is_empty());
         let nets = format!(r#"[{{"name":"ib","cni-args":{CONFIGURED}}}]"#);
         let mut p = pod(&nets, None);
         assert_eq!(
-            assigned_attachments(std::slice::from_ref(&p))[0].device,
+            assigned_attachments(std::slice::from_ref(&p), &NodeLedger::default())[0].device,
             Err("no network-status annotation yet".into())
         );
         p.deleting = true;
-        assert!(assigned_attachments(std::slice::from_ref(&p)).is_empty());
+        assert!(assigned_attachments(std::slice::from_ref(&p), &NodeLedger::default()).is_empty());
     }
 
     #[test]
-    fn previous_text_reads_the_pods_status_annotation() {
-        let mut p = pod("ib", None);
-        p.agent_status = Some(r#"{"t/ib":"verified"}"#.into());
-        assert_eq!(previous_text(&p, "t/ib").as_deref(), Some("verified"));
-        assert_eq!(previous_text(&p, "t/other"), None);
-        p.agent_status = Some("garbage".into());
-        assert_eq!(previous_text(&p, "t/ib"), None);
+    fn the_ledger_not_the_annotation_gives_the_guid() {
+        use crate::engine::{Claim, ClaimedAttachment, ObjectKey, PodUid};
+        use crate::netdef::NetworkKey;
+        let nets = format!(r#"[{{"name":"ib","cni-args":{CONFIGURED}}}]"#);
+        let p = pod(&nets, None);
+        let unbacked = assigned_attachments(std::slice::from_ref(&p), &NodeLedger::default());
+        assert!(matches!(&unbacked[0].ledger, Err(e) if e.contains("no GuidClaim")));
+        let claim = Claim {
+            pod_uid: PodUid::new("u"),
+            pod: ObjectKey { namespace: "t".into(), name: "p".into() },
+            node: "n".into(),
+            migrated: false,
+            deleting: false,
+            attachments: vec![ClaimedAttachment {
+                network: NetworkKey::new("t", "ib"),
+                slot: Slot::Occurrence(0),
+                guid: "02:00:00:00:00:00:00:07".parse().unwrap(),
+                pkey: None,
+                former_pkeys: vec![],
+            }],
+        };
+        let a = assigned_attachments(std::slice::from_ref(&p), &NodeLedger::from_claims([&claim]));
+        assert_eq!(a[0].ledger.as_ref().unwrap().guid.to_string(), "02:00:00:00:00:00:00:07");
     }
 }

@@ -38,6 +38,12 @@ pub enum Reason {
     WriteRefused,
     /// Stale GUIDs no claim explains would have emptied too much of a partition at once.
     MassRemovalRefused,
+    /// The node agent found the pod's VF carrying another GUID than its claim's (mirrored).
+    VfGuidMismatch,
+    /// The pod's pkey did not appear in its VF's pkey table in time (mirrored from the agent).
+    FabricReadyTimeout,
+    /// The pod's pkey is in its VF's pkey table (mirrored from the agent).
+    FabricReady,
 }
 
 impl Reason {
@@ -59,6 +65,10 @@ impl Reason {
         Reason::MassRemovalRefused,
     ];
 
+    /// The node agent's findings, mirrored onto pods by the controller (not refusals: not in
+    /// [`Reason::ALL`], which labels the refusal metrics).
+    pub const AGENT: [Reason; 3] = [Reason::VfGuidMismatch, Reason::FabricReadyTimeout, Reason::FabricReady];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::InvalidNetwork => "InvalidNetwork",
@@ -76,6 +86,9 @@ impl Reason {
             Reason::FabricRejected => "FabricRejected",
             Reason::WriteRefused => "WriteRefused",
             Reason::MassRemovalRefused => "MassRemovalRefused",
+            Reason::VfGuidMismatch => "VfGuidMismatch",
+            Reason::FabricReadyTimeout => "FabricReadyTimeout",
+            Reason::FabricReady => "FabricReady",
         }
     }
 

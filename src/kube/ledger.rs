@@ -108,7 +108,17 @@ pub fn claim_object(claim: &Claim) -> DynamicObject {
     obj.metadata = ObjectMeta {
         name: Some(claim.pod_uid.to_string()),
         namespace: Some(claim.pod.namespace.clone()),
-        labels: Some([("app.kubernetes.io/managed-by".to_string(), "fabric-sync".to_string())].into()),
+        labels: Some(
+            [("app.kubernetes.io/managed-by".to_string(), "fabric-sync".to_string())]
+                .into_iter()
+                // The node agent lists its node's claims by this label (a node name too long
+                // for a label value goes without: the agent then reads the claim by name).
+                .chain(
+                    (claim.node.len() <= 63 && !claim.node.is_empty())
+                        .then(|| (crate::agent::NODE_LABEL.to_string(), claim.node.to_string())),
+                )
+                .collect(),
+        ),
         finalizers: Some(vec![CLAIM_FINALIZER.to_string()]),
         owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
             api_version: "v1".into(),

@@ -7,6 +7,7 @@ mod events;
 mod fenced;
 mod lease;
 mod ledger;
+pub mod node_status;
 pub mod release;
 mod resources;
 mod snapshot;
@@ -63,6 +64,9 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     ("fabric-sync.io", "guidclaims", "create"),
     ("fabric-sync.io", "guidclaims", "patch"),
     ("fabric-sync.io", "guidclaims", "delete"),
+    // The node agents' reports, mirrored onto pods as Events (node_status.rs).
+    ("fabric-sync.io", "nodefabricstatuses", "list"),
+    ("fabric-sync.io", "nodefabricstatuses", "watch"),
     // Leader election.
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),

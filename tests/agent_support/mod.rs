@@ -11,6 +11,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use fabric_sync::agent::{AgentCluster, AgentError, AgentEvent, AgentPod, PfRef, RawGuid, Sysfs, VfControl, VfGuids};
+use fabric_sync::engine::{Claim, ClaimedAttachment, ObjectKey, PodUid, Slot};
+use fabric_sync::ib::{Guid, PKey};
+use fabric_sync::netdef::NetworkKey;
+use serde_json::Value;
 
 /// A sysfs tree under a temporary directory (`<tmp>/sys`); `<tmp>/outside` lies beyond its root.
 pub struct FakeSys {
@@ -290,13 +294,19 @@ impl VfControl for FakeVf {
     }
 }
 
-/// Keeps pods, annotations and Events the way an API server would for these calls.
+/// Keeps pods, claims, the Node's annotations, the NodeFabricStatus and Events the way an API
+/// server would for these calls.
 #[derive(Default)]
 pub struct FakeCluster {
     pub pods: Mutex<Vec<AgentPod>>,
+    /// Labelled claims (listed by node) and claims written before the label (found by name).
+    pub claims: Mutex<Vec<Claim>>,
+    pub unlabelled: Mutex<Vec<Claim>>,
+    pub claim_gets: Mutex<Vec<String>>,
     pub node_annotations: Mutex<BTreeMap<String, String>>,
     pub node_patches: Mutex<usize>,
-    pub pod_patches: Mutex<Vec<(String, String, String)>>,
+    /// Every status written, in order.
+    pub statuses: Mutex<Vec<Value>>,
     pub events: Mutex<Vec<AgentEvent>>,
 }
 
@@ -309,10 +319,6 @@ impl FakeCluster {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
-    pub fn pod_patches(&self) -> Vec<(String, String, String)> {
-        self.pod_patches.lock().map(|p| p.clone()).unwrap_or_default()
-    }
-
     pub fn pod(&self, name: &str) -> Option<AgentPod> {
         self.pods.lock().ok()?.iter().find(|p| p.name == name).cloned()
     }
@@ -322,6 +328,33 @@ impl FakeCluster {
             *p = pods;
         }
     }
+
+    pub fn set_claims(&self, claims: Vec<Claim>) {
+        if let Ok(mut c) = self.claims.lock() {
+            *c = claims;
+        }
+    }
+
+    /// The NodeFabricStatus as last written.
+    pub fn status(&self) -> Value {
+        self.statuses.lock().ok().and_then(|s| s.last().cloned()).unwrap_or(Value::Null)
+    }
+
+    pub fn status_writes(&self) -> usize {
+        self.statuses.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// `status.attachments[*]` of the attachment `label` of pod `pod` (namespace/name).
+    pub fn attachment(&self, pod: &str, label: &str) -> Value {
+        let s = self.status();
+        s["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["pod"] == pod && a["attachment"] == label)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
 }
 
 #[async_trait]
@@ -330,24 +363,36 @@ impl AgentCluster for FakeCluster {
         Ok(self.pods.lock().map(|p| p.clone()).unwrap_or_default())
     }
 
-    async fn patch_node_annotation(&self, _node: &str, key: &str, value: &str) -> Result<(), AgentError> {
+    async fn list_claims(&self, node: &str) -> Result<Vec<Claim>, AgentError> {
+        let all = self.claims.lock().map(|c| c.clone()).unwrap_or_default();
+        Ok(all.into_iter().filter(|c| c.node.as_ref() == node).collect())
+    }
+
+    async fn get_claim(&self, namespace: &str, pod_uid: &str) -> Result<Option<Claim>, AgentError> {
+        if let Ok(mut g) = self.claim_gets.lock() {
+            g.push(format!("{namespace}/{pod_uid}"));
+        }
+        let all: Vec<Claim> = [&self.claims, &self.unlabelled]
+            .iter()
+            .flat_map(|m| m.lock().map(|c| c.clone()).unwrap_or_default())
+            .collect();
+        Ok(all.into_iter().find(|c| c.pod.namespace == namespace && c.pod_uid.as_str() == pod_uid))
+    }
+
+    async fn patch_node_annotation(&self, _node: &str, key: &str, value: &str) -> Result<Option<String>, AgentError> {
         if let Ok(mut a) = self.node_annotations.lock() {
             a.insert(key.into(), value.into());
         }
         if let Ok(mut n) = self.node_patches.lock() {
             *n += 1;
         }
-        Ok(())
+        Ok(Some("node-uid-1".into()))
     }
 
-    async fn patch_pod_annotation(&self, ns: &str, name: &str, key: &str, value: &str) -> Result<(), AgentError> {
-        if let Ok(mut pods) = self.pods.lock() {
-            for p in pods.iter_mut().filter(|p| p.namespace == ns && p.name == name) {
-                p.agent_status = Some(value.into());
-            }
-        }
-        if let Ok(mut patches) = self.pod_patches.lock() {
-            patches.push((format!("{ns}/{name}"), key.into(), value.into()));
+    async fn write_fabric_status(&self, _node: &str, node_uid: &str, status: &Value) -> Result<(), AgentError> {
+        assert_eq!(node_uid, "node-uid-1", "the status is owned by the Node");
+        if let Ok(mut s) = self.statuses.lock() {
+            s.push(status.clone());
         }
         Ok(())
     }
@@ -357,6 +402,25 @@ impl AgentCluster for FakeCluster {
             e.push(event.clone());
         }
         Ok(())
+    }
+}
+
+/// The GuidClaim the controller writes for `pod` (as built by [`pod`]): `t/ib@net1` has `guid`
+/// in `pkey`, on node `node`.
+pub fn claim_of(pod: &AgentPod, node: &str, guid: &str, pkey: Option<u16>) -> Claim {
+    Claim {
+        pod_uid: PodUid::new(&pod.uid),
+        pod: ObjectKey { namespace: pod.namespace.clone(), name: pod.name.clone() },
+        node: node.into(),
+        migrated: false,
+        deleting: false,
+        attachments: vec![ClaimedAttachment {
+            network: NetworkKey::new("t", "ib"),
+            slot: Slot::Interface("net1".into()),
+            guid: guid.parse::<Guid>().expect("guid"),
+            pkey: pkey.and_then(PKey::new),
+            former_pkeys: vec![],
+        }],
     }
 }
 
@@ -379,5 +443,95 @@ pub fn pod(name: &str, guid: &str, vf: Option<&str>) -> AgentPod {
         networks: Some(networks),
         network_status: status,
         ..AgentPod::default()
+    }
+}
+
+/// A pod whose network-status names `vf` without a netdev (a VFIO VF handed to a VM).
+pub fn vfio_pod(name: &str, guid: &str, vf: &str) -> AgentPod {
+    let mut p = pod(name, guid, None);
+    p.network_status = Some(format!(
+        r#"[{{"name":"cbr0","interface":"eth0","ips":["10.1.0.6"],"default":true}},
+            {{"name":"t/ib","interface":"net1","device-info":{{"type":"pci","version":"1.1.0","pci":{{"pci-address":"{vf}"}}}}}}]"#
+    ));
+    p
+}
+
+pub const CX7_PF: &str = "devices/pci0000:16/0000:16:02.0/0000:17:00.0";
+pub const CX6_PF: &str = "devices/pci0000:c9/0000:c9:02.0/0000:ca:00.0";
+pub const CX7_VF0: &str = "0000:17:00.1";
+pub const CX7_VF1: &str = "0000:17:00.2";
+pub const CX6_VF0: &str = "0000:ca:00.1";
+
+/// A GPU node with one ConnectX-7 and one ConnectX-6, both InfiniBand, laid out as mlx5_core
+/// and MLNX_OFED make it:
+/// - `mlx5_0` (ConnectX-7, 15b3:1021, 0000:17:00.0, netdev `ibp23s0` ifindex 4): port 1 ACTIVE,
+///   128-entry pkey table (0: 0xffff), gids/0..3; SR-IOV 2 of 16 VFs:
+///   VF 0 0000:17:00.1 (mlx5_core, netdev `ibp23s0v0`, RDMA device `mlx5_2` with its own
+///   128-entry pkey table, 0: 0x7fff limited), VF 1 0000:17:00.2 (vfio-pci, no netdev, no RDMA
+///   device on the host); `device/sriov/<vf>/{node,port,policy}` for both, unset (all-ones);
+/// - `mlx5_1` (ConnectX-6, 15b3:101b, 0000:ca:00.0, netdev `ibp202s0` ifindex 5): port 1 ACTIVE;
+///   SR-IOV 1 of 8: VF 0 0000:ca:00.1 (mlx5_core, RDMA device `mlx5_3`).
+///
+/// Pkey tables change over time with [`FakeSys::set_pkey`].
+pub fn connectx_node() -> FakeSys {
+    let s = FakeSys::new();
+    s.driver("mlx5_core");
+    s.driver("vfio-pci");
+    let pf_table: &[(u32, &str)] = &[(0, "0xffff")];
+    let vf_table: &[(u32, &str)] = &[(0, "0x7fff")];
+    for (pf, dev, device_id, guid, netdev, ifindex, total) in [
+        (CX7_PF, "mlx5_0", "0x1021", "a088:c203:00b1:0a10", "ibp23s0", 4, 16),
+        (CX6_PF, "mlx5_1", "0x101b", "b83f:d203:0042:7e20", "ibp202s0", 5, 8),
+    ] {
+        s.file(&format!("{pf}/vendor"), "0x15b3");
+        s.file(&format!("{pf}/device"), device_id);
+        let base = s.rdma_device(pf, dev, guid);
+        let gid = format!("fe80:0000:0000:0000:{guid}");
+        s.port(&base, 1, ["InfiniBand", "4: ACTIVE", "5: LinkUp", "0x1a", &gid], (128, pf_table));
+        for i in 1..4 {
+            s.file(&format!("{base}/ports/1/gids/{i}"), "0000:0000:0000:0000:0000:0000:0000:0000");
+        }
+        s.file(&format!("{base}/fw_ver"), if dev == "mlx5_0" { "28.41.1000" } else { "20.40.1000" });
+        s.netdev(pf, netdev, ifindex);
+        s.bind(pf, "mlx5_core");
+        s.file(&format!("{pf}/sriov_totalvfs"), &total.to_string());
+    }
+    s.file(&format!("{CX7_PF}/sriov_numvfs"), "2");
+    s.file(&format!("{CX6_PF}/sriov_numvfs"), "1");
+    let unset = "ff:ff:ff:ff:ff:ff:ff:ff";
+    let vf0 = s.vf(CX7_PF, 0, CX7_VF0);
+    s.bind(&vf0, "mlx5_core");
+    s.netdev(&vf0, "ibp23s0v0", 8);
+    let r = s.rdma_device(&vf0, "mlx5_2", "0000:0000:0000:0000");
+    s.port(
+        &r,
+        1,
+        ["InfiniBand", "4: ACTIVE", "5: LinkUp", "0x1b", "fe80:0000:0000:0000:0000:0000:0000:0000"],
+        (128, vf_table),
+    );
+    s.ofed_guids(CX7_PF, 0, unset, unset);
+    let vf1 = s.vf(CX7_PF, 1, CX7_VF1);
+    s.bind(&vf1, "vfio-pci");
+    s.ofed_guids(CX7_PF, 1, unset, unset);
+    let vf = s.vf(CX6_PF, 0, CX6_VF0);
+    s.bind(&vf, "mlx5_core");
+    s.netdev(&vf, "ibp202s0v0", 9);
+    let r = s.rdma_device(&vf, "mlx5_3", "0000:0000:0000:0000");
+    s.port(
+        &r,
+        1,
+        ["InfiniBand", "4: ACTIVE", "5: LinkUp", "0x1c", "fe80:0000:0000:0000:0000:0000:0000:0000"],
+        (128, vf_table),
+    );
+    s.ofed_guids(CX6_PF, 0, unset, unset);
+    s
+}
+
+impl FakeSys {
+    /// Entry `index` of the pkey table of `dev` port `port` (what the subnet manager programs).
+    pub fn set_pkey(&self, dev: &str, port: u32, index: u32, value: &str) {
+        let rel = format!("class/infiniband/{dev}/ports/{port}/pkeys/{index}");
+        let path = self.sysfs().path(&rel).expect("pkey entry under the root");
+        fs::write(path, format!("{value}\n")).expect("write pkey");
     }
 }

@@ -52,6 +52,8 @@ pub(super) struct Request {
     resource: String,
     object: Value,
     old_object: Value,
+    /// `userInfo.extra` (a bound service-account token's node name, for instance).
+    extra: Value,
 }
 
 pub(super) fn create(resource: &str, user: &str, object: &Value) -> Request {
@@ -61,6 +63,7 @@ pub(super) fn create(resource: &str, user: &str, object: &Value) -> Request {
         resource: resource.into(),
         object: object.clone(),
         old_object: Value::Null,
+        extra: Value::Null,
     }
 }
 
@@ -71,24 +74,37 @@ pub(super) fn update(resource: &str, user: &str, object: &Value, old: &Value) ->
         resource: resource.into(),
         object: object.clone(),
         old_object: old.clone(),
+        extra: Value::Null,
     }
 }
 
-fn delete(resource: &str, user: &str, old: &Value) -> Request {
+pub(super) fn delete(resource: &str, user: &str, old: &Value) -> Request {
     Request {
         operation: "DELETE",
         user: user.into(),
         resource: resource.into(),
         object: Value::Null,
         old_object: old.clone(),
+        extra: Value::Null,
     }
 }
 
 impl Request {
+    /// The token's node name, as the API server puts it in `userInfo.extra` for a pod's bound
+    /// service-account token (Kubernetes 1.32+).
+    pub(super) fn on_node(mut self, node: &str) -> Request {
+        self.extra = serde_json::json!({"authentication.kubernetes.io/node-name": [node]});
+        self
+    }
+
     /// (group, version, resource, subresource) of `pods`, `pods/status`, `guidclaims`, ….
     fn gvr(&self) -> (&'static str, &'static str, String, Option<String>) {
         let (res, sub) = self.resource.split_once('/').map_or((self.resource.as_str(), None), |(r, s)| (r, Some(s)));
-        let (group, version) = if res == "guidclaims" { ("fabric-sync.io", "v1alpha1") } else { ("", "v1") };
+        let (group, version) = match res {
+            "guidclaims" | "nodefabricstatuses" => ("fabric-sync.io", "v1alpha1"),
+            "events" => ("events.k8s.io", "v1"),
+            _ => ("", "v1"),
+        };
         (group, version, res.to_string(), sub.map(str::to_string))
     }
 
@@ -107,6 +123,9 @@ impl Request {
             "userInfo": {"username": self.user, "groups": ["system:authenticated"]},
             "dryRun": false,
         });
+        if !self.extra.is_null() {
+            r["userInfo"]["extra"] = self.extra.clone();
+        }
         for (key, value) in [("subResource", sub.clone()), ("requestSubResource", sub)].into_iter().chain([
             ("name", meta["name"].as_str().map(String::from)),
             ("namespace", meta["namespace"].as_str().map(String::from)),
@@ -236,7 +255,7 @@ pub(super) fn claim(ns: &str, pod_uid: &str) -> Value {
 }
 
 /// The default overlay's policy named `name`, and its parameter (the rendered ClusterRoleBinding).
-fn policy(name: &str) -> (ValidatingAdmissionPolicy, Value) {
+pub(super) fn policy(name: &str) -> (ValidatingAdmissionPolicy, Value) {
     let docs = rendered(OVERLAYS_DEFAULT);
     let policy: ValidatingAdmissionPolicy = pick(OVERLAYS_DEFAULT, docs, "ValidatingAdmissionPolicy", name);
     let binding =
@@ -249,7 +268,7 @@ fn policy(name: &str) -> (ValidatingAdmissionPolicy, Value) {
 const OVERLAYS_DEFAULT: &str = "deploy/kustomize/overlays/default";
 
 #[track_caller]
-fn denied(v: Verdict, mentions: &[&str]) {
+pub(super) fn denied(v: Verdict, mentions: &[&str]) {
     let Verdict::Denied(message) = v else { panic!("allowed: {v:?}") };
     assert!(!message.contains("error"), "denied by an error, not by the rule: {message}");
     for m in mentions {
@@ -258,7 +277,7 @@ fn denied(v: Verdict, mentions: &[&str]) {
 }
 
 #[track_caller]
-fn allowed(v: Verdict) {
+pub(super) fn allowed(v: Verdict) {
     assert!(!matches!(v, Verdict::Denied(_)), "denied: {v:?}");
 }
 

@@ -283,8 +283,9 @@ fn grafana_dashboard_shows_every_metric_and_only_metrics_that_exist() {
     }
     let mut known: BTreeSet<String> = fabric_sync::ops::METRICS.iter().map(|m| m.0.to_string()).collect();
     known.extend(agent.lines().filter_map(|l| l.strip_prefix("# HELP ")?.split_whitespace().next().map(String::from)));
-    let histograms: BTreeSet<&str> =
+    let mut histograms: BTreeSet<&str> =
         fabric_sync::ops::METRICS.iter().filter(|m| m.1 == "histogram").map(|m| m.0).collect();
+    histograms.extend(agent.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" histogram")));
     let dash: Value = serde_json::from_str(&read("deploy/grafana/fabric-sync.json")).expect("dashboard JSON");
     let mut used = BTreeSet::new();
     let mut ids = BTreeSet::new();

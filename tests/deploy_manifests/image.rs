@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn ports_agree_with_the_binary_defaults() {
     let controller_default = port_of(&default_of(CONTROLLER, "FABRIC_SYNC_ADMIN_LISTEN"));
-    let agent_default = port_of(&default_of(AGENT, "FABRIC_SYNC_AGENT_ADMIN_LISTEN"));
+    let agent_default: i32 = default_of(AGENT, "FABRIC_SYNC_AGENT_ADMIN_PORT").parse().unwrap();
     assert_eq!((controller_default, agent_default), (8080, 9810));
 
     let deploy = base_controller();
@@ -19,7 +19,11 @@ fn ports_agree_with_the_binary_defaults() {
     let ds = base_agent();
     let a = container(ds_pod_spec(&ds), "agent");
     assert_eq!(named_port(a, "admin"), agent_default);
-    assert_eq!(port_of(&env_value(a, "FABRIC_SYNC_AGENT_ADMIN_LISTEN").unwrap()), agent_default);
+    assert_eq!(env_value(a, "FABRIC_SYNC_AGENT_ADMIN_PORT").unwrap().parse::<i32>().unwrap(), agent_default);
+    // On the pod's IP (the node's address with hostNetwork), not on every address of the host.
+    assert_eq!(env_value(a, "FABRIC_SYNC_AGENT_ADMIN_LISTEN"), None);
+    let pod_ip = a.env.iter().flatten().find(|e| e.name == "POD_IP").and_then(|e| e.value_from.clone());
+    assert_eq!(pod_ip.and_then(|v| v.field_ref).map(|f| f.field_path).as_deref(), Some("status.podIP"));
     let svc: Service = find(&format!("{BASE}/agent-service.yaml"), "Service", "fabric-sync-agent-metrics");
     assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, agent_default);
 

@@ -186,7 +186,9 @@ fn check_controller_identity(what: &str, docs: &[Value]) -> (String, String) {
 
     // Both policies, each bound once, with the controller's ClusterRoleBinding as parameter.
     let mut policies = BTreeSet::new();
-    for d in docs.iter().filter(|d| d["kind"] == "ValidatingAdmissionPolicyBinding") {
+    // The agent's policy has the agent's binding as parameter: checked in agent_admission.rs.
+    let agent_policy = |d: &&Value| str_at(d, "/spec/policyName").ends_with("fabric-sync-agent-node-scope");
+    for d in docs.iter().filter(|d| d["kind"] == "ValidatingAdmissionPolicyBinding" && !agent_policy(d)) {
         let binding: ValidatingAdmissionPolicyBinding = typed(what, d);
         let name = binding.metadata.name.clone().unwrap_or_default();
         let spec = binding.spec;

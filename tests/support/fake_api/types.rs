@@ -15,6 +15,7 @@ pub enum Res {
     Nads,
     Smcs,
     GuidClaims,
+    NodeFabricStatuses,
 }
 
 pub struct ResInfo {
@@ -26,7 +27,7 @@ pub struct ResInfo {
 }
 
 impl Res {
-    pub const ALL: [Res; 9] = [
+    pub const ALL: [Res; 10] = [
         Res::Pods,
         Res::Nodes,
         Res::Namespaces,
@@ -36,6 +37,7 @@ impl Res {
         Res::Nads,
         Res::Smcs,
         Res::GuidClaims,
+        Res::NodeFabricStatuses,
     ];
 
     pub fn info(self) -> ResInfo {
@@ -51,6 +53,7 @@ impl Res {
             }
             Res::Smcs => ("spiderpool.spidernet.io", "v2beta1", "spidermultusconfigs", "SpiderMultusConfig", true),
             Res::GuidClaims => ("fabric-sync.io", "v1alpha1", "guidclaims", "GuidClaim", true),
+            Res::NodeFabricStatuses => ("fabric-sync.io", "v1alpha1", "nodefabricstatuses", "NodeFabricStatus", false),
         };
         ResInfo { group, version, plural, kind, namespaced }
     }
