@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{
-    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, SmPlugin, UfmArgs, UfmSettings,
+    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, KubeApiArgs, KubeApiSettings,
+    SmPlugin, UfmArgs, UfmSettings,
 };
 use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
-    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, WatchSettings,
-    client_config, spawn_watchers,
+    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, RateLimit,
+    WatchCache, WatchSettings, client_config, limited_client, spawn_watchers,
 };
 use crate::ops::{AdminState, Metrics};
 use crate::ufm::{NoopFabric, UfmClient};
@@ -68,17 +69,18 @@ impl Controller {
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let (leader_tx, leader_rx) = watch::channel(false);
         let uids = Arc::new(NetworkUids::default());
+        let cache = Arc::new(WatchCache::default());
         let publisher = EventPublisher::new(client.clone(), &identity, uids.clone());
         let mut elector = LeaderElector::new(client.clone(), config.lease);
         // Every write (UFM, ledger, pods, Events) passes the Lease fence first.
         let writer: Arc<dyn ClusterWriter> = Arc::new(FencedWriter::new(
-            Arc::new(KubeWriter::new(client.clone(), publisher, metrics.clone())),
+            Arc::new(KubeWriter::new(client.clone(), publisher, metrics.clone()).with_cache(cache.clone())),
             elector.fence(),
         ));
         let fabric: Arc<dyn Fabric> = Arc::new(FencedFabric::new(fabric, elector.fence()));
         let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
-        spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids);
+        spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids, cache);
 
         tokio::select! {
             () = elector.run(&leader_tx) => {}
@@ -124,6 +126,8 @@ pub struct ControllerCmd {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub controller: ControllerArgs,
+    #[command(flatten)]
+    pub kube_api: KubeApiArgs,
 }
 
 /// Validated settings of `fabric-sync controller`.
@@ -132,6 +136,7 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub engine_config: EngineConfig,
     pub controller: ControllerSettings,
+    pub kube_api: KubeApiSettings,
 }
 
 impl ControllerCmd {
@@ -142,7 +147,8 @@ impl ControllerCmd {
         let engine = EngineSettings::from_args(&self.engine).map_err(|e| e.to_string())?;
         let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
-        Ok(Settings { ufm, engine, engine_config, controller })
+        let kube_api = KubeApiSettings::from_args(&self.kube_api).map_err(|e| e.to_string())?;
+        Ok(Settings { ufm, engine, engine_config, controller, kube_api })
     }
 }
 
@@ -178,8 +184,9 @@ pub fn main(cmd: ControllerCmd) -> ExitCode {
 async fn run_main(s: Settings) -> ExitCode {
     let metrics = Metrics::new();
     let identity = s.controller.identity.clone();
+    let limit = RateLimit { qps: s.kube_api.qps, burst: s.kube_api.burst };
     let client = match client_config(s.controller.kubeconfig.as_deref(), &identity).await.and_then(|c| {
-        Client::try_from(c)
+        limited_client(c, limit, Some(metrics.clone()))
             .map_err(|e| ConfigError { setting: "KUBECONFIG (--kubeconfig)".into(), detail: e.to_string() })
     }) {
         Ok(c) => c,
