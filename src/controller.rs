@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{
-    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, SmPlugin, UfmArgs, UfmSettings,
+    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, KubeApiArgs, KubeApiSettings,
+    SmPlugin, UfmArgs, UfmSettings,
 };
 use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
-    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, WatchSettings,
-    client_config, spawn_watchers,
+    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, RateLimit,
+    WatchCache, WatchSettings, client_config, limited_client, spawn_watchers,
 };
 use crate::ops::{AdminState, Metrics};
 use crate::ufm::{NoopFabric, UfmClient};
@@ -76,13 +77,14 @@ impl Controller {
         let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
         let (leader_tx, leader_rx) = watch::channel(false);
         let uids = Arc::new(NetworkUids::default());
+        let cache = Arc::new(WatchCache::default());
         let publisher = EventPublisher::new(client.clone(), &identity, uids.clone());
         let mut elector = LeaderElector::new(client.clone(), config.lease);
         // Every write (UFM, ledger, pods, Events) passes the Lease fence first.
         let (writer, fabric): (Arc<dyn ClusterWriter>, Arc<dyn Fabric>) = if dry_run {
             crate::kube::dry_run_ports(client.clone(), fabric, metrics.clone())
         } else {
-            let writer = KubeWriter::new(client.clone(), publisher, metrics.clone());
+            let writer = KubeWriter::new(client.clone(), publisher, metrics.clone()).with_cache(cache.clone());
             (
                 Arc::new(FencedWriter::new(Arc::new(writer), elector.fence())),
                 Arc::new(FencedFabric::new(fabric, elector.fence())),
@@ -92,7 +94,7 @@ impl Controller {
         tasks.spawn(crate::kube::node_status::run_mirror(client.clone(), writer.clone(), leader_rx.clone()));
         let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
-        spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids);
+        spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids, cache);
 
         if dry_run {
             tracing::info!("dry run: no Lease is taken and nothing is written; planning as the leader");
@@ -149,6 +151,8 @@ pub struct ControllerCmd {
     /// change is logged at info and counted in fabric_sync_dry_run_changes_total.
     #[arg(long, env = "FABRIC_SYNC_DRY_RUN")]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub kube_api: KubeApiArgs,
 }
 
 /// Validated settings of `fabric-sync controller`.
@@ -157,6 +161,7 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub engine_config: EngineConfig,
     pub controller: ControllerSettings,
+    pub kube_api: KubeApiSettings,
 }
 
 impl ControllerCmd {
@@ -167,7 +172,8 @@ impl ControllerCmd {
         let engine = EngineSettings::from_args(&self.engine).map_err(|e| e.to_string())?;
         let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
-        Ok(Settings { ufm, engine, engine_config, controller })
+        let kube_api = KubeApiSettings::from_args(&self.kube_api).map_err(|e| e.to_string())?;
+        Ok(Settings { ufm, engine, engine_config, controller, kube_api })
     }
 }
 
@@ -203,8 +209,9 @@ pub fn main(cmd: ControllerCmd) -> ExitCode {
 async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
     let metrics = Metrics::new();
     let identity = s.controller.identity.clone();
+    let limit = RateLimit { qps: s.kube_api.qps, burst: s.kube_api.burst };
     let client = match client_config(s.controller.kubeconfig.as_deref(), &identity).await.and_then(|c| {
-        Client::try_from(c)
+        limited_client(c, limit, Some(metrics.clone()))
             .map_err(|e| ConfigError { setting: "KUBECONFIG (--kubeconfig)".into(), detail: e.to_string() })
     }) {
         Ok(c) => c,

@@ -2,9 +2,11 @@
 //! where it had one), a default, and a validation that names the setting when it fails.
 
 mod engine;
+mod kube_api;
 mod ufm;
 
 pub use engine::{AdoptAnnotations, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, PolicyMode};
+pub use kube_api::{KubeApiArgs, KubeApiSettings};
 pub use ufm::{CredentialSource, Credentials, SmPlugin, UfmArgs, UfmAuth, UfmScheme, UfmSettings};
 
 use std::fmt;

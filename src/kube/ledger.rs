@@ -10,6 +10,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use kube::core::ObjectMeta;
 use serde_json::{Value, json};
 
+use super::cache::WatchCache;
 use super::writer::write_error;
 use crate::engine::{CLAIM_FINALIZER, Claim, ClaimOutcome, ClaimedAttachment, ObjectKey, PodUid, Slot, WriteError};
 use crate::ib::{Guid, PKey};
@@ -137,9 +138,46 @@ fn api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &claim_resource())
 }
 
-/// Creates the claim, or replaces the spec of the one that exists.
-pub async fn write_claim(client: &kube::Client, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
+/// Creates the claim, or replaces the spec of the one that exists, without reading it first:
+/// a claim the watch `cache` holds is merge-patched with its resourceVersion as precondition
+/// (a 409 costs one fresh read), any other is created (and, if it exists after all, its spec is
+/// set by a merge patch: the spec is the controller's alone).
+pub async fn write_claim(
+    client: &kube::Client,
+    cache: Option<&WatchCache>,
+    claim: &Claim,
+) -> Result<ClaimOutcome, WriteError> {
     let api = api(client, &claim.pod.namespace);
+    let name = claim.pod_uid.as_str();
+    let remember = |obj: &DynamicObject| {
+        if let Some(c) = cache {
+            c.claim_written(&obj.metadata);
+        }
+    };
+    let mut known = cache.and_then(|c| c.claim(&claim.pod_uid));
+    for _ in 0..2 {
+        let Some(rv) = known.take() else { break };
+        let body = json!({"metadata": {"resourceVersion": rv}, "spec": claim_spec(claim)});
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await {
+            Ok(obj) => {
+                remember(&obj);
+                return Ok(ClaimOutcome::Written);
+            }
+            // Gone meanwhile (the pod was deleted and Kubernetes collected it): create it anew.
+            Err(kube::Error::Api(s)) if s.code == 404 => break,
+            Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(name).await.map_err(write_error)? {
+                Some(obj) => {
+                    remember(&obj);
+                    known = obj.metadata.resource_version;
+                    if known.is_none() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            Err(e) => return Err(write_error(e)),
+        }
+    }
     match api.create(&PostParams::default(), &claim_object(claim)).await {
         Ok(_) => return Ok(ClaimOutcome::Written),
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -147,8 +185,11 @@ pub async fn write_claim(client: &kube::Client, claim: &Claim) -> Result<ClaimOu
     }
     // It exists (an earlier write, or a term of another leader): the spec is ours to set.
     let body = json!({"spec": claim_spec(claim)});
-    match api.patch(claim.pod_uid.as_str(), &PatchParams::default(), &Patch::Merge(&body)).await {
-        Ok(_) => Ok(ClaimOutcome::Written),
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        Ok(obj) => {
+            remember(&obj);
+            Ok(ClaimOutcome::Written)
+        }
         Err(e) => Err(write_error(e)),
     }
 }

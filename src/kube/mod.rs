@@ -3,11 +3,13 @@
 //! optimistic concurrency, de-duplicated Events, node annotations); and Lease leader election.
 
 mod dry_run;
+mod cache;
 mod events;
 mod fenced;
 mod lease;
 mod ledger;
 pub mod node_status;
+pub mod ratelimit;
 pub mod release;
 mod resources;
 mod snapshot;
@@ -19,19 +21,21 @@ use std::path::Path;
 use axum::http::{HeaderValue, header};
 
 pub use dry_run::{DRY_RUN_KINDS, DryRunFabric, DryRunLog, DryRunWriter, dry_run_ports};
+pub use cache::{PodBase, WatchCache};
 pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
 pub use fenced::{FencedFabric, FencedWriter};
 pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
 pub use ledger::{
     CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource,
 };
+pub use ratelimit::{RateLimit, limited_client};
 pub use resources::{
     INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
     smc_resource,
 };
 pub use snapshot::{Snapshot, SnapshotError, snapshot};
 pub use watch::{NetworkUids, WatchSettings, network_kind_name, spawn_watchers};
-pub use writer::{KubeWriter, MAX_CONFLICT_RETRIES, PodChange, pod_change};
+pub use writer::{KubeWriter, MAX_CONFLICT_RETRIES, PodChange, pod_change, pod_change_from};
 
 use crate::config::ConfigError;
 
@@ -41,7 +45,8 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     // Watchers: an initial list, then a watch (relisted after 410 Gone).
     ("", "pods", "list"),
     ("", "pods", "watch"),
-    // Pod write-back: read, then merge-patch our annotations with a resourceVersion precondition.
+    // Pod write-back: a merge patch of our annotations computed from the watch cache, with its
+    // resourceVersion as precondition; read only after a 409 or for a pod the cache lacks.
     ("", "pods", "get"),
     ("", "pods", "patch"),
     ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
@@ -58,7 +63,8 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
     // The ownership ledger: watched; created before a GUID goes to UFM; its spec patched when
-    // a network moves; deleted and its finalizer removed once UFM confirmed the removal.
+    // a network moves (read only after a 409); deleted and its finalizer removed once UFM
+    // confirmed the removal.
     ("fabric-sync.io", "guidclaims", "list"),
     ("fabric-sync.io", "guidclaims", "watch"),
     ("fabric-sync.io", "guidclaims", "create"),

@@ -19,6 +19,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::cache::WatchCache;
 use super::ledger::{claim_from_object, claim_resource};
 use super::resources::{
     SlimPod, nad_resource, namespace_event, network_event, network_key, node_event, pod_view, smc_resource,
@@ -100,7 +101,8 @@ impl Context {
 }
 
 /// Starts one watcher task per resource into `tasks`; they run until aborted or until the
-/// engine's channel closes.
+/// engine's channel closes. Pods with networks and GuidClaims are also kept in `cache` (what
+/// the writer computes its writes from).
 pub fn spawn_watchers(
     tasks: &mut JoinSet<()>,
     client: &Client,
@@ -108,11 +110,12 @@ pub fn spawn_watchers(
     metrics: Arc<Metrics>,
     settings: WatchSettings,
     uids: Arc<NetworkUids>,
+    cache: Arc<WatchCache>,
 ) {
     let ctx = Arc::new(Context { tx, metrics, settings, unsynced: AtomicUsize::new(6) });
     let cfg = watcher::Config::default;
     let pods = watcher(Api::<SlimPod>::all(client.clone()), cfg());
-    tasks.spawn(drive(PodTracker::default(), pods, ctx.clone()));
+    tasks.spawn(drive(PodTracker { keys: Keys::default(), cache: cache.clone() }, pods, ctx.clone()));
     let nads = watcher(Api::<DynamicObject>::all_with(client.clone(), &nad_resource()), cfg());
     tasks.spawn(drive(NetworkTracker::new(NetworkKind::Nad, uids.clone()), nads, ctx.clone()));
     let smcs = watcher(Api::<DynamicObject>::all_with(client.clone(), &smc_resource()), cfg());
@@ -122,7 +125,7 @@ pub fn spawn_watchers(
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), cfg());
     tasks.spawn(drive(namespaces_tracker(), namespaces, ctx.clone()));
     let claims = watcher(Api::<DynamicObject>::all_with(client.clone(), &claim_resource()), cfg());
-    tasks.spawn(drive(ClaimTracker::default(), claims, ctx));
+    tasks.spawn(drive(ClaimTracker { keys: Keys::default(), cache }, claims, ctx));
 }
 
 /// Turns one resource's watch events into cluster events.
@@ -304,6 +307,7 @@ impl<K: Hash + Eq + Clone> Keys<K> {
 #[derive(Default)]
 struct PodTracker {
     keys: Keys<PodUid>,
+    cache: Arc<WatchCache>,
 }
 
 impl Tracker for PodTracker {
@@ -318,12 +322,16 @@ impl Tracker for PodTracker {
             tracing::debug!(pod = %pod.name_any(), "pod without uid, name or namespace ignored");
             return;
         };
+        if view.has_networks() {
+            self.cache.pod_seen(&pod.metadata);
+        }
         drop(pod);
         if view.has_networks() {
             self.keys.saw(&view.uid);
             self.keys.known.insert(view.uid.clone());
             out.push(ClusterEvent::PodApplied(view));
         } else if self.keys.known.remove(&view.uid) {
+            self.cache.pod_gone(&view.uid);
             out.push(ClusterEvent::PodApplied(view));
         }
     }
@@ -331,6 +339,7 @@ impl Tracker for PodTracker {
     fn delete(&mut self, pod: SlimPod, out: &mut Vec<ClusterEvent>) {
         let Some(uid) = pod.metadata.uid.as_deref() else { return };
         let uid = PodUid::new(uid);
+        self.cache.pod_gone(&uid);
         if self.keys.known.remove(&uid) {
             out.push(ClusterEvent::PodDeleted { uid });
         }
@@ -342,6 +351,7 @@ impl Tracker for PodTracker {
 
     fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
         for uid in self.keys.list_done() {
+            self.cache.pod_gone(&uid);
             out.push(ClusterEvent::PodDeleted { uid });
         }
     }
@@ -410,6 +420,8 @@ impl Tracker for NetworkTracker {
 #[derive(Default)]
 struct ClaimTracker {
     keys: Keys<PodUid>,
+    /// Keyed by object name (the pod's UID), as the writer patches it.
+    cache: Arc<WatchCache>,
 }
 
 impl Tracker for ClaimTracker {
@@ -421,12 +433,16 @@ impl Tracker for ClaimTracker {
 
     fn apply(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
         let Some(claim) = claim_from_object(&obj) else { return };
+        self.cache.claim_seen(&obj.metadata);
         self.keys.saw(&claim.pod_uid);
         self.keys.known.insert(claim.pod_uid.clone());
         out.push(ClusterEvent::ClaimApplied(claim));
     }
 
     fn delete(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        if let Some(name) = obj.metadata.name.as_deref() {
+            self.cache.claim_gone(&PodUid::new(name));
+        }
         let Some(claim) = claim_from_object(&obj) else { return };
         if self.keys.known.remove(&claim.pod_uid) {
             out.push(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid });
@@ -438,7 +454,10 @@ impl Tracker for ClaimTracker {
     }
 
     fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
-        out.extend(self.keys.list_done().into_iter().map(|pod_uid| ClusterEvent::ClaimDeleted { pod_uid }));
+        for pod_uid in self.keys.list_done() {
+            self.cache.claim_gone(&pod_uid);
+            out.push(ClusterEvent::ClaimDeleted { pod_uid });
+        }
     }
 }
 

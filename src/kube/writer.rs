@@ -1,10 +1,10 @@
 //! The engine's `ClusterWriter` over the Kubernetes API: ledger claims (ledger.rs), pod patches
-//! and Events. A pod patch reads the pod, rewrites
-//! only our keys (the networks annotation through `apply_writes`, and `fabric-sync.io/status`),
-//! and sends a JSON merge patch carrying the `resourceVersion` it was computed from: a
-//! concurrent change answers 409 and the patch is recomputed from a fresh read.
+//! and Events. A pod patch is computed from the pod as the watcher last saw it (cache.rs),
+//! rewrites only our keys (the networks annotation through `apply_writes`, and
+//! `fabric-sync.io/status`), and is sent as one JSON merge patch carrying the `resourceVersion`
+//! (and UID) it was computed from: no read on the happy path. A concurrent change answers 409
+//! and the patch is recomputed from one fresh read; a pod the cache does not hold is read once.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::ObjectMeta;
 use serde_json::{Value, json};
 
+use super::cache::{PodBase, WatchCache};
 use super::events::EventPublisher;
 use super::resources::SlimPod;
 use crate::engine::{
@@ -32,11 +33,24 @@ pub struct KubeWriter {
     client: Client,
     events: EventPublisher,
     metrics: Arc<Metrics>,
+    /// Without one (tests of the writer alone), every write reads first.
+    cache: Option<Arc<WatchCache>>,
 }
 
 impl KubeWriter {
     pub fn new(client: Client, events: EventPublisher, metrics: Arc<Metrics>) -> KubeWriter {
-        KubeWriter { client, events, metrics }
+        KubeWriter { client, events, metrics, cache: None }
+    }
+
+    /// Writes are computed from what the watchers filling `cache` saw.
+    pub fn with_cache(mut self, cache: Arc<WatchCache>) -> KubeWriter {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The pod as it is now (one GET); `None` when it is gone.
+    async fn read_pod(&self, api: &Api<SlimPod>, name: &str) -> Result<Option<PodBase>, WriteError> {
+        Ok(api.get_opt(name).await.map_err(write_error)?.map(|p| PodBase::from_meta(&p.metadata)))
     }
 }
 
@@ -53,12 +67,16 @@ pub enum PodChange {
 
 /// Computes the merge patch for `patch` against the pod's current metadata (pure).
 pub fn pod_change(meta: &ObjectMeta, patch: &PodPatch) -> Result<PodChange, WriteError> {
-    let empty = BTreeMap::new();
-    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    pod_change_from(&PodBase::from_meta(meta), patch)
+}
+
+/// Computes the merge patch for `patch` against `base` (pure): our keys only, with `base`'s
+/// resourceVersion and the pod's UID as preconditions.
+pub fn pod_change_from(base: &PodBase, patch: &PodPatch) -> Result<PodChange, WriteError> {
     let mut ours = serde_json::Map::new();
     let mut newly_configured = 0;
     if !patch.writes.is_empty() {
-        let Some(current) = annotations.get(NETWORKS_ANNOTATION) else {
+        let Some(current) = base.networks.as_ref() else {
             return Ok(PodChange::Outcome(PatchOutcome::AttachmentGone));
         };
         let text = match apply_writes(&patch.pod.namespace, current, &patch.writes) {
@@ -74,15 +92,15 @@ pub fn pod_change(meta: &ObjectMeta, patch: &PodPatch) -> Result<PodChange, Writ
     if !patch.status.is_empty() {
         let status =
             serde_json::to_string(&patch.status).map_err(|e| WriteError::permanent(format!("encoding status: {e}")))?;
-        if annotations.get(STATUS_ANNOTATION) != Some(&status) {
+        if base.status.as_ref() != Some(&status) {
             ours.insert(STATUS_ANNOTATION.to_string(), Value::String(status));
         }
     }
     if ours.is_empty() {
         return Ok(PodChange::Unchanged);
     }
-    let rv = meta.resource_version.clone().unwrap_or_default();
-    let body = json!({"metadata": {"resourceVersion": rv, "annotations": ours}});
+    let body = json!({"metadata": {"uid": patch.uid.as_str(), "resourceVersion": base.resource_version,
+                                   "annotations": ours}});
     Ok(PodChange::Patch { body, newly_configured })
 }
 
@@ -118,16 +136,15 @@ pub(crate) fn write_error(e: kube::Error) -> WriteError {
     WriteError { class, message: e.to_string() }
 }
 
-fn age(meta: &ObjectMeta) -> Option<Duration> {
-    let created = meta.creation_timestamp.as_ref()?.0;
-    let d = Timestamp::now().duration_since(created);
+fn age(base: &PodBase) -> Option<Duration> {
+    let d = Timestamp::now().duration_since(base.created?);
     Duration::try_from(d).ok()
 }
 
 #[async_trait]
 impl ClusterWriter for KubeWriter {
     async fn write_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
-        super::ledger::write_claim(&self.client, claim).await
+        super::ledger::write_claim(&self.client, self.cache.as_deref(), claim).await
     }
 
     async fn release_claim(&self, claim: &Claim) -> Result<ClaimOutcome, WriteError> {
@@ -136,22 +153,29 @@ impl ClusterWriter for KubeWriter {
 
     async fn patch_pod(&self, patch: &PodPatch) -> Result<PatchOutcome, WriteError> {
         let api: Api<SlimPod> = Api::namespaced(self.client.clone(), &patch.pod.namespace);
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let pod = match api.get_opt(&patch.pod.name).await.map_err(write_error)? {
-                Some(p) => p,
+        let cached = self.cache.as_ref().and_then(|c| c.pod(&patch.uid));
+        let mut base = match cached {
+            Some(b) => b,
+            None => match self.read_pod(&api, &patch.pod.name).await? {
+                Some(b) => b,
                 None => return Ok(PatchOutcome::PodGone),
-            };
-            if pod.metadata.uid.as_deref() != Some(patch.uid.as_str()) {
+            },
+        };
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            if base.uid.as_deref().is_some_and(|u| u != patch.uid.as_str()) {
                 return Ok(PatchOutcome::PodGone);
             }
-            let (body, newly_configured) = match pod_change(&pod.metadata, patch)? {
+            let (body, newly_configured) = match pod_change_from(&base, patch)? {
                 PodChange::Unchanged => return Ok(PatchOutcome::Patched),
                 PodChange::Outcome(o) => return Ok(o),
                 PodChange::Patch { body, newly_configured } => (body, newly_configured),
             };
             match api.patch(&patch.pod.name, &PatchParams::default(), &Patch::Merge(&body)).await {
-                Ok(_) => {
-                    if let Some(age) = age(&pod.metadata) {
+                Ok(written) => {
+                    if let Some(cache) = &self.cache {
+                        cache.pod_written(PodBase::from_meta(&written.metadata));
+                    }
+                    if let Some(age) = age(&base) {
                         for _ in 0..newly_configured {
                             self.metrics.pod_configured(age);
                         }
@@ -160,7 +184,14 @@ impl ClusterWriter for KubeWriter {
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     self.metrics.pod_patch_conflict();
-                    tracing::debug!(pod = %patch.pod, "pod changed meanwhile (409); recomputing the patch");
+                    tracing::debug!(pod = %patch.pod, "pod changed meanwhile (409); recomputing the patch from a fresh read");
+                    base = match self.read_pod(&api, &patch.pod.name).await? {
+                        Some(b) => b,
+                        None => return Ok(PatchOutcome::PodGone),
+                    };
+                    if let Some(cache) = &self.cache {
+                        cache.pod_written(base.clone());
+                    }
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(PatchOutcome::PodGone),
                 Err(e) => return Err(write_error(e)),
@@ -179,6 +210,8 @@ impl ClusterWriter for KubeWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::engine::{AttachmentWrite, ObjectKey, PodUid, Slot};
     use crate::netdef::{GuidVia, NetworkKey};

@@ -98,6 +98,24 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "kind",
         "controller --dry-run: distinct changes it would have made (ufm_add, ufm_remove, ledger_write, ledger_release, pod_patch, event)",
     ),
+    (
+        "fabric_sync_kube_api_throttled_total",
+        "counter",
+        "",
+        "Kubernetes API requests that waited for the client-side rate limit (--kube-api-qps, --kube-api-burst)",
+    ),
+    (
+        "fabric_sync_kube_api_retries_total",
+        "counter",
+        "",
+        "Kubernetes API requests sent again after a 429, 503 or 504 (Retry-After honoured)",
+    ),
+    (
+        "fabric_sync_kube_api_events_dropped_total",
+        "counter",
+        "",
+        "Events not sent: the client-side rate limit left no spare request within 10 s (pod and ledger writes go first)",
+    ),
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -137,6 +155,9 @@ pub struct Metrics {
     watch_errors: IntCounterVec,
     watch_relists: IntCounterVec,
     dry_run_changes: IntCounterVec,
+    kube_api_throttled: IntCounter,
+    kube_api_retries: IntCounter,
+    kube_api_events_dropped: IntCounter,
     /// One scrape at a time copies the engine's counters (they are deltas added to ours).
     scrape: Mutex<()>,
 }
@@ -214,6 +235,12 @@ impl Metrics {
                 .expect("static metric definition"),
             dry_run_changes: IntCounterVec::new(opts("fabric_sync_dry_run_changes_total"), &["kind"])
                 .expect("static metric definition"),
+            kube_api_throttled: IntCounter::with_opts(opts("fabric_sync_kube_api_throttled_total"))
+                .expect("static metric definition"),
+            kube_api_retries: IntCounter::with_opts(opts("fabric_sync_kube_api_retries_total"))
+                .expect("static metric definition"),
+            kube_api_events_dropped: IntCounter::with_opts(opts("fabric_sync_kube_api_events_dropped_total"))
+                .expect("static metric definition"),
             scrape: Mutex::new(()),
             registry,
         };
@@ -264,6 +291,9 @@ impl Metrics {
             Box::new(self.watch_errors.clone()),
             Box::new(self.watch_relists.clone()),
             Box::new(self.dry_run_changes.clone()),
+            Box::new(self.kube_api_throttled.clone()),
+            Box::new(self.kube_api_retries.clone()),
+            Box::new(self.kube_api_events_dropped.clone()),
         ];
         for c in collectors {
             // Names are distinct and static: registration cannot collide.
@@ -293,6 +323,21 @@ impl Metrics {
     /// `resource` was listed again from scratch (its watch could not resume).
     pub fn watch_relist(&self, resource: &str) {
         self.watch_relists.with_label_values(&[resource]).inc();
+    }
+
+    /// A Kubernetes API request waited for the client-side rate limit.
+    pub fn kube_api_throttled(&self) {
+        self.kube_api_throttled.inc();
+    }
+
+    /// A Kubernetes API request is sent again after 429/503/504.
+    pub fn kube_api_retry(&self) {
+        self.kube_api_retries.inc();
+    }
+
+    /// An Event was dropped for want of API budget.
+    pub fn kube_api_event_dropped(&self) {
+        self.kube_api_events_dropped.inc();
     }
 
     /// Makes the series for `resource` visible (at 0) before anything happens to it.

@@ -69,6 +69,17 @@ impl Env {
     }
 
     pub async fn controller_with(&self, name: &str, auth: UfmAuth, config: ControllerConfig) -> Running {
+        self.controller_with_client(name, auth, config, self.api.client(name)).await
+    }
+
+    /// Like [`Env::controller_with`], on a client built by the caller (e.g. rate limited).
+    pub async fn controller_with_client(
+        &self,
+        name: &str,
+        auth: UfmAuth,
+        config: ControllerConfig,
+        client: kube::Client,
+    ) -> Running {
         let args = UfmArgs {
             sm_plugin: "ufm".into(),
             address: Some(self.ufm.addr().ip().to_string()),
@@ -94,7 +105,7 @@ impl Env {
             .expect("UFM client")
             .with_observer(metrics.clone())
             .with_retry_delays(Duration::from_millis(10), Duration::from_millis(50));
-        let controller = Controller::new(self.api.client(name), Arc::new(fabric), config, metrics.clone());
+        let controller = Controller::new(client, Arc::new(fabric), config, metrics.clone());
         Running::start(name, controller, metrics).await
     }
 

@@ -58,10 +58,11 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
 }
 
 pub async fn handle(State(shared): State<Shared>, req: Request) -> Response {
-    let seq = {
+    let at = std::time::Instant::now();
+    let (seq, latency) = {
         let mut s = lock(&shared);
         s.arrivals += 1;
-        s.arrivals
+        (s.arrivals, s.latency)
     };
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -72,6 +73,9 @@ pub async fn handle(State(shared): State<Shared>, req: Request) -> Response {
     let target = parse_path(&path);
     let watch = query_params(&query).iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
     let verb = target.as_ref().and_then(|t| verb_of(method.as_str(), t.name.is_some(), watch));
+    if !watch && !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let request =
         Incoming { method: &method, path: &path, query: &query, headers: &headers, body: &body, client: &client };
     let (status, response) = respond(&shared, target.as_ref(), verb, &request);
@@ -85,6 +89,8 @@ pub async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         status,
         res: target.map(|t| t.res),
         verb,
+        at,
+        done: std::time::Instant::now(),
     });
     response
 }

@@ -166,6 +166,32 @@ impl FakeApi {
         self.store().log.clone()
     }
 
+    /// The log from entry `from` on (`requests()[from..]`), without copying the rest.
+    pub fn requests_since(&self, from: usize) -> Vec<RequestRecord> {
+        let s = self.store();
+        s.log.get(from..).map(<[RequestRecord]>::to_vec).unwrap_or_default()
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.store().log.len()
+    }
+
+    /// Every answer but a watch stream's waits this long first (API server latency).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.store().latency = latency;
+    }
+
+    /// Keeps only about the last `changes` changes for resuming watches (older versions
+    /// answer 410 Gone), so a long benchmark does not hold every object version.
+    pub fn set_history_limit(&self, changes: usize) {
+        self.store().history_limit = Some(changes);
+    }
+
+    /// Forgets the request log (a benchmark between phases).
+    pub fn clear_requests(&self) {
+        self.store().log.clear();
+    }
+
     pub fn requests_by(&self, client: &str) -> Vec<RequestRecord> {
         self.store().log.iter().filter(|r| r.client == client).cloned().collect()
     }

@@ -120,6 +120,10 @@ pub struct Store {
     pub concurrent: Vec<(Key, Value)>,
     pub arrivals: u64,
     next_uid: u64,
+    /// Added to every answer but a watch stream's (API server latency).
+    pub latency: std::time::Duration,
+    /// Most changes kept for resuming watches (older ones are compacted away); `None`: all.
+    pub history_limit: Option<usize>,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -423,6 +427,11 @@ impl Store {
             None => !w.tx.is_closed(),
         });
         self.history.push(change);
+        if let Some(limit) = self.history_limit.filter(|l| self.history.len() > (*l).max(1)) {
+            let cut = self.history.len() - limit.max(1) / 2;
+            self.history.drain(..cut);
+            self.compacted = self.history.first().map_or(self.rv + 1, |c| c.rv);
+        }
     }
 
     /// Starts a watch from `rv` (`None` or 0: the current objects as ADDED first).

@@ -202,6 +202,9 @@ pub struct RequestRecord {
     pub res: Option<Res>,
     /// The RBAC verb (`list`, `watch`, `patch`, ...), for a path that names a resource.
     pub verb: Option<&'static str>,
+    /// When the request arrived, and when its answer was ready (for a watch: when it started).
+    pub at: std::time::Instant,
+    pub done: std::time::Instant,
 }
 
 impl RequestRecord {
