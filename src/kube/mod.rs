@@ -2,8 +2,8 @@
 //! and namespaces into the engine's `ClusterEvent`s; the `ClusterWriter` (pod patches with
 //! optimistic concurrency, de-duplicated Events, node annotations); and Lease leader election.
 
-mod dry_run;
 mod cache;
+mod dry_run;
 mod events;
 mod fenced;
 mod lease;
@@ -20,8 +20,8 @@ use std::path::Path;
 
 use axum::http::{HeaderValue, header};
 
-pub use dry_run::{DRY_RUN_KINDS, DryRunFabric, DryRunLog, DryRunWriter, dry_run_ports};
 pub use cache::{PodBase, WatchCache};
+pub use dry_run::{DRY_RUN_KINDS, DryRunFabric, DryRunLog, DryRunWriter, dry_run_ports};
 pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
 pub use fenced::{FencedFabric, FencedWriter};
 pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
