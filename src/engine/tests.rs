@@ -346,8 +346,10 @@ fn finished_and_deleted_pods_leave_the_fabric_and_guids_wait_for_confirmation() 
     w.converge();
     assert!(w.members("0x10").is_empty());
     assert!(w.state.pool.is_quarantined(g1), "quarantined until a list confirms");
+    assert_eq!(w.state.awaiting_confirmation(), 2, "both removals wait for a listing");
     w.list();
     assert!(!w.state.pool.is_quarantined(g1));
+    assert_eq!(w.state.awaiting_confirmation(), 0);
     assert_eq!(w.state.pool.in_use(), 0);
 }
 
@@ -540,6 +542,8 @@ fn foreign_guids_and_unnamed_pkeys_are_never_touched() {
     assert!(w.members("0x99").contains(&g(5)));
     assert_ne!(w.guid_of("u1", 0), g(5), "a GUID UFM lists is never handed out");
     assert!(w.state.pool.is_quarantined(g(5)));
+    // Kept from the pool, but nothing of ours waits on it: no fast relisting for it.
+    assert_eq!(w.state.awaiting_confirmation(), 0);
 }
 
 #[test]
