@@ -85,12 +85,6 @@ impl PkeyBudget {
         Ok(())
     }
 
-    /// Counts an attachment that already exists on the fabric, even past the limit
-    /// (found at restart); the node then admits nothing new until it drops below.
-    pub fn acquire_existing(&mut self, node: &str, pkey: PKey) {
-        *self.nodes.entry(node.to_string()).or_default().pkeys.entry(pkey).or_insert(0) += 1;
-    }
-
     /// Forgets one attachment of `pkey` on `node`.
     pub fn release(&mut self, node: &str, pkey: PKey) {
         if let Some(n) = self.nodes.get_mut(node) {

@@ -105,26 +105,6 @@ impl GuidPool {
         GuidPool { range, taken: IntervalSet::default(), quarantined: HashSet::new(), cursor: range.start.value() }
     }
 
-    /// A pool whose `in_use` GUIDs are allocated (those outside the range are ignored and returned).
-    pub fn rebuild(range: GuidRange, in_use: impl IntoIterator<Item = Guid>) -> (GuidPool, Vec<Guid>) {
-        let mut pool = GuidPool::new(range);
-        let mut outside = Vec::new();
-        let mut highest = None;
-        for g in in_use {
-            if range.contains(g) {
-                pool.taken.insert(g.value());
-                highest = highest.max(Some(g.value()));
-            } else {
-                outside.push(g);
-            }
-        }
-        // Continue after the highest GUID in use, so the lowest freed ones are not reused first.
-        if let Some(h) = highest {
-            pool.cursor = if h >= range.end.value() { range.start.value() } else { h + 1 };
-        }
-        (pool, outside)
-    }
-
     pub fn range(&self) -> GuidRange {
         self.range
     }
@@ -291,15 +271,6 @@ mod tests {
         // The allocator skips a reserved GUID.
         assert_eq!(pool.allocate().unwrap(), g(0x100));
         assert_eq!(pool.allocate().unwrap(), g(0x102));
-    }
-
-    #[test]
-    fn rebuild_keeps_in_use_and_reports_outsiders() {
-        let range = GuidRange::new(g(0x100), g(0x1ff)).unwrap();
-        let (mut pool, outside) = GuidPool::rebuild(range, [g(0x105), g(0x5), g(0x100)]);
-        assert_eq!(outside, vec![g(0x5)]);
-        assert_eq!(pool.in_use(), 2);
-        assert_eq!(pool.allocate().unwrap(), g(0x106));
     }
 
     #[derive(Debug, Clone)]

@@ -14,9 +14,7 @@ use super::error::{Op, Trust, UfmError, excerpt, looks_like_html};
 use super::metrics::{UfmCounters, UfmObserver};
 use super::transport::{Answer, Call, Transport};
 use super::wire::{self, AddGuidsBody, CreatePkeyBody, QosBody, RemoveGuidsBody, UfmPartition};
-use crate::alloc::GuidRange;
 use crate::config::UfmSettings;
-use crate::engine::FabricListing;
 use crate::ib::{Guid, PKey, PartitionSpec, Qos};
 
 /// Most GUIDs in one `DELETE …/guids/<list>` URL: 17 bytes each keeps the request line
@@ -93,11 +91,6 @@ impl UfmClient {
     pub async fn list_pkeys(&self) -> Result<BTreeMap<PKey, UfmPartition>, UfmError> {
         let a = self.t.send(&get(Op::ListPkeys, "/resources/pkeys".into(), Some("guids_data=true"), &[])).await?;
         wire::parse_listing(&a.body).map_err(|d| malformed(Op::ListPkeys, d, &a))
-    }
-
-    /// Members inside `range` only (the GUIDs fabric-sync manages), per pkey.
-    pub async fn list_managed(&self, range: &GuidRange) -> Result<FabricListing, UfmError> {
-        Ok(wire::managed_only(&wire::to_fabric_listing(&self.list_pkeys().await?), range))
     }
 
     /// One partition with members and QoS; `None` if UFM has no such pkey (`200 {}` or 404).

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 pub use client::{MAX_GUIDS_IN_PATH, UfmClient};
 pub use error::{Op, UfmError};
 pub use metrics::{NoopObserver, UfmCounters, UfmObserver, UfmRequestCounts};
-pub use wire::{QosConf, UfmPartition, managed_only, to_fabric_listing};
+pub use wire::{QosConf, UfmPartition, to_fabric_listing};
 
 use crate::config::{SmPlugin, UfmSettings};
 use crate::engine::{Fabric, FabricError, FabricListing};

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::alloc::GuidRange;
 use crate::engine::{FabricListing, FabricMember};
 use crate::ib::{Guid, Membership, PKey, PartitionSpec, Qos, ServiceLevel};
 
@@ -278,17 +277,6 @@ pub fn to_fabric_listing(partitions: &BTreeMap<PKey, UfmPartition>) -> FabricLis
     partitions.iter().map(|(p, part)| (*p, part.members.clone())).collect()
 }
 
-/// Only the members inside `range` (the GUIDs fabric-sync manages); pkeys left with none are dropped.
-pub fn managed_only(listing: &FabricListing, range: &GuidRange) -> FabricListing {
-    listing
-        .iter()
-        .filter_map(|(pkey, members)| {
-            let kept: Vec<FabricMember> = members.iter().filter(|m| range.contains(m.guid)).copied().collect();
-            (!kept.is_empty()).then_some((*pkey, kept))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,17 +404,5 @@ mod tests {
                 Ok(())
             })
             .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    #[test]
-    fn managed_filter_keeps_only_the_range() {
-        let range = GuidRange::new(g(0x0200_0000_0000_0000), g(0x02ff_ffff_ffff_ffff)).unwrap();
-        let m = |v| FabricMember { guid: g(v), membership: Membership::Full, index0: true };
-        let mut listing = FabricListing::new();
-        listing.insert(PKey::new(5).unwrap(), vec![m(0x0200_0000_0000_0001), m(0x946d_ae03_0059_75c8)]);
-        listing.insert(PKey::DEFAULT, vec![m(0x946d_ae03_0059_75c8)]);
-        let managed = managed_only(&listing, &range);
-        assert_eq!(managed.len(), 1);
-        assert_eq!(managed[&PKey::new(5).unwrap()], vec![m(0x0200_0000_0000_0001)]);
     }
 }
