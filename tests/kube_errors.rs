@@ -88,7 +88,7 @@ async fn a_partition_attribute_ufm_refuses_is_shown_and_not_retried_until_the_na
         reasons(&env, "NetworkAttachmentDefinition", "ib").iter().any(|r| r == "FabricRejected")
     })
     .await;
-    assert!(reasons(&env, "Pod", "p1").iter().any(|r| r == "FabricRejected"));
+    eventually("an Event on the pod", || reasons(&env, "Pod", "p1").iter().any(|r| r == "FabricRejected")).await;
     let adds = || env.ufm.requests().iter().filter(|r| r.method == "POST" && r.status == Some(400)).count();
     let refused = adds();
     // Resyncs come every second here; none of them retries the refused add.

@@ -147,11 +147,13 @@ async fn a_forged_marker_on_create_is_stripped_and_an_edited_guid_is_restored() 
     })
     .await;
     assert!(is_configured(&element(&env, "t", "honest")));
-    let reasons: Vec<String> = events_about(&env.api, "Pod", "honest")
-        .iter()
-        .filter_map(|e| e.get("reason").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    assert!(reasons.iter().any(|r| r == "ForgedAnnotation"), "{reasons:?}");
+    // Events are sent after the patch, on their own: wait for it rather than race it.
+    eventually("a ForgedAnnotation Event on the edited pod", || {
+        events_about(&env.api, "Pod", "honest")
+            .iter()
+            .any(|e| e.get("reason").and_then(Value::as_str) == Some("ForgedAnnotation"))
+    })
+    .await;
     let mut members = env.members(0x10);
     members.sort();
     let mut want = vec![ufm_guid(&honest), ufm_guid(&other)];
