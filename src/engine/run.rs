@@ -299,7 +299,8 @@ impl Engine {
         }
         let now = Instant::now();
         let writes_only = only.is_some() || self.fabric_paused(now);
-        let hold_adds = self.hold_adds(now);
+        // Asked only when adds may go: a writes-only flush must not use up the end of a hold.
+        let hold_adds = !writes_only && self.hold_adds(now);
         let blocked_pkeys: HashSet<PKey> =
             self.busy_pkeys.iter().chain(self.backoff_pkeys.blocked(now)).copied().collect();
         let blocked_pods = Blocked { busy: &self.patching, backoff: Some(&self.backoff_pods), now };
