@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 use support::*;
@@ -17,18 +17,8 @@ async fn audit(env: &Env, dir: &std::path::Path, args: &[&str]) -> Output {
 }
 
 async fn audit_with(env: &Env, dir: &std::path::Path, args: &[&str], extra: &[(&str, String)]) -> Output {
-    let kubeconfig = kubeconfig_file(dir, &env.api.url());
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, env.ufm.ca_pem().expect("the mock has a CA")).expect("CA file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric-sync"));
-    cmd.arg("audit")
-        .args(args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("UFM_ADDRESS", env.ufm.addr().ip().to_string())
-        .env("UFM_PORT", env.ufm.addr().port().to_string())
-        .env("UFM_USERNAME", "admin")
-        .env("UFM_PASSWORD", UFM_PASSWORD)
-        .env("UFM_CA_FILE", &ca);
+    let mut cmd = fabric_sync_binary(env, dir);
+    cmd.arg("audit").args(args);
     for (k, v) in extra {
         cmd.env(k, v);
     }

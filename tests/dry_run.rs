@@ -58,19 +58,10 @@ async fn a_dry_run_writes_nothing_and_logs_the_plan_a_real_run_then_executes() {
     env.ufm.clear_requests();
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = kubeconfig_file(dir.path(), &env.api.url());
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, env.ufm.ca_pem().expect("the mock has a CA")).expect("CA file");
     let log = dir.path().join("dry-run.log");
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fabric-sync"))
+    let mut child = fabric_sync_binary(&env, dir.path())
         .args(["--log-format", "json", "controller", "--dry-run"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("UFM_ADDRESS", env.ufm.addr().ip().to_string())
-        .env("UFM_PORT", env.ufm.addr().port().to_string())
-        .env("UFM_USERNAME", "admin")
-        .env("UFM_PASSWORD", UFM_PASSWORD)
-        .env("UFM_CA_FILE", &ca)
         .env("POD_NAMESPACE", LEASE_NS)
         .env("K8S_NODE", "dry-node")
         .env("POD_UID", "uid-dry")

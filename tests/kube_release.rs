@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,26 +19,12 @@ async fn release_all_empties_ufm_of_claimed_guids_and_frees_every_finalizer() {
     c.stop().await;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = kubeconfig_file(dir.path(), &env.api.url());
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, env.ufm.ca_pem().expect("the mock has a CA")).expect("CA file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabric-sync"));
-    cmd.args(["ledger", "release", "--all"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("UFM_ADDRESS", env.ufm.addr().ip().to_string())
-        .env("UFM_PORT", env.ufm.addr().port().to_string())
-        .env("UFM_USERNAME", "admin")
-        .env("UFM_PASSWORD", UFM_PASSWORD)
-        .env("UFM_CA_FILE", &ca);
+    let mut cmd = fabric_sync_binary(&env, dir.path());
+    cmd.args(["ledger", "release", "--all"]);
     // A dry run changes nothing.
     let dry = tokio::task::spawn_blocking({
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fabric-sync"));
+        let mut c = fabric_sync_binary(&env, dir.path());
         c.args(["ledger", "release", "--all", "--dry-run"]);
-        for (k, v) in cmd.get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
-        }
         move || c.output()
     })
     .await

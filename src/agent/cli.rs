@@ -20,7 +20,6 @@ use super::scan::scan;
 use super::sysfs::Sysfs;
 use crate::alloc::GuidRange;
 use crate::config::{ConfigError, format_duration, parse_duration};
-use crate::ib::Guid;
 
 /// `fabric-sync agent <action>`.
 #[derive(Args, Debug)]
@@ -129,12 +128,7 @@ impl AgentSettings {
         }
         check_sysfs_root(&a.sysfs_root)?;
         let admin_listen = admin_listen(a)?;
-        let guid =
-            |env: &str, flag: &str, v: &str| v.parse::<Guid>().map_err(|e| ConfigError::new(env, flag, e.to_string()));
-        let start = guid("GUID_POOL_RANGE_START", "guid-pool-range-start", &a.guid_range_start)?;
-        let end = guid("GUID_POOL_RANGE_END", "guid-pool-range-end", &a.guid_range_end)?;
-        let guid_range = GuidRange::new(start, end)
-            .map_err(|e| ConfigError::new("GUID_POOL_RANGE_END", "guid-pool-range-end", e.to_string()))?;
+        let guid_range = crate::config::guid_range(&a.guid_range_start, &a.guid_range_end)?;
         let positive = |env: &str, flag: &str, v: &str| {
             let d = parse_duration(v, false).map_err(|e| ConfigError::new(env, flag, e))?;
             if d.is_zero() {

@@ -106,14 +106,19 @@ pub struct EngineSettings {
     pub max_attachments_per_pod: usize,
 }
 
+/// `GUID_POOL_RANGE_START`/`_END` (the controller's and the agent's): both GUIDs, start ≤ end.
+pub fn guid_range(start: &str, end: &str) -> Result<GuidRange, ConfigError> {
+    let guid =
+        |env: &str, flag: &str, v: &str| v.parse::<Guid>().map_err(|e| ConfigError::new(env, flag, e.to_string()));
+    let start = guid("GUID_POOL_RANGE_START", "guid-pool-range-start", start)?;
+    let end = guid("GUID_POOL_RANGE_END", "guid-pool-range-end", end)?;
+    GuidRange::new(start, end)
+        .map_err(|e| ConfigError::new("GUID_POOL_RANGE_END", "guid-pool-range-end", e.to_string()))
+}
+
 impl EngineSettings {
     pub fn from_args(a: &EngineArgs) -> Result<EngineSettings, ConfigError> {
-        let guid =
-            |env: &str, flag: &str, v: &str| v.parse::<Guid>().map_err(|e| ConfigError::new(env, flag, e.to_string()));
-        let start = guid("GUID_POOL_RANGE_START", "guid-pool-range-start", &a.guid_range_start)?;
-        let end = guid("GUID_POOL_RANGE_END", "guid-pool-range-end", &a.guid_range_end)?;
-        let guid_range = GuidRange::new(start, end)
-            .map_err(|e| ConfigError::new("GUID_POOL_RANGE_END", "guid-pool-range-end", e.to_string()))?;
+        let guid_range = guid_range(&a.guid_range_start, &a.guid_range_end)?;
         let duration = |env: &str, flag: &str, v: &str, bare: bool| {
             let d = parse_duration(v, bare).map_err(|e| ConfigError::new(env, flag, e))?;
             if d.is_zero() {

@@ -5,7 +5,9 @@ mod engine;
 mod kube_api;
 mod ufm;
 
-pub use engine::{AdoptAnnotations, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, PolicyMode};
+pub use engine::{
+    AdoptAnnotations, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, PolicyMode, guid_range,
+};
 pub use kube_api::{KubeApiArgs, KubeApiSettings};
 pub use ufm::{CredentialSource, Credentials, SmPlugin, UfmArgs, UfmAuth, UfmScheme, UfmSettings};
 

@@ -405,3 +405,19 @@ pub fn kubeconfig_file(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).expect("kubeconfig written");
     path
 }
+
+/// The released `fabric-sync` binary with the controller's settings for `env`: a kubeconfig for
+/// the fake API server and the mock UFM's address, credentials and CA (files written to `dir`).
+pub fn fabric_sync_binary(env: &Env, dir: &std::path::Path) -> std::process::Command {
+    let kubeconfig = kubeconfig_file(dir, &env.api.url());
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, env.ufm.ca_pem().expect("the mock has a CA")).expect("CA file");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fabric-sync"));
+    cmd.env("KUBECONFIG", &kubeconfig)
+        .env("UFM_ADDRESS", env.ufm.addr().ip().to_string())
+        .env("UFM_PORT", env.ufm.addr().port().to_string())
+        .env("UFM_USERNAME", "admin")
+        .env("UFM_PASSWORD", UFM_PASSWORD)
+        .env("UFM_CA_FILE", &ca);
+    cmd
+}
