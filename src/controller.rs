@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, KubeApiArgs, KubeApiSettings,
-    SmPlugin, UfmArgs, UfmSettings,
+    FabricsSettings, SmPlugin, UfmArgs, UfmSettings,
 };
 use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
@@ -143,6 +143,10 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 pub struct ControllerCmd {
     #[command(flatten)]
     pub ufm: UfmArgs,
+    /// YAML file of several InfiniBand fabrics, each with its own UFM, node selector and GUID pool
+    /// (docs/fabrics.md); replaces the single-UFM settings and GUID_POOL_RANGE_*.
+    #[arg(long = "fabrics-file", env = "FABRIC_SYNC_FABRICS_FILE")]
+    pub fabrics_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -157,7 +161,10 @@ pub struct ControllerCmd {
 
 /// Validated settings of `fabric-sync controller`.
 pub struct Settings {
+    /// The UFM of the fabric this controller drives (the `default` one without a fabrics file).
     pub ufm: UfmSettings,
+    /// Every fabric, from the fabrics file or the single-UFM settings (one `default` fabric).
+    pub fabrics: FabricsSettings,
     pub engine: EngineSettings,
     pub engine_config: EngineConfig,
     pub controller: ControllerSettings,
@@ -168,12 +175,41 @@ impl ControllerCmd {
     /// Validates every setting as the controller does at start (the policy file is read too);
     /// the error names the setting.
     pub fn load(&self) -> Result<Settings, String> {
-        let ufm = UfmSettings::from_args(&self.ufm).map_err(|e| e.to_string())?;
-        let engine = EngineSettings::from_args(&self.engine).map_err(|e| e.to_string())?;
+        let mut engine = EngineSettings::from_args(&self.engine).map_err(|e| e.to_string())?;
+        let fabrics = match &self.fabrics_file {
+            Some(path) => FabricsSettings::from_file(path, &self.ufm).map_err(|e| e.to_string())?,
+            None => FabricsSettings::single(
+                UfmSettings::from_args(&self.ufm).map_err(|e| e.to_string())?,
+                engine.guid_range,
+            ),
+        };
+        let ufm = one_fabric(&fabrics)?;
+        // The fabric's own pool replaces GUID_POOL_RANGE_* (the same value without a fabrics file).
+        engine.guid_range = fabrics.fabrics[0].guid_range;
         let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
         let kube_api = KubeApiSettings::from_args(&self.kube_api).map_err(|e| e.to_string())?;
-        Ok(Settings { ufm, engine, engine_config, controller, kube_api })
+        Ok(Settings { ufm, fabrics, engine, engine_config, controller, kube_api })
+    }
+}
+
+/// The engine drives one `Fabric` port today: a fabrics file with one fabric runs it; several
+/// are refused at start, naming the setting, rather than configuring only one of them while the
+/// others' pods wait silently (routing between fabrics: docs/fabrics.md, not built yet).
+fn one_fabric(fabrics: &FabricsSettings) -> Result<UfmSettings, String> {
+    match fabrics.fabrics.as_slice() {
+        [one] if !one.node_selector.is_empty() && fabrics.file.is_some() => Err(format!(
+            "FABRIC_SYNC_FABRICS_FILE (--fabrics-file): fabrics[0].nodeSelector: a node selector is not enforced by \
+             this build (fabric {:?} would get the GUIDs of pods on every node): remove it",
+            one.name
+        )),
+        [one] => Ok(one.ufm.clone()),
+        many => Err(format!(
+            "FABRIC_SYNC_FABRICS_FILE (--fabrics-file): lists {} fabrics ({}); several fabrics in one controller \
+             are not built yet (docs/fabrics.md): list one fabric",
+            many.len(),
+            many.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 

@@ -2,12 +2,14 @@
 //! where it had one), a default, and a validation that names the setting when it fails.
 
 mod engine;
+mod fabrics;
 mod kube_api;
 mod ufm;
 
 pub use engine::{
     AdoptAnnotations, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, PolicyMode, guid_range,
 };
+pub use fabrics::{DEFAULT_FABRIC, FabricSettings, FabricsSettings};
 pub use kube_api::{KubeApiArgs, KubeApiSettings};
 pub use ufm::{CredentialSource, Credentials, SmPlugin, UfmArgs, UfmAuth, UfmScheme, UfmSettings};
 
