@@ -5,6 +5,7 @@
 
 mod assign;
 mod fabric;
+mod fabrics;
 mod knowledge;
 mod ledger;
 mod model;
@@ -19,6 +20,7 @@ mod state;
 mod stats;
 mod writeback;
 
+pub use fabrics::{FABRIC_ANNOTATION, FabricRoute, RESOURCE_ANNOTATION, Unrouted, resolve as resolve_fabric};
 pub use fabric::{ErrorClass, Fabric, FabricError, FabricListing, FabricMember, FabricReason};
 pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
