@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{
-    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, KubeApiArgs, KubeApiSettings,
-    FabricsSettings, SmPlugin, UfmArgs, UfmSettings,
+    ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, FabricsSettings, KubeApiArgs,
+    KubeApiSettings, SmPlugin, UfmArgs, UfmSettings,
 };
 use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{

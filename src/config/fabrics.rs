@@ -116,7 +116,9 @@ impl FabricsSettings {
     pub fn pick(&self, name: Option<&str>) -> Result<&FabricSettings, String> {
         let names = || self.fabrics.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ");
         match name {
-            Some(n) => self.get(n).ok_or_else(|| format!("--fabric {n:?}: no such fabric (the fabrics are: {})", names())),
+            Some(n) => {
+                self.get(n).ok_or_else(|| format!("--fabric {n:?}: no such fabric (the fabrics are: {})", names()))
+            }
             None if self.fabrics.len() == 1 => Ok(&self.fabrics[0]),
             None => self
                 .get(DEFAULT_FABRIC)
@@ -175,7 +177,11 @@ fn parse(text: &str, base: &UfmArgs) -> Result<FabricsSettings, ConfigError> {
         let at = |field: &str| format!("fabrics[{i}].{field}");
         check_dns_label(&f.name).map_err(|d| err(format!("{}: {d}", at("name"))))?;
         if !names.insert(f.name.clone()) {
-            return Err(err(format!("{}: {:?} is used by an earlier fabric; names must be unique", at("name"), f.name)));
+            return Err(err(format!(
+                "{}: {:?} is used by an earlier fabric; names must be unique",
+                at("name"),
+                f.name
+            )));
         }
         let guid = |field: &str, v: &str| v.parse::<Guid>().map_err(|e| err(format!("{}: {e}", at(field))));
         let start = guid("guidPool.start", &f.guid_pool.start)?;
@@ -206,13 +212,7 @@ fn parse(text: &str, base: &UfmArgs) -> Result<FabricsSettings, ConfigError> {
             ..base.clone()
         };
         let ufm = UfmSettings::from_args(&args).map_err(|e| err(format!("{}: {}", ufm_field(i, &e), e.detail)))?;
-        fabrics.push(FabricSettings {
-            name: f.name,
-            ufm,
-            node_selector,
-            guid_range,
-            resource_names: f.resource_names,
-        });
+        fabrics.push(FabricSettings { name: f.name, ufm, node_selector, guid_range, resource_names: f.resource_names });
     }
     check_pools_apart(&fabrics)?;
     Ok(FabricsSettings { fabrics, file: None })

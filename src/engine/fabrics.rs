@@ -122,10 +122,9 @@ pub fn resolve<'a>(
     match reaching.as_slice() {
         [one] => Ok(&one.name),
         [] => Err(Unrouted::NoFabric { node: node.to_string() }),
-        many => Err(Unrouted::Ambiguous {
-            node: node.to_string(),
-            fabrics: many.iter().map(|r| r.name.clone()).collect(),
-        }),
+        many => {
+            Err(Unrouted::Ambiguous { node: node.to_string(), fabrics: many.iter().map(|r| r.name.clone()).collect() })
+        }
     }
 }
 

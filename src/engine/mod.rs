@@ -20,8 +20,8 @@ mod state;
 mod stats;
 mod writeback;
 
-pub use fabrics::{FABRIC_ANNOTATION, FabricRoute, RESOURCE_ANNOTATION, Unrouted, resolve as resolve_fabric};
 pub use fabric::{ErrorClass, Fabric, FabricError, FabricListing, FabricMember, FabricReason};
+pub use fabrics::{FABRIC_ANNOTATION, FabricRoute, RESOURCE_ANNOTATION, Unrouted, resolve as resolve_fabric};
 pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
