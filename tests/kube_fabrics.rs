@@ -146,3 +146,57 @@ async fn a_one_fabric_file_configures_pods_through_its_ufm_with_its_pool() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("joined").expect("waited");
     assert!(status.success(), "exit {status:?}");
 }
+
+fn seed_pkey(ufm: &mock_ufm::MockUfm, pkey: u16, guid: &str) {
+    let members = vec![(
+        mock_ufm::Guid::parse(guid).expect("GUID"),
+        mock_ufm::Member { membership: mock_ufm::Membership::Full, index0: false },
+    )];
+    let pkey = mock_ufm::PKey::new(pkey).expect("pkey");
+    ufm.apply(mock_ufm::Mutation::AddGuids { pkey, members, ip_over_ib: None, name: None }).expect("seeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ufm_commands_talk_to_the_fabric_named_with_its_own_secret_dir() {
+    let (compute, storage) = (Env::new().await, Env::new().await);
+    seed_pkey(&compute.ufm, 0x123, "0200000000000001");
+    seed_pkey(&storage.ufm, 0x456, "0200000080000001");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = String::from("fabrics:\n");
+    for (i, (name, env)) in [("compute", &compute), ("storage", &storage)].into_iter().enumerate() {
+        let secrets = secret_dir(dir.path(), name, &env.ufm.ca_pem().expect("CA"));
+        text.push_str(&format!(
+            "  - name: {name}\n    ufm: {{address: 127.0.0.1, port: {}, secretDir: {}}}\n    \
+             guidPool: {{start: \"02:00:00:00:{i}0:00:00:00\", end: \"02:00:00:00:{i}f:ff:ff:ff\"}}\n",
+            env.ufm.addr().port(),
+            secrets.display()
+        ));
+    }
+    let file = dir.path().join("fabrics.yaml");
+    std::fs::write(&file, text).expect("fabrics file");
+    let pkeys = |fabric: Option<&str>| {
+        let mut cmd = bare_binary();
+        cmd.args(["ufm", "pkeys", "--json", "--fabrics-file"]).arg(&file);
+        if let Some(f) = fabric {
+            cmd.args(["--fabric", f]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = pkeys(Some("storage"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0x456") && !out.contains("0x123"), "{out}");
+    let (code, out, err) = pkeys(Some("compute"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0x123") && !out.contains("0x456"), "{out}");
+    let (code, _, err) = pkeys(None);
+    assert_eq!(code, 2);
+    assert!(err.contains("--fabric is required") && err.contains("compute, storage"), "{err}");
+    let (code, _, err) = pkeys(Some("gpu"));
+    assert_eq!(code, 2);
+    assert!(err.contains("no such fabric"), "{err}");
+}

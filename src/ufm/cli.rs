@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{UfmClient, UfmError, UfmPartition};
-use crate::config::{UfmArgs, UfmAuth, UfmScheme, UfmSettings};
+use crate::config::{DEFAULT_FABRIC, FabricsSettings, UfmArgs, UfmAuth, UfmScheme, UfmSettings};
 use crate::ib::{Guid, Membership, MtuLimit, PKey, PartitionSpec, Qos, RateLimit, ServiceLevel};
 
 /// `fabric-sync ufm <action>`.
@@ -18,6 +18,12 @@ use crate::ib::{Guid, Membership, MtuLimit, PKey, PartitionSpec, Qos, RateLimit,
 pub struct UfmCmd {
     #[command(subcommand)]
     pub action: UfmAction,
+    /// The controller's fabrics file (docs/fabrics.md); with it, `--fabric` picks the UFM.
+    #[arg(long = "fabrics-file", env = "FABRIC_SYNC_FABRICS_FILE", global = true)]
+    pub fabrics_file: Option<std::path::PathBuf>,
+    /// The fabric whose UFM to talk to (default: the only fabric, or the one named `default`).
+    #[arg(long, global = true)]
+    pub fabric: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,7 +119,7 @@ pub async fn run(cmd: UfmCmd) -> ExitCode {
         | UfmAction::Remove { conn, .. } => conn.clone(),
     };
     let check = matches!(cmd.action, UfmAction::Check { .. });
-    let (settings, client) = match connect(conn, check) {
+    let (settings, client) = match connect(conn, check, cmd.fabrics_file.as_deref(), cmd.fabric.as_deref()) {
         Ok(x) => x,
         Err(msg) => {
             eprintln!("{msg}");
@@ -166,9 +172,29 @@ pub async fn run(cmd: UfmCmd) -> ExitCode {
 }
 
 /// Settings (always the UFM plugin: these commands exist to talk to UFM) and a client.
-fn connect(mut args: UfmArgs, check: bool) -> Result<(UfmSettings, UfmClient), String> {
+fn connect(
+    mut args: UfmArgs,
+    check: bool,
+    fabrics_file: Option<&std::path::Path>,
+    fabric: Option<&str>,
+) -> Result<(UfmSettings, UfmClient), String> {
     args.sm_plugin = "ufm".into();
-    let mut settings = UfmSettings::from_args(&args).map_err(|e| format!("config: {e}"))?;
+    let (mut settings, ca) = match fabrics_file {
+        Some(path) => {
+            let fabrics = FabricsSettings::from_file(path, &args).map_err(|e| format!("config: {e}"))?;
+            let f = fabrics.pick(fabric).map_err(|e| format!("config: {e}"))?;
+            (f.ufm.clone(), format!("UFM_CERTIFICATE (fabric {:?})", f.name))
+        }
+        None => {
+            if let Some(name) = fabric.filter(|n| *n != DEFAULT_FABRIC) {
+                return Err(format!(
+                    "config: --fabric {name:?} needs a fabrics file (FABRIC_SYNC_FABRICS_FILE / --fabrics-file); \
+                     without one the UFM_* settings are the one fabric {DEFAULT_FABRIC:?}"
+                ));
+            }
+            (UfmSettings::from_args(&args).map_err(|e| format!("config: {e}"))?, ca_label(&args))
+        }
+    };
     if check {
         // One attempt: a person is waiting for a diagnosis, not for retries.
         settings.max_attempts = 1;
@@ -176,7 +202,7 @@ fn connect(mut args: UfmArgs, check: bool) -> Result<(UfmSettings, UfmClient), S
     let client = UfmClient::new(&settings)
         .map_err(|e| format!("config: {e}"))?
         .with_retry_delays(Duration::from_millis(200), Duration::from_secs(2))
-        .with_ca_label(ca_label(&args));
+        .with_ca_label(ca);
     Ok((settings, client))
 }
 
