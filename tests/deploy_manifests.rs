@@ -375,6 +375,13 @@ fn every_yaml_document_under_deploy_and_config_parses_into_its_kubernetes_type()
             }
             continue;
         }
+        if file.ends_with("/fabrics.yaml") {
+            // The fabrics file (docs/fabrics.md; validated in full by src/config/fabrics_tests.rs).
+            let f = yaml(&file);
+            let fabrics = f["fabrics"].as_array().unwrap_or_else(|| panic!("{file}: fabrics"));
+            assert!(!fabrics.is_empty() && fabrics.iter().all(|x| !str_at(x, "/name").is_empty()), "{file}");
+            continue;
+        }
         if ["policy.yaml", "tenant-policy.yaml"].iter().any(|n| file.ends_with(&format!("/{n}"))) {
             Policy::parse(&file, &read(&file)).unwrap_or_else(|e| panic!("{e}"));
             continue;
