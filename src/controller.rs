@@ -186,7 +186,7 @@ impl ControllerCmd {
         let ufm = one_fabric(&fabrics)?;
         // The fabric's own pool replaces GUID_POOL_RANGE_* (the same value without a fabrics file).
         engine.guid_range = fabrics.fabrics[0].guid_range;
-        let engine_config = EngineConfig::from_settings(&engine).map_err(|e| e.to_string())?;
+        let engine_config = engine.engine_config().map_err(|e| e.to_string())?;
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
         let kube_api = KubeApiSettings::from_args(&self.kube_api).map_err(|e| e.to_string())?;
         Ok(Settings { ufm, fabrics, engine, engine_config, controller, kube_api })
@@ -288,12 +288,8 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
         retry_period: s.controller.lease_retry_period,
         ..LeaseSettings::new(&s.controller.namespace, &s.controller.lease_name, &identity)
     };
-    let config = ControllerConfig {
-        lease,
-        watch: WatchSettings::default(),
-        engine: s.engine_config,
-        timing: Timing::from_settings(&s.engine),
-    };
+    let config =
+        ControllerConfig { lease, watch: WatchSettings::default(), engine: s.engine_config, timing: s.engine.timing() };
     let controller = Controller::new(client, fabric, config, metrics.clone()).dry_run(dry_run);
     let admin_state = AdminState { stats: controller.stats(), metrics };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();

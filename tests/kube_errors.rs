@@ -138,7 +138,7 @@ async fn a_freed_guid_is_reused_without_waiting_for_the_periodic_resync() {
         ..Default::default()
     })
     .expect("settings");
-    config.engine = fabric_sync::engine::EngineConfig::from_settings(&engine).expect("engine config");
+    config.engine = engine.engine_config().expect("engine config");
     config.timing.resync_interval = Duration::from_secs(3600);
     config.timing.periodic_update = Duration::from_secs(3600);
     let c = env.controller_with("ctrl", UfmAuth::Basic, config).await;

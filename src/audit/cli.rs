@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{Options, TlsFacts, analyze, render_text};
 use crate::config::{EngineArgs, EngineSettings, SmPlugin, UfmArgs, UfmScheme, UfmSettings};
-use crate::engine::{EngineConfig, FabricListing};
+use crate::engine::FabricListing;
 use crate::ufm::{UfmClient, to_fabric_listing};
 
 /// `fabric-sync audit`
@@ -49,7 +49,7 @@ fn fail(reason: &str) -> ExitCode {
 async fn run(cmd: AuditCmd) -> ExitCode {
     let engine = match EngineSettings::from_args(&cmd.engine)
         .map_err(|e| e.to_string())
-        .and_then(|s| EngineConfig::from_settings(&s).map_err(|e| e.to_string()))
+        .and_then(|s| s.engine_config().map_err(|e| e.to_string()))
     {
         Ok(c) => c,
         Err(e) => return fail(&e),

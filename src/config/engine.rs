@@ -7,18 +7,27 @@ use std::time::Duration;
 
 use super::{ConfigError, parse_duration};
 use crate::alloc::{DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, GuidRange};
+use crate::engine::{EngineConfig, Policy, PolicyError, Timing};
 use crate::ib::Guid;
 
-/// What the tenant pkey policy does with a violation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum PolicyMode {
-    /// No policy (as ib-kubernetes).
-    #[default]
-    Off,
-    /// Report violations as Events and metrics, configure anyway.
-    Warn,
-    /// Refuse violating attachments.
-    Enforce,
+pub use crate::engine::PolicyMode;
+
+// The engine's enum, parsed from the command line here so that the core knows nothing of clap.
+impl clap::ValueEnum for PolicyMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[PolicyMode::Off, PolicyMode::Warn, PolicyMode::Enforce]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            PolicyMode::Off => PossibleValue::new("off").help("No policy (as ib-kubernetes)"),
+            PolicyMode::Warn => {
+                PossibleValue::new("warn").help("Report violations as Events and metrics, configure anyway")
+            }
+            PolicyMode::Enforce => PossibleValue::new("enforce").help("Refuse violating attachments"),
+        })
+    }
 }
 
 /// When `configured` annotations are adopted into the ownership ledger.
@@ -117,6 +126,46 @@ pub fn guid_range(start: &str, end: &str) -> Result<GuidRange, ConfigError> {
 }
 
 impl EngineSettings {
+    /// The engine's own settings, converted once here; reads the tenant policy file when one is
+    /// set (the engine never touches the file system) and hands it in as data.
+    pub fn engine_config(&self) -> Result<EngineConfig, PolicyError> {
+        let policy = match &self.policy_file {
+            None => None,
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+                    source_name: name.clone(),
+                    detail: format!("cannot read it ({e}); check FABRIC_SYNC_POLICY_FILE"),
+                })?;
+                Some(Policy::parse(&name, &text)?)
+            }
+        };
+        Ok(EngineConfig {
+            guid_range: self.guid_range,
+            pkey_capacity: self.pkey_capacity,
+            pkey_reserved_slots: self.pkey_reserved_slots,
+            mass_removal_share: self.mass_removal_share,
+            mass_removal_min: self.mass_removal_min,
+            batch_max_guids: self.batch_max_guids,
+            policy,
+            policy_mode: self.policy_mode,
+            adopt_annotations: self.adopt_annotations == AdoptAnnotations::IfLedgerEmpty,
+            max_attachments_per_pod: self.max_attachments_per_pod,
+        })
+    }
+
+    /// The engine loop's timing and concurrency.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            batch_window: self.batch_window,
+            periodic_update: self.periodic_update,
+            resync_interval: self.resync_interval,
+            max_parallel_pkeys: self.max_parallel_pkeys,
+            patch_concurrency: self.patch_concurrency,
+            retry_max: self.retry_max,
+        }
+    }
+
     pub fn from_args(a: &EngineArgs) -> Result<EngineSettings, ConfigError> {
         let guid_range = guid_range(&a.guid_range_start, &a.guid_range_end)?;
         let duration = |env: &str, flag: &str, v: &str, bare: bool| {

@@ -6,9 +6,9 @@
 
 use super::model::{AttachmentId, AttachmentRequest, ObjectKey};
 use super::outcome::{Reason, Refusal};
+use super::policy::PolicyMode;
 use super::ports::{EventObject, EventRecord, EventType};
 use super::state::{Desired, Effective, Standing, State};
-use crate::config::PolicyMode;
 use crate::ib::{Guid, PKey};
 use crate::netdef::IbNetwork;
 

@@ -27,7 +27,7 @@ pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
 pub use plan::{Blocked, BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
-pub use policy::{Policy, PolicyError};
+pub use policy::{Policy, PolicyError, PolicyMode};
 pub use ports::{
     AttachmentWrite, ClaimOutcome, ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, NetworkKind,
     ObjectKind, PatchOutcome, PodPatch, WriteError,

@@ -16,6 +16,19 @@ use serde::Deserialize;
 
 use crate::ib::PKey;
 
+/// What the tenant pkey policy does with a violation. (The command line spells it
+/// `off|warn|enforce`; the adapter in src/config gives it its clap parser.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PolicyMode {
+    /// No policy (as ib-kubernetes).
+    #[default]
+    Off,
+    /// Report violations as Events and metrics, configure anyway.
+    Warn,
+    /// Refuse violating attachments.
+    Enforce,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("policy {source_name}: {detail}")]
 pub struct PolicyError {

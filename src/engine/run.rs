@@ -34,17 +34,6 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn from_settings(s: &crate::config::EngineSettings) -> Timing {
-        Timing {
-            batch_window: s.batch_window,
-            periodic_update: s.periodic_update,
-            resync_interval: s.resync_interval,
-            max_parallel_pkeys: s.max_parallel_pkeys,
-            patch_concurrency: s.patch_concurrency,
-            retry_max: s.retry_max,
-        }
-    }
-
     fn cap(&self, transient: bool) -> Duration {
         if transient { self.retry_max } else { self.retry_max * PERMANENT_FACTOR }
     }

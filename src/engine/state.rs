@@ -8,10 +8,9 @@ use super::knowledge::Knowledge;
 use super::ledger::{Claim, Migration};
 use super::model::{AttachmentId, PodUid, PodView};
 use super::outcome::Refusal;
-use super::policy::Policy;
+use super::policy::{Policy, PolicyMode};
 use super::ports::{ClusterEvent, EventObject, EventRecord, EventType, NetworkKind};
 use crate::alloc::{GuidPool, GuidRange, PkeyBudget};
-use crate::config::PolicyMode;
 use crate::ib::{Guid, PKey, PartitionSpec};
 use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
 
@@ -30,35 +29,6 @@ pub struct EngineConfig {
     pub adopt_annotations: bool,
     /// Most IB attachments one pod may ask for.
     pub max_attachments_per_pod: usize,
-}
-
-impl EngineConfig {
-    /// From validated settings; reads the policy file when one is set.
-    pub fn from_settings(s: &crate::config::EngineSettings) -> Result<EngineConfig, super::policy::PolicyError> {
-        let policy = match &s.policy_file {
-            None => None,
-            Some(path) => {
-                let name = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|e| super::policy::PolicyError {
-                    source_name: name.clone(),
-                    detail: format!("cannot read it ({e}); check FABRIC_SYNC_POLICY_FILE"),
-                })?;
-                Some(Policy::parse(&name, &text)?)
-            }
-        };
-        Ok(EngineConfig {
-            guid_range: s.guid_range,
-            pkey_capacity: s.pkey_capacity,
-            pkey_reserved_slots: s.pkey_reserved_slots,
-            mass_removal_share: s.mass_removal_share,
-            mass_removal_min: s.mass_removal_min,
-            batch_max_guids: s.batch_max_guids,
-            policy,
-            policy_mode: s.policy_mode,
-            adopt_annotations: s.adopt_annotations == crate::config::AdoptAnnotations::IfLedgerEmpty,
-            max_attachments_per_pod: s.max_attachments_per_pod,
-        })
-    }
 }
 
 impl Default for EngineConfig {

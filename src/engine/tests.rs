@@ -1,11 +1,11 @@
 //! Scenario tests of the decision logic: real `State`, `assign`, `plan` and result handling,
 //! driven step by step against an in-memory fabric and in-memory pod annotations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::policy::PolicyMode;
 use super::*;
 use crate::alloc::GuidRange;
-use crate::config::PolicyMode;
 use crate::ib::{Guid, Membership, PKey};
 use crate::netdef::{NetworkKey, parse_nad};
 
@@ -620,7 +620,6 @@ fn a_burst_of_many_pods_on_16_pkeys_takes_16_adds() {
     w.converge();
     assert!(w.adds <= 16, "{} adds", w.adds);
     assert_eq!(w.fabric.values().map(BTreeSet::len).sum::<usize>(), 2000);
-    let _ = HashMap::<u8, u8>::new();
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fabric_sync::config::{EngineArgs, EngineSettings, Secret, UfmArgs, UfmSettings};
 use fabric_sync::controller::{Controller, ControllerConfig};
-use fabric_sync::engine::{EngineConfig, EngineStats, Timing};
+use fabric_sync::engine::{EngineStats, Timing};
 use fabric_sync::kube::{LeaseSettings, WatchSettings};
 use fabric_sync::ops::{AdminState, Metrics};
 use fabric_sync::ufm::UfmClient;
@@ -224,7 +224,7 @@ pub fn test_config(identity: &str) -> ControllerConfig {
             backoff_max: Duration::from_millis(400),
             absent_retry: Duration::from_millis(300),
         },
-        engine: EngineConfig::from_settings(&engine).expect("engine config"),
+        engine: engine.engine_config().expect("engine config"),
         timing: Timing {
             batch_window: Duration::from_millis(20),
             periodic_update: Duration::from_millis(500),
