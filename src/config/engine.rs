@@ -40,31 +40,48 @@ pub enum AdoptAnnotations {
     Never,
 }
 
+/// Every engine setting's default, written once: the flags' defaults and `EngineArgs::default`
+/// both read these (README's configuration table states them).
+pub mod defaults {
+    pub const GUID_RANGE_START: &str = "02:00:00:00:00:00:00:00";
+    pub const GUID_RANGE_END: &str = "02:FF:FF:FF:FF:FF:FF:FF";
+    pub const PERIODIC_UPDATE: &str = "5";
+    pub const BATCH_WINDOW: &str = "20ms";
+    pub const BATCH_MAX_GUIDS: &str = "2000";
+    pub const MAX_PARALLEL_PKEYS: &str = "8";
+    pub const PATCH_CONCURRENCY: &str = "16";
+    pub const RESYNC_INTERVAL: &str = "60s";
+    pub const MASS_REMOVAL_SHARE: &str = "0.5";
+    pub const MASS_REMOVAL_MIN: &str = "32";
+    pub const RETRY_MAX: &str = "60s";
+    pub const MAX_ATTACHMENTS_PER_POD: &str = "32";
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct EngineArgs {
     /// First GUID of the pool (inclusive).
-    #[arg(long = "guid-pool-range-start", env = "GUID_POOL_RANGE_START", default_value = "02:00:00:00:00:00:00:00")]
+    #[arg(long = "guid-pool-range-start", env = "GUID_POOL_RANGE_START", default_value = defaults::GUID_RANGE_START)]
     pub guid_range_start: String,
     /// Last GUID of the pool (inclusive).
-    #[arg(long = "guid-pool-range-end", env = "GUID_POOL_RANGE_END", default_value = "02:FF:FF:FF:FF:FF:FF:FF")]
+    #[arg(long = "guid-pool-range-end", env = "GUID_POOL_RANGE_END", default_value = defaults::GUID_RANGE_END)]
     pub guid_range_end: String,
     /// Longest a pending change waits before it is pushed (bare number = seconds, as ib-kubernetes).
-    #[arg(long = "periodic-update", env = "DAEMON_PERIODIC_UPDATE", default_value = "5")]
+    #[arg(long = "periodic-update", env = "DAEMON_PERIODIC_UPDATE", default_value = defaults::PERIODIC_UPDATE)]
     pub periodic_update: String,
     /// How long changes are collected into one batch after the first arrives.
-    #[arg(long = "batch-window", env = "FABRIC_SYNC_BATCH_WINDOW", default_value = "20ms")]
+    #[arg(long = "batch-window", env = "FABRIC_SYNC_BATCH_WINDOW", default_value = defaults::BATCH_WINDOW)]
     pub batch_window: String,
     /// A batch closes early once it holds this many GUID changes.
-    #[arg(long = "batch-max-guids", env = "FABRIC_SYNC_BATCH_MAX_GUIDS", default_value = "2000")]
+    #[arg(long = "batch-max-guids", env = "FABRIC_SYNC_BATCH_MAX_GUIDS", default_value = defaults::BATCH_MAX_GUIDS)]
     pub batch_max_guids: String,
     /// pkeys changed in parallel (one change in flight per pkey).
-    #[arg(long = "max-parallel-pkeys", env = "FABRIC_SYNC_MAX_PARALLEL_PKEYS", default_value = "8")]
+    #[arg(long = "max-parallel-pkeys", env = "FABRIC_SYNC_MAX_PARALLEL_PKEYS", default_value = defaults::MAX_PARALLEL_PKEYS)]
     pub max_parallel_pkeys: String,
     /// Pod annotation patches in flight at once.
-    #[arg(long = "patch-concurrency", env = "FABRIC_SYNC_PATCH_CONCURRENCY", default_value = "16")]
+    #[arg(long = "patch-concurrency", env = "FABRIC_SYNC_PATCH_CONCURRENCY", default_value = defaults::PATCH_CONCURRENCY)]
     pub patch_concurrency: String,
     /// Period of the full drift repair against UFM.
-    #[arg(long = "resync-interval", env = "FABRIC_SYNC_RESYNC_INTERVAL", default_value = "60s")]
+    #[arg(long = "resync-interval", env = "FABRIC_SYNC_RESYNC_INTERVAL", default_value = defaults::RESYNC_INTERVAL)]
     pub resync_interval: String,
     /// pkey-table entries per node when its agent has not reported any.
     #[arg(long = "pkey-capacity", env = "FABRIC_SYNC_PKEY_CAPACITY", default_value_t = DEFAULT_PKEY_CAPACITY)]
@@ -73,10 +90,10 @@ pub struct EngineArgs {
     #[arg(long = "pkey-reserved-slots", env = "FABRIC_SYNC_PKEY_RESERVED_SLOTS", default_value_t = DEFAULT_RESERVED_SLOTS)]
     pub pkey_reserved_slots: u16,
     /// Refuse a removal that would take more than this share of a pkey's members at once.
-    #[arg(long = "mass-removal-share", env = "FABRIC_SYNC_MASS_REMOVAL_SHARE", default_value = "0.5")]
+    #[arg(long = "mass-removal-share", env = "FABRIC_SYNC_MASS_REMOVAL_SHARE", default_value = defaults::MASS_REMOVAL_SHARE)]
     pub mass_removal_share: String,
     /// The mass-removal breaker ignores removals of at most this many GUIDs.
-    #[arg(long = "mass-removal-min", env = "FABRIC_SYNC_MASS_REMOVAL_MIN", default_value = "32")]
+    #[arg(long = "mass-removal-min", env = "FABRIC_SYNC_MASS_REMOVAL_MIN", default_value = defaults::MASS_REMOVAL_MIN)]
     pub mass_removal_min: String,
     /// Tenant pkey policy file (YAML).
     #[arg(long = "policy-file", env = "FABRIC_SYNC_POLICY_FILE")]
@@ -85,13 +102,13 @@ pub struct EngineArgs {
     #[arg(long = "policy-mode", env = "FABRIC_SYNC_POLICY_MODE", value_enum, default_value_t = PolicyMode::Off)]
     pub policy_mode: PolicyMode,
     /// Longest pause between retries of a transient failure (a permanent refusal waits 10 times as long).
-    #[arg(long = "retry-max", env = "FABRIC_SYNC_RETRY_MAX", default_value = "60s")]
+    #[arg(long = "retry-max", env = "FABRIC_SYNC_RETRY_MAX", default_value = defaults::RETRY_MAX)]
     pub retry_max: String,
     /// When ib-kubernetes' `configured` annotations are adopted into the ledger.
     #[arg(long = "adopt-annotations", env = "FABRIC_SYNC_ADOPT_ANNOTATIONS", value_enum, default_value_t = AdoptAnnotations::IfLedgerEmpty)]
     pub adopt_annotations: AdoptAnnotations,
     /// Most IB attachments one pod may ask for; a pod over it is refused before any GUID is taken.
-    #[arg(long = "max-attachments-per-pod", env = "FABRIC_SYNC_MAX_ATTACHMENTS_PER_POD", default_value = "32")]
+    #[arg(long = "max-attachments-per-pod", env = "FABRIC_SYNC_MAX_ATTACHMENTS_PER_POD", default_value = defaults::MAX_ATTACHMENTS_PER_POD)]
     pub max_attachments_per_pod: String,
 }
 
@@ -262,23 +279,23 @@ impl EngineSettings {
 impl Default for EngineArgs {
     fn default() -> EngineArgs {
         EngineArgs {
-            guid_range_start: "02:00:00:00:00:00:00:00".into(),
-            guid_range_end: "02:FF:FF:FF:FF:FF:FF:FF".into(),
-            periodic_update: "5".into(),
-            batch_window: "20ms".into(),
-            batch_max_guids: "2000".into(),
-            max_parallel_pkeys: "8".into(),
-            patch_concurrency: "16".into(),
-            resync_interval: "60s".into(),
+            guid_range_start: defaults::GUID_RANGE_START.into(),
+            guid_range_end: defaults::GUID_RANGE_END.into(),
+            periodic_update: defaults::PERIODIC_UPDATE.into(),
+            batch_window: defaults::BATCH_WINDOW.into(),
+            batch_max_guids: defaults::BATCH_MAX_GUIDS.into(),
+            max_parallel_pkeys: defaults::MAX_PARALLEL_PKEYS.into(),
+            patch_concurrency: defaults::PATCH_CONCURRENCY.into(),
+            resync_interval: defaults::RESYNC_INTERVAL.into(),
             pkey_capacity: DEFAULT_PKEY_CAPACITY,
             pkey_reserved_slots: DEFAULT_RESERVED_SLOTS,
-            mass_removal_share: "0.5".into(),
-            mass_removal_min: "32".into(),
+            mass_removal_share: defaults::MASS_REMOVAL_SHARE.into(),
+            mass_removal_min: defaults::MASS_REMOVAL_MIN.into(),
             policy_file: None,
             policy_mode: PolicyMode::Off,
-            retry_max: "60s".into(),
+            retry_max: defaults::RETRY_MAX.into(),
             adopt_annotations: AdoptAnnotations::IfLedgerEmpty,
-            max_attachments_per_pod: "32".into(),
+            max_attachments_per_pod: defaults::MAX_ATTACHMENTS_PER_POD.into(),
         }
     }
 }
@@ -398,6 +415,36 @@ impl ControllerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engines_own_defaults_are_the_settings_defaults() {
+        // `EngineConfig::default()` (tests, simulate, demo) and the controller's defaults must not
+        // drift apart: the engine cannot read these constants (it imports nothing of config).
+        let from_flags = EngineSettings::from_args(&EngineArgs::default()).unwrap().engine_config().unwrap();
+        let engine = EngineConfig::default();
+        assert_eq!(from_flags.guid_range, engine.guid_range);
+        assert_eq!(from_flags.pkey_capacity, engine.pkey_capacity);
+        assert_eq!(from_flags.pkey_reserved_slots, engine.pkey_reserved_slots);
+        assert_eq!(from_flags.mass_removal_share, engine.mass_removal_share);
+        assert_eq!(from_flags.mass_removal_min, engine.mass_removal_min);
+        assert_eq!(from_flags.batch_max_guids, engine.batch_max_guids);
+        assert_eq!(from_flags.policy_mode, engine.policy_mode);
+        assert_eq!(from_flags.adopt_annotations, engine.adopt_annotations);
+        assert_eq!(from_flags.max_attachments_per_pod, engine.max_attachments_per_pod);
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_default_args() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            engine: EngineArgs,
+        }
+        // Parse no arguments with none of the settings' env vars set in this test process.
+        let parsed = <Cli as clap::Parser>::try_parse_from(["fabric-sync"]).unwrap().engine;
+        let default = EngineArgs::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
 
     #[test]
     fn defaults_validate_and_match_ib_kubernetes() {
