@@ -1,0 +1,5 @@
+//! The engine's scenario tests, on the in-memory world of `world.rs`.
+
+mod lifecycle;
+mod recovery;
+mod world;
