@@ -9,6 +9,8 @@ mod fenced;
 mod lease;
 mod ledger;
 pub mod node_status;
+mod partition_claims;
+mod partitions;
 pub mod ratelimit;
 pub mod release;
 mod resources;
@@ -28,6 +30,12 @@ pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
 pub use ledger::{
     CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource,
 };
+pub use partition_claims::{
+    ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION, NAD_FINALIZER, PARTITION_CLAIM_FINALIZER,
+    PARTITION_CLAIM_KIND, PARTITION_CLAIM_PLURAL, PartitionFabric, StoredClaim, UfmPartitionInfo,
+    partition_claim_resource, stored_claim,
+};
+pub use partitions::{PartitionReconciler, PartitionSettings};
 pub use ratelimit::{RateLimit, limited_client};
 pub use resources::{
     INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,

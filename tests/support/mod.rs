@@ -223,6 +223,7 @@ pub fn test_config(identity: &str) -> ControllerConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(400),
             absent_retry: Duration::from_millis(300),
+            partition_claims: false,
         },
         engine: engine.engine_config().expect("engine config"),
         timing: Timing {
