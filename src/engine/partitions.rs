@@ -79,12 +79,14 @@ pub enum AutoResolution {
 pub fn covering_claim<'a>(claims: &'a HashMap<String, PartitionClaim>, key: &NetworkKey) -> Option<&'a PartitionClaim> {
     let own = PartitionScope::Network(key.clone());
     let ns = PartitionScope::Namespace(key.namespace.to_string());
-    let live = |c: &&PartitionClaim| !c.deleting && c.phase != PartitionPhase::Deleting;
-    claims
-        .values()
-        .filter(live)
-        .find(|c| c.scope == own)
-        .or_else(|| claims.values().filter(live).find(|c| c.scope == ns))
+    // Lowest name first, so that the choice never depends on the map's order.
+    let pick = |scope: &PartitionScope| {
+        claims
+            .values()
+            .filter(|c| !c.deleting && c.phase != PartitionPhase::Deleting && &c.scope == scope)
+            .min_by(|a, b| a.name.cmp(&b.name))
+    };
+    pick(&own).or_else(|| pick(&ns))
 }
 
 /// Resolves one network definition; `None` when it is neither automatic nor in the range.

@@ -81,6 +81,17 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     // The node agents' reports, mirrored onto pods as Events (node_status.rs).
     ("fabric-sync.io", "nodefabricstatuses", "list"),
     ("fabric-sync.io", "nodefabricstatuses", "watch"),
+    // Automatic partitions (--pkey-range; partitions.rs): the partition ledger is watched,
+    // created before UFM is asked, its status patched, deleted once UFM dropped the partition;
+    // automatic NADs get the assigned pkey and the finalizer by a merge patch; a namespace's
+    // labels are read for the policy's autoPkey rules.
+    ("fabric-sync.io", "partitionclaims", "list"),
+    ("fabric-sync.io", "partitionclaims", "watch"),
+    ("fabric-sync.io", "partitionclaims", "create"),
+    ("fabric-sync.io", "partitionclaims", "patch"),
+    ("fabric-sync.io", "partitionclaims", "delete"),
+    ("k8s.cni.cncf.io", "network-attachment-definitions", "patch"),
+    ("", "namespaces", "get"),
     // Leader election.
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),

@@ -3,7 +3,7 @@
 //! that the API server's AlreadyExists on create decides a race for a pkey. Also the UFM side the
 //! partition reconciler needs (named create, delete, a listing with names), as a port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::alloc::claim_name;
 use crate::engine::{FabricError, PartitionClaim, PartitionPhase, PartitionScope};
-use crate::ib::{PKey, PartitionSpec};
+use crate::ib::{Guid, PKey, PartitionSpec};
 use crate::netdef::NetworkKey;
 use crate::ufm::UfmClient;
 
@@ -98,13 +98,13 @@ pub fn claim_object(pkey: PKey, scope: &PartitionScope, partition_name: &str) ->
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UfmPartitionInfo {
     pub name: Option<String>,
-    pub members: usize,
+    pub members: BTreeSet<Guid>,
 }
 
 /// What the partition reconciler needs from UFM.
 #[async_trait]
 pub trait PartitionFabric: Send + Sync {
-    /// Every partition, with its name and member count.
+    /// Every partition, with its name and members.
     async fn partitions(&self) -> Result<BTreeMap<PKey, UfmPartitionInfo>, FabricError>;
     /// Creates the empty partition with the spec's attributes and `name`.
     async fn create(&self, spec: &PartitionSpec, name: &str) -> Result<(), FabricError>;
@@ -116,7 +116,10 @@ pub trait PartitionFabric: Send + Sync {
 impl PartitionFabric for UfmClient {
     async fn partitions(&self) -> Result<BTreeMap<PKey, UfmPartitionInfo>, FabricError> {
         let list = self.list_pkeys().await?;
-        Ok(list.into_iter().map(|(p, u)| (p, UfmPartitionInfo { name: u.name, members: u.members.len() })).collect())
+        Ok(list
+            .into_iter()
+            .map(|(p, u)| (p, UfmPartitionInfo { name: u.name, members: u.members.iter().map(|m| m.guid).collect() }))
+            .collect())
     }
 
     async fn create(&self, spec: &PartitionSpec, name: &str) -> Result<(), FabricError> {

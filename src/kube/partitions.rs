@@ -29,7 +29,7 @@ use crate::engine::{
     ClusterEvent, ClusterWriter, EventObject, EventRecord, EventType, ObjectKey, ObjectKind, PartitionPhase,
     PartitionScope, Policy, Reason,
 };
-use crate::ib::PKey;
+use crate::ib::{Guid, PKey};
 use crate::netdef::{AutoPkey, NetworkKey};
 use crate::ops::Metrics;
 
@@ -102,10 +102,29 @@ impl Store {
     }
 }
 
-/// Work carried between passes: refusals already told to the engine (so they are said once).
+/// Work carried between passes: refusals already told to the engine (so they are said once),
+/// and our own claim writes the watch has not delivered yet (`None`: deleted), so that a pass
+/// right after a write neither allocates twice nor repeats a step.
 #[derive(Default)]
 struct Memory {
     refused: BTreeMap<NetworkKey, String>,
+    written: BTreeMap<String, Option<StoredClaim>>,
+}
+
+impl Memory {
+    /// The claims as the watch has them, with our newer writes on top; a write the watch has
+    /// caught up with is forgotten.
+    fn book(&mut self, watched: BTreeMap<String, StoredClaim>) -> BTreeMap<String, StoredClaim> {
+        self.written.retain(|name, w| watched.get(name) != w.as_ref());
+        let mut book = watched;
+        for (name, w) in &self.written {
+            match w {
+                Some(c) => book.insert(name.clone(), c.clone()),
+                None => book.remove(name),
+            };
+        }
+        book
+    }
 }
 
 impl PartitionReconciler {
@@ -161,8 +180,8 @@ impl PartitionReconciler {
 
     /// One reconciliation of every automatic NAD and every claim.
     async fn pass(&self, nads: &Store, claims: &Store, memory: &mut Memory) -> Result<(), String> {
-        let mut book: BTreeMap<String, StoredClaim> =
-            claims.objects.values().filter_map(stored_claim).map(|c| (c.claim.name.clone(), c)).collect();
+        let watched = claims.objects.values().filter_map(stored_claim).map(|c| (c.claim.name.clone(), c)).collect();
+        let mut book = memory.book(watched);
         let mut fixed = BTreeSet::new();
         let mut autos = Vec::new();
         for obj in nads.objects.values() {
@@ -215,6 +234,7 @@ impl PartitionReconciler {
                     Some(stored) => {
                         tracing::info!(network = %nad.key, %pkey, partition = %name, "pkey allocated");
                         self.metrics.partition_op("allocate", "ok");
+                        memory.written.insert(stored.claim.name.clone(), Some(stored.clone()));
                         book.insert(stored.claim.name.clone(), stored);
                         self.refuse(memory, &nad.key, None).await;
                         break;
@@ -265,6 +285,7 @@ impl PartitionReconciler {
                     tracing::warn!(%pkey, theirs = ?p.name, "a partition we did not create holds the allocated pkey; choosing another");
                     self.metrics.partition_op("create", "foreign");
                     self.drop_claim(&c).await?;
+                    memory.written.insert(c.claim.name.clone(), None);
                     book.remove(&c.claim.name);
                     continue;
                 }
@@ -274,6 +295,7 @@ impl PartitionReconciler {
             if let Some(b) = book.get_mut(&c.claim.name) {
                 b.claim.phase = PartitionPhase::Created;
                 b.created_in_ufm = true;
+                memory.written.insert(b.claim.name.clone(), Some(b.clone()));
             }
         }
 
@@ -296,13 +318,14 @@ impl PartitionReconciler {
                 self.release_nad(nad).await?;
                 continue;
             };
-            if self.ledger_names(&nad.key, c.claim.pkey).await? {
+            if self.members_left(&nad.key, c.claim.pkey, &mut ufm).await? {
                 continue;
             }
             if matches!(c.claim.scope, PartitionScope::Network(_)) {
                 if !self.release_claim(&c, &mut ufm).await? {
                     continue;
                 }
+                memory.written.insert(c.claim.name.clone(), None);
                 book.remove(&c.claim.name);
             }
             self.release_nad(nad).await?;
@@ -315,6 +338,7 @@ impl PartitionReconciler {
             .collect();
         for c in orphans {
             if self.release_claim(&c, &mut ufm).await? {
+                memory.written.insert(c.claim.name.clone(), None);
                 book.remove(&c.claim.name);
             }
         }
@@ -412,8 +436,8 @@ impl PartitionReconciler {
         }
         match self.listing(ufm).await?.get(&pkey).cloned() {
             None => {}
-            Some(p) if p.members > 0 => {
-                tracing::info!(%pkey, members = p.members, "partition still has members; deleting it once they are removed");
+            Some(p) if !p.members.is_empty() => {
+                tracing::info!(%pkey, members = p.members.len(), "partition still has members; deleting it once they are removed");
                 return Ok(false);
             }
             Some(p) => {
@@ -438,32 +462,31 @@ impl PartitionReconciler {
         Ok(true)
     }
 
-    /// Whether a GuidClaim still records a member of `network` in `pkey` (now or formerly).
-    async fn ledger_names(&self, network: &NetworkKey, pkey: PKey) -> Result<bool, String> {
+    /// Whether UFM still lists in `pkey` a GUID the ownership ledger gives an attachment of
+    /// `network` (the engine removes them once the network is being deleted).
+    async fn members_left(
+        &self,
+        network: &NetworkKey,
+        pkey: PKey,
+        ufm: &mut Option<BTreeMap<PKey, UfmPartitionInfo>>,
+    ) -> Result<bool, String> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &network.namespace, &super::claim_resource());
         let list = api.list(&Default::default()).await.map_err(|e| format!("listing GuidClaims: {e}"))?;
         let net = network.to_string();
-        let p = pkey.to_string();
-        let named = list
+        let guids: BTreeSet<Guid> = list
             .items
             .iter()
-            .flat_map(|c| c.data.pointer("/spec/attachments").and_then(Value::as_array).cloned().unwrap_or_default())
-            .any(|a| {
-                a.get("network").and_then(Value::as_str) == Some(net.as_str())
-                    && (a
-                        .get("pkey")
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse::<PKey>().ok())
-                        .is_some_and(|q| q == pkey)
-                        || a.get("formerPkeys").and_then(Value::as_array).is_some_and(|f| {
-                            f.iter().filter_map(Value::as_str).filter_map(|s| s.parse::<PKey>().ok()).any(|q| q == pkey)
-                        }))
-            });
-        if named {
-            tracing::debug!(network = %net, pkey = %p, "members still recorded; the NAD's finalizer waits");
+            .filter_map(|c| c.data.pointer("/spec/attachments").and_then(Value::as_array))
+            .flatten()
+            .filter(|a| a.get("network").and_then(Value::as_str) == Some(net.as_str()))
+            .filter_map(|a| a.get("guid").and_then(Value::as_str).and_then(|g| g.parse::<Guid>().ok()))
+            .collect();
+        let left = self.listing(ufm).await?.get(&pkey).map_or(0, |p| p.members.intersection(&guids).count());
+        if left > 0 {
+            tracing::debug!(network = %net, %pkey, members = left, "the network still has members; its NAD waits");
         }
-        Ok(named)
+        Ok(left > 0)
     }
 
     async fn nad_patch(&self, nad: &AutoNad, body: &Value) -> Result<(), String> {
