@@ -362,7 +362,7 @@ async fn a_tenant_editing_the_assigned_pkey_changes_nothing_in_ufm_and_is_restor
     pod_in(&env, "t", "p2", "ib-auto");
     eventually("p2 configured in the claimed pkey", || configured_pkey(&env, "t", "p2").as_deref() == Some("0x7000"))
         .await;
-    assert!(env.ufm.snapshot().get(&0x0fff).is_none(), "UFM never saw the tenant's pkey");
+    assert!(!env.ufm.snapshot().contains_key(&0x0fff), "UFM never saw the tenant's pkey");
     assert_eq!(env.members(0x7000).len(), 2);
     c.stop().await;
 }
@@ -376,5 +376,51 @@ async fn without_a_range_an_auto_network_is_refused_naming_the_setting() {
     eventually("refused", || status_of(&env, "t", "p1").contains("AutoPkeyUnavailable")).await;
     assert!(status_of(&env, "t", "p1").contains("FABRIC_SYNC_PKEY_RANGE"));
     assert!(configured_pkey(&env, "t", "p1").is_none());
+    c.stop().await;
+}
+
+/// The README's worked example: config/nad-auto-pkey.yaml as shipped, and what UFM then holds
+/// (printed with `--nocapture`, pasted into README "Automatic partitions").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_auto_pkey_example_gets_a_named_partition_in_ufm() {
+    let env = Env::new().await;
+    env.api.create(Res::Namespaces, json!({"metadata": {"name": "tenant-a"}}));
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/nad-auto-pkey.yaml")).expect("file");
+    for doc in text.split("\n---\n") {
+        let mut obj: Value = serde_norway::from_str(doc).expect("YAML");
+        match obj["kind"].as_str() {
+            Some("NetworkAttachmentDefinition") => env.api.create(Res::Nads, obj),
+            Some("Pod") => {
+                obj["spec"]["nodeName"] = json!("n1");
+                obj["status"] = json!({"phase": "Pending"});
+                env.api.create(Res::Pods, obj)
+            }
+            other => panic!("unexpected kind {other:?}"),
+        };
+    }
+    let c = start(&env, "ctrl-1", "0x1000-0x1fff", None).await;
+    eventually("configured", || configured_pkey(&env, "tenant-a", "ib-auto-client").as_deref() == Some("0x1000")).await;
+    let guid = guid_of(&env, "tenant-a", "ib-auto-client");
+    let ca = reqwest::Certificate::from_pem(env.ufm.ca_pem().expect("CA").as_bytes()).expect("CA PEM");
+    let http = reqwest::Client::builder().add_root_certificate(ca).build().expect("client");
+    let answer = http
+        .get(format!("{}/ufmRest/resources/pkeys/0x1000?guids_data=true", env.ufm.url()))
+        .basic_auth("admin", Some(UFM_PASSWORD))
+        .send()
+        .await
+        .expect("UFM answers")
+        .text()
+        .await
+        .expect("body");
+    let v: Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(v["partition"], json!("fs_tenant_a_ib_auto_1000"), "{answer}");
+    assert_eq!(v["guids"][0]["guid"], json!(guid), "{answer}");
+    let nad = env.api.get(Res::Nads, "tenant-a", "ib-auto").expect("NAD");
+    let claim = env.api.get(Res::PartitionClaims, "", "pkey-0x1000").expect("claim");
+    println!("GET /ufmRest/resources/pkeys/0x1000?guids_data=true\n{answer}");
+    println!("NAD metadata:\n{}", serde_norway::to_string(&nad["metadata"]).unwrap_or_default());
+    println!("PartitionClaim:\n{}", serde_norway::to_string(&claim).unwrap_or_default());
+    println!("pod element: {}", element(&env, "tenant-a", "ib-auto-client"));
     c.stop().await;
 }

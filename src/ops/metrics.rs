@@ -14,6 +14,21 @@ use prometheus::{
 use crate::engine::{EngineStats, Reason};
 use crate::ufm::UfmObserver;
 
+/// The (operation, result) series of `fabric_sync_partition_operations_total`, shown from the start.
+pub const PARTITION_OPS: [(&str, &str); 11] = [
+    ("allocate", "ok"),
+    ("allocate", "conflict"),
+    ("allocate", "exhausted"),
+    ("create", "ok"),
+    ("create", "error"),
+    ("create", "foreign"),
+    ("adopt", "ok"),
+    ("delete", "ok"),
+    ("delete", "error"),
+    ("delete", "not_ours"),
+    ("release", "ok"),
+];
+
 /// Every metric: name, type, labels, meaning. README's metrics table is written from this list,
 /// and a test checks that the registry holds exactly these names.
 pub const METRICS: &[(&str, &str, &str, &str)] = &[
@@ -276,6 +291,9 @@ impl Metrics {
         }
         for kind in crate::kube::DRY_RUN_KINDS {
             m.dry_run_changes.with_label_values(&[kind]);
+        }
+        for (op, result) in PARTITION_OPS {
+            m.partition_ops.with_label_values(&[op, result]);
         }
         Arc::new(m)
     }
