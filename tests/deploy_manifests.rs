@@ -488,6 +488,7 @@ fn controller_env_and_arguments_exist_in_the_binary() {
     names.extend(env_names(c).into_iter().map(|n| ("base Deployment env", n)));
     names.extend(base_config().into_keys().map(|n| ("base ConfigMap", n)));
     for rel in [
+        "deploy/kustomize/components/partitions/deployment-partitions.yaml",
         "deploy/kustomize/components/tenant-policy/deployment-policy.yaml",
         "deploy/kustomize/components/ufm-client-cert/deployment-client-cert.yaml",
         "deploy/kustomize/overlays/ib-kubernetes-migration/deployment-ib-kubernetes.yaml",
