@@ -331,6 +331,20 @@ async fn a_preexisting_partition_is_never_taken_and_exhaustion_is_a_clear_refusa
     assert_eq!(ufm_partitions(&env, 0x6000, 0x6000), vec![(0x6000, "storage".to_string(), 0)], "untouched");
     assert!(nad_annotation(&env, "t", "ib-b", ASSIGNED).is_none());
 
+    // `fabric-sync audit` shows the range's use (the released binary, read-only).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = fabric_sync_binary(&env, dir.path());
+    cmd.arg("audit").env("FABRIC_SYNC_PKEY_RANGE", "0x6000-0x6001");
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("joined").expect("runs");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{report}");
+    let section = report.split("== Managed pkey range").nth(1).unwrap_or_default();
+    assert!(
+        section.contains("range 0x6000-0x6001: 2 pkeys, 1 claimed (1 created in UFM), 0 free; UFM has 1 of the range without a claim (never taken: 0x6000)"),
+        "{report}"
+    );
+    assert!(section.contains("t/ib-b: PkeyRangeExhausted: no free pkey"), "{report}");
+
     // ib-a goes: its pkey frees, ib-b gets it and its pod is configured.
     env.api.delete(Res::Nads, "t", "ib-a");
     eventually("pb configured in 0x6001", || configured_pkey(&env, "t", "pb").as_deref() == Some("0x6001")).await;

@@ -5,6 +5,7 @@
 
 pub mod cli;
 mod converge;
+mod partitions;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,8 @@ pub struct Report {
     pub migration: Option<MigrationRow>,
     /// GUID → owner (always computed; shown with `--owners`).
     pub owners: Vec<OwnerRow>,
+    /// The managed pkey range's use (`--pkey-range` set).
+    pub pkey_range: Option<partitions::PkeyRangeRow>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -177,6 +180,7 @@ pub fn analyze(
         state.apply(ev);
     }
     let hazards_before = network_hazards(&state);
+    let pkey_range = partitions::range_row(&state, listing);
     let changes = converge(&mut state, listing);
     let mut hazards = hazards_before;
 
@@ -422,7 +426,20 @@ pub fn analyze(
         conflicts: m.conflicts,
     });
     let clean = changes.is_empty() && hazards.is_empty() && markers.is_empty() && not_configured.is_empty();
-    Report { counts, clean, pkeys: rows, not_configured, markers, nodes, pool, plan, hazards, migration, owners }
+    Report {
+        counts,
+        clean,
+        pkeys: rows,
+        not_configured,
+        markers,
+        nodes,
+        pool,
+        plan,
+        hazards,
+        migration,
+        owners,
+        pkey_range,
+    }
 }
 
 /// `namespace/name` of a pod (or of the pod its claim names), else its UID.

@@ -92,6 +92,29 @@ pub fn render_text(r: &Report, owners: bool) -> String {
         p.range, p.in_use, p.capacity, p.quarantined, p.in_ufm
     );
 
+    if let Some(m) = &r.pkey_range {
+        section(&mut o, "Managed pkey range");
+        let _ = writeln!(
+            o,
+            "range {}: {} pkeys, {} claimed ({} created in UFM), {} free; UFM has {} of the range without a claim{}",
+            m.range,
+            m.size,
+            m.claimed,
+            m.created,
+            m.free,
+            m.in_ufm_unclaimed.len(),
+            if m.in_ufm_unclaimed.is_empty() {
+                String::new()
+            } else {
+                format!(" (never taken: {})", m.in_ufm_unclaimed.join(", "))
+            }
+        );
+        for (network, why) in m.waiting.iter().take(EXAMPLES) {
+            let _ = writeln!(o, "  {network}: {why}");
+        }
+        more(&mut o, m.waiting.len(), EXAMPLES.min(m.waiting.len()));
+    }
+
     section(&mut o, "What the controller would change");
     let pl = &r.plan;
     let _ = writeln!(o, "UFM adds: {}", pl.adds.len());

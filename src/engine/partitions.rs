@@ -196,3 +196,103 @@ fn in_scope(scope: &PartitionScope, key: &NetworkKey) -> bool {
         PartitionScope::Namespace(ns) => *key.namespace == **ns,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netdef::parse_nad;
+    use std::collections::BTreeMap;
+
+    fn auto(ns: &str, name: &str) -> IbNetwork {
+        let ann = BTreeMap::from([("fabric-sync.io/pkey".to_string(), "auto".to_string())]);
+        parse_nad(ns, name, &ann, r#"{"type":"ib-sriov","pkey":""}"#).unwrap().unwrap()
+    }
+
+    fn claim(name: &str, pkey: u16, scope: PartitionScope, phase: PartitionPhase) -> (String, PartitionClaim) {
+        let c = PartitionClaim { name: name.into(), pkey: PKey::new(pkey).unwrap(), scope, phase, deleting: false };
+        (name.to_string(), c)
+    }
+
+    fn range() -> Option<PkeyRange> {
+        Some(PkeyRange::parse("0x1000-0x10ff").unwrap())
+    }
+
+    #[test]
+    fn an_auto_network_waits_until_its_claim_is_created_then_uses_its_pkey() {
+        let n = auto("t", "ib");
+        let own = PartitionScope::Network(n.key.clone());
+        let none = HashMap::new();
+        let r = resolve(&n, range(), &none, &HashMap::new());
+        assert!(matches!(r, Some(AutoResolution::Waiting(ref w)) if w.reason == Reason::PartitionPending), "{r:?}");
+        let allocated: HashMap<_, _> = [claim("pkey-0x1000", 0x1000, own.clone(), PartitionPhase::Allocated)].into();
+        let r = resolve(&n, range(), &allocated, &HashMap::new());
+        assert!(matches!(r, Some(AutoResolution::Waiting(_))), "{r:?}");
+        let created: HashMap<_, _> = [claim("pkey-0x1000", 0x1000, own, PartitionPhase::Created)].into();
+        match resolve(&n, range(), &created, &HashMap::new()) {
+            Some(AutoResolution::Ready(net)) => assert_eq!(net.pkey().map(PKey::value), Some(0x1000)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_network_uses_its_own_claim_before_its_namespaces_and_ignores_deleting_ones() {
+        let n = auto("t", "ib");
+        let claims: HashMap<_, _> = [
+            claim("pkey-0x1001", 0x1001, PartitionScope::Namespace("t".into()), PartitionPhase::Created),
+            claim("pkey-0x1002", 0x1002, PartitionScope::Network(n.key.clone()), PartitionPhase::Created),
+            claim("pkey-0x1003", 0x1003, PartitionScope::Namespace("u".into()), PartitionPhase::Created),
+        ]
+        .into();
+        assert_eq!(covering_claim(&claims, &n.key).map(|c| c.pkey.value()), Some(0x1002));
+        let mut ns_only = claims.clone();
+        ns_only.remove("pkey-0x1002");
+        assert_eq!(covering_claim(&ns_only, &n.key).map(|c| c.pkey.value()), Some(0x1001));
+        if let Some(c) = ns_only.get_mut("pkey-0x1001") {
+            c.phase = PartitionPhase::Deleting;
+        }
+        assert!(covering_claim(&ns_only, &n.key).is_none(), "another namespace's claim never covers it");
+    }
+
+    #[test]
+    fn refusals_name_the_setting_and_the_cause() {
+        let n = auto("t", "ib");
+        let r = resolve(&n, None, &HashMap::new(), &HashMap::new());
+        assert!(
+            matches!(&r, Some(AutoResolution::Refused(x)) if x.reason == Reason::AutoPkeyUnavailable && x.message.contains("FABRIC_SYNC_PKEY_RANGE")),
+            "{r:?}"
+        );
+        let refused = HashMap::from([(n.key.clone(), "no free pkey".to_string())]);
+        let r = resolve(&n, range(), &HashMap::new(), &refused);
+        assert!(matches!(&r, Some(AutoResolution::Refused(x)) if x.reason == Reason::PkeyRangeExhausted), "{r:?}");
+        let fixed = parse_nad("t", "f", &BTreeMap::new(), r#"{"type":"ib-sriov","pkey":"0x1005"}"#).unwrap().unwrap();
+        let r = resolve(&fixed, range(), &HashMap::new(), &HashMap::new());
+        assert!(
+            matches!(&r, Some(AutoResolution::Refused(x)) if x.reason == Reason::PkeyReserved && x.message.contains("0x1000-0x10ff")),
+            "{r:?}"
+        );
+        let outside = parse_nad("t", "o", &BTreeMap::new(), r#"{"type":"ib-sriov","pkey":"0x2000"}"#).unwrap().unwrap();
+        assert!(resolve(&outside, range(), &HashMap::new(), &HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn auto_with_a_cni_pkey_or_another_value_is_an_invalid_network() {
+        let ann = BTreeMap::from([("fabric-sync.io/pkey".to_string(), "auto".to_string())]);
+        let e = parse_nad("t", "ib", &ann, r#"{"type":"ib-sriov","pkey":"0x10"}"#).unwrap_err().to_string();
+        assert!(e.contains("fabric-sync.io/pkey") && e.contains("spec.config.pkey"), "{e}");
+        let other = BTreeMap::from([("fabric-sync.io/pkey".to_string(), "0x10".to_string())]);
+        let e = parse_nad("t", "ib", &other, r#"{"type":"ib-sriov"}"#).unwrap_err().to_string();
+        assert!(e.contains("the only value is \"auto\""), "{e}");
+    }
+
+    #[test]
+    fn a_deleting_auto_network_is_gone_for_its_pods() {
+        let mut n = auto("t", "ib");
+        if let Some(a) = &mut n.auto {
+            a.deleting = true;
+        }
+        let claims: HashMap<_, _> =
+            [claim("pkey-0x1000", 0x1000, PartitionScope::Network(n.key.clone()), PartitionPhase::Created)].into();
+        let r = resolve(&n, range(), &claims, &HashMap::new());
+        assert!(matches!(&r, Some(AutoResolution::Waiting(x)) if x.reason == Reason::NetworkNotFound), "{r:?}");
+    }
+}

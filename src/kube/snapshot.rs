@@ -11,6 +11,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::ledger::{claim_from_object, claim_resource};
+use super::partition_claims::{partition_claim_resource, stored_claim};
 use super::resources::{
     SlimPod, nad_resource, namespace_event, network_event, network_key, node_event, pod_view, smc_resource,
 };
@@ -66,6 +67,13 @@ pub async fn snapshot(client: &Client, mut progress: impl FnMut(&str, usize)) ->
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     for n in list_all(&namespaces, "namespaces", false, &mut progress).await?.unwrap_or_default() {
         out.events.extend(namespace_event(&n));
+    }
+    // The partition ledger (automatic partitions): optional, read as empty when not installed.
+    let pclaims = list_dynamic(client, &partition_claim_resource(), "partitionclaims", true, &mut progress).await?;
+    for obj in pclaims.unwrap_or_default() {
+        if let Some(c) = stored_claim(&obj) {
+            out.events.push(ClusterEvent::PartitionClaimApplied(c.claim));
+        }
     }
     match list_dynamic(client, &claim_resource(), "guidclaims", true, &mut progress).await? {
         Some(items) => out.events.extend(items.iter().filter_map(claim_from_object).map(ClusterEvent::ClaimApplied)),
