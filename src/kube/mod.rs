@@ -9,6 +9,7 @@ mod fenced;
 mod lease;
 mod ledger;
 pub mod node_status;
+mod partition_book;
 mod partition_claims;
 mod partitions;
 pub mod ratelimit;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::lease::Fence;
+use super::partition_book::{Memory, Store, covering, in_scope};
 use super::partition_claims::{
     ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION, NAD_FINALIZER, PartitionFabric, StoredClaim,
     UfmPartitionInfo, claim_object, partition_claim_resource, stored_claim,
@@ -70,63 +71,6 @@ impl AutoNad {
     }
 }
 
-/// The watched objects.
-#[derive(Default)]
-struct Store {
-    objects: BTreeMap<String, DynamicObject>,
-    relist: Option<BTreeMap<String, DynamicObject>>,
-    synced: bool,
-}
-
-impl Store {
-    fn apply(&mut self, event: watcher::Event<DynamicObject>) {
-        let key = |o: &DynamicObject| {
-            format!("{}/{}", o.metadata.namespace.as_deref().unwrap_or(""), o.metadata.name.as_deref().unwrap_or(""))
-        };
-        match event {
-            watcher::Event::Init => self.relist = Some(BTreeMap::new()),
-            watcher::Event::InitApply(o) => {
-                self.relist.get_or_insert_with(BTreeMap::new).insert(key(&o), o);
-            }
-            watcher::Event::InitDone => {
-                self.objects = self.relist.take().unwrap_or_default();
-                self.synced = true;
-            }
-            watcher::Event::Apply(o) => {
-                self.objects.insert(key(&o), o);
-            }
-            watcher::Event::Delete(o) => {
-                self.objects.remove(&key(&o));
-            }
-        }
-    }
-}
-
-/// Work carried between passes: refusals already told to the engine (so they are said once),
-/// and our own claim writes the watch has not delivered yet (`None`: deleted), so that a pass
-/// right after a write neither allocates twice nor repeats a step.
-#[derive(Default)]
-struct Memory {
-    refused: BTreeMap<NetworkKey, String>,
-    written: BTreeMap<String, Option<StoredClaim>>,
-}
-
-impl Memory {
-    /// The claims as the watch has them, with our newer writes on top; a write the watch has
-    /// caught up with is forgotten.
-    fn book(&mut self, watched: BTreeMap<String, StoredClaim>) -> BTreeMap<String, StoredClaim> {
-        self.written.retain(|name, w| watched.get(name) != w.as_ref());
-        let mut book = watched;
-        for (name, w) in &self.written {
-            match w {
-                Some(c) => book.insert(name.clone(), c.clone()),
-                None => book.remove(name),
-            };
-        }
-        book
-    }
-}
-
 impl PartitionReconciler {
     pub fn new(
         client: Client,
@@ -164,7 +108,13 @@ impl PartitionReconciler {
                     Err(e) => tracing::warn!(error = %e, "partition reconciler: PartitionClaim watch failed (CRD installed?); retrying"),
                 },
                 _ = tick.tick() => {}
-                changed = leader.changed() => if changed.is_err() { return },
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A new term starts from what the watches say.
+                    memory = Memory::default();
+                }
             }
             if self.tx.is_closed() {
                 return;
@@ -210,7 +160,10 @@ impl PartitionReconciler {
                 continue;
             }
             let scope = self.scope_for(&nad.key, &mut labels).await;
-            self.ensure_finalizer(nad).await?;
+            // The finalizer first: a NAD deleted from now on waits for its partition's cleanup.
+            if !self.ensure_finalizer(nad).await? {
+                continue;
+            }
             let listing = self.listing(&mut ufm).await?;
             let mut taken: BTreeSet<u16> = book.values().map(|c| c.claim.pkey.value()).collect();
             taken.extend(fixed.iter().copied());
@@ -234,7 +187,7 @@ impl PartitionReconciler {
                     Some(stored) => {
                         tracing::info!(network = %nad.key, %pkey, partition = %name, "pkey allocated");
                         self.metrics.partition_op("allocate", "ok");
-                        memory.written.insert(stored.claim.name.clone(), Some(stored.clone()));
+                        memory.wrote(&stored.claim.name, Some(stored.clone()));
                         book.insert(stored.claim.name.clone(), stored);
                         self.refuse(memory, &nad.key, None).await;
                         break;
@@ -285,7 +238,7 @@ impl PartitionReconciler {
                     tracing::warn!(%pkey, theirs = ?p.name, "a partition we did not create holds the allocated pkey; choosing another");
                     self.metrics.partition_op("create", "foreign");
                     self.drop_claim(&c).await?;
-                    memory.written.insert(c.claim.name.clone(), None);
+                    memory.wrote(&c.claim.name, None);
                     book.remove(&c.claim.name);
                     continue;
                 }
@@ -295,7 +248,7 @@ impl PartitionReconciler {
             if let Some(b) = book.get_mut(&c.claim.name) {
                 b.claim.phase = PartitionPhase::Created;
                 b.created_in_ufm = true;
-                memory.written.insert(b.claim.name.clone(), Some(b.clone()));
+                memory.wrote(&b.claim.name, Some(b.clone()));
             }
         }
 
@@ -325,7 +278,7 @@ impl PartitionReconciler {
                 if !self.release_claim(&c, &mut ufm).await? {
                     continue;
                 }
-                memory.written.insert(c.claim.name.clone(), None);
+                memory.wrote(&c.claim.name, None);
                 book.remove(&c.claim.name);
             }
             self.release_nad(nad).await?;
@@ -338,7 +291,7 @@ impl PartitionReconciler {
             .collect();
         for c in orphans {
             if self.release_claim(&c, &mut ufm).await? {
-                memory.written.insert(c.claim.name.clone(), None);
+                memory.wrote(&c.claim.name, None);
                 book.remove(&c.claim.name);
             }
         }
@@ -489,13 +442,13 @@ impl PartitionReconciler {
         Ok(left > 0)
     }
 
-    async fn nad_patch(&self, nad: &AutoNad, body: &Value) -> Result<(), String> {
+    /// `Ok(false)`: not applied (the NAD changed meanwhile, its watch event brings another pass, or it is gone).
+    async fn nad_patch(&self, nad: &AutoNad, body: &Value) -> Result<bool, String> {
         self.fence.check()?;
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &nad.key.namespace, &nad_resource());
         match api.patch(&nad.key.name, &PatchParams::default(), &Patch::Merge(body)).await {
-            Ok(_) => Ok(()),
-            // Changed meanwhile (its watch event brings another pass) or gone.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
             Err(e) => Err(format!("updating NetworkAttachmentDefinition {}: {e}", nad.key)),
         }
     }
@@ -509,9 +462,10 @@ impl PartitionReconciler {
         f
     }
 
-    async fn ensure_finalizer(&self, nad: &AutoNad) -> Result<(), String> {
+    /// `Ok(false)`: not written (the NAD changed meanwhile): allocate in a later pass.
+    async fn ensure_finalizer(&self, nad: &AutoNad) -> Result<bool, String> {
         if nad.holds_finalizer {
-            return Ok(());
+            return Ok(true);
         }
         let rv = &nad.obj.metadata.resource_version;
         self.nad_patch(
@@ -527,8 +481,8 @@ impl PartitionReconciler {
             nad,
             &json!({"metadata": {"resourceVersion": rv, "finalizers": Self::finalizers_with(nad, false)}}),
         )
-        .await?;
-        tracing::info!(network = %nad.key, "NetworkAttachmentDefinition released");
+        .await?
+        .then(|| tracing::info!(network = %nad.key, "NetworkAttachmentDefinition released"));
         Ok(())
     }
 
@@ -544,7 +498,9 @@ impl PartitionReconciler {
         let rv = &nad.obj.metadata.resource_version;
         let body = json!({"metadata": {"resourceVersion": rv, "finalizers": Self::finalizers_with(nad, true),
             "annotations": {ASSIGNED_PKEY_ANNOTATION: want, IB_KUBERNETES_PKEY_ANNOTATION: want}}});
-        self.nad_patch(nad, &body).await?;
+        if !self.nad_patch(nad, &body).await? {
+            return Ok(());
+        }
         let edited = [ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION]
             .into_iter()
             .filter_map(|k| ann.get(k).filter(|v| **v != want).map(|v| format!("{k}={v:?}")))
@@ -593,22 +549,4 @@ impl PartitionReconciler {
         let _ = self.tx.send(ClusterEvent::PartitionRefused { network: key.clone(), message }).await;
         true
     }
-}
-
-fn in_scope(scope: &PartitionScope, key: &NetworkKey) -> bool {
-    match scope {
-        PartitionScope::Network(k) => k == key,
-        PartitionScope::Namespace(ns) => *key.namespace == **ns,
-    }
-}
-
-/// The live claim that covers the network, as the engine resolves it.
-fn covering<'a>(book: &'a BTreeMap<String, StoredClaim>, key: &NetworkKey) -> Option<&'a StoredClaim> {
-    let live = |c: &&StoredClaim| !c.claim.deleting && c.claim.phase != PartitionPhase::Deleting;
-    let own = PartitionScope::Network(key.clone());
-    let ns = PartitionScope::Namespace(key.namespace.to_string());
-    book.values()
-        .filter(live)
-        .find(|c| c.claim.scope == own)
-        .or_else(|| book.values().filter(live).find(|c| c.claim.scope == ns))
 }
