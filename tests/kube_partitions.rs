@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fabric_sync::alloc::PkeyRange;
 use fabric_sync::controller::Controller;
-use fabric_sync::engine::Policy;
+use fabric_sync::engine::{Policy, PolicyMode};
 use fabric_sync::kube::PartitionSettings;
 use fabric_sync::ops::Metrics;
 use serde_json::{Value, json};
@@ -25,6 +25,10 @@ const NAD_FINALIZER: &str = "fabric-sync.io/partition";
 async fn start(env: &Env, name: &str, range: &str, policy: Option<&str>) -> Running {
     let mut config = test_config(name);
     let policy = policy.map(|t| Policy::parse("test-policy", t).expect("policy parses"));
+    if policy.is_some() {
+        // Enforced: an automatic pkey is fabric-sync's choice, never in a tenant's allow-list.
+        config.engine.policy_mode = PolicyMode::Enforce;
+    }
     config.engine.policy = policy.clone();
     let metrics = Metrics::new();
     let ufm = Arc::new(env.ufm_client(&metrics));
@@ -182,8 +186,9 @@ async fn an_auto_network_gets_a_named_partition_its_pods_use_and_deleting_it_cle
 async fn a_namespace_rule_makes_its_auto_networks_share_one_pkey_and_others_keep_their_own() {
     let env = Env::new().await;
     env.api.create(Res::Namespaces, json!({"metadata": {"name": "u"}}));
+    // Deny by default, and the rule allows no pkey: automatic networks are served all the same.
     let policy =
-        "default: allow\nrules:\n  - name: shared\n    namespaces: [t]\n    autoPkey: namespace\n    pkeys: []\n";
+        "default: deny\nrules:\n  - name: shared\n    namespaces: [t]\n    autoPkey: namespace\n    pkeys: []\n";
     auto_nad(&env, "t", "ib-a");
     auto_nad(&env, "t", "ib-b");
     auto_nad(&env, "u", "ib-a");
