@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, FabricsSettings, KubeApiArgs,
-    KubeApiSettings, SmPlugin, UfmArgs, UfmSettings,
+    KubeApiSettings, UfmArgs, UfmSettings,
 };
 use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
@@ -21,7 +21,6 @@ use crate::kube::{
     WatchCache, WatchSettings, client_config, limited_client, spawn_watchers,
 };
 use crate::ops::{AdminState, Metrics};
-use crate::ufm::{NoopFabric, UfmClient};
 
 /// Events queued between the watchers and the engine (a burst waits here, not in memory twice).
 const EVENT_BUFFER: usize = 4096;
@@ -256,21 +255,12 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let fabric: Arc<dyn Fabric> = match s.ufm.plugin {
-        SmPlugin::Noop => {
-            for w in &s.ufm.warnings {
-                tracing::warn!("{w}");
-            }
-            Arc::new(NoopFabric)
+    let fabric: Arc<dyn Fabric> = match crate::ufm::from_settings(&s.ufm, metrics.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fabric-sync controller: {e}");
+            return ExitCode::from(2);
         }
-        // UfmClient::new logs the settings' warnings itself.
-        SmPlugin::Ufm => match UfmClient::new(&s.ufm) {
-            Ok(c) => Arc::new(c.with_observer(metrics.clone())),
-            Err(e) => {
-                eprintln!("fabric-sync controller: {e}");
-                return ExitCode::from(2);
-            }
-        },
     };
     let listener = match tokio::net::TcpListener::bind(s.controller.admin_listen).await {
         Ok(l) => l,
