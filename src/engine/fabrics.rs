@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// The NAD annotation naming an attachment's fabric.
-pub const FABRIC_ANNOTATION: &str = "fabric-sync.io/fabric";
+pub use crate::wire::keys::FABRIC_ANNOTATION;
 /// The NAD annotation naming the device-plugin resource (Multus' key).
-pub const RESOURCE_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
+pub use crate::wire::keys::RESOURCE_ANNOTATION;
 
 /// What the engine knows of one fabric for routing (built from the adapter's settings).
 #[derive(Clone, Debug, PartialEq, Eq)]

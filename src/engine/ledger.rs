@@ -14,7 +14,7 @@ use crate::ib::{Guid, PKey};
 use crate::netdef::{GuidVia, NetworkKey};
 
 /// The finalizer on every claim: removed only after UFM confirmed its GUIDs' removal.
-pub const CLAIM_FINALIZER: &str = "fabric-sync.io/fabric-cleanup";
+pub use crate::wire::keys::CLAIM_FINALIZER;
 
 /// One attachment's record in a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ const CACHE_LIMIT: usize = 4096;
 /// Kubernetes rejects notes above 1 kB.
 const NOTE_LIMIT: usize = 1024;
 /// `reportingController` of every Event.
-pub const REPORTING_CONTROLLER: &str = "fabric-sync.io/controller";
+pub use crate::wire::keys::REPORTING_CONTROLLER;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {

@@ -16,7 +16,7 @@ use crate::engine::{CLAIM_FINALIZER, Claim, ClaimOutcome, ClaimedAttachment, Obj
 use crate::ib::{Guid, PKey};
 use crate::netdef::NetworkKey;
 
-pub const CLAIM_GROUP: &str = "fabric-sync.io";
+pub use crate::wire::keys::GROUP as CLAIM_GROUP;
 pub const CLAIM_VERSION: &str = "v1alpha1";
 pub const CLAIM_KIND: &str = "GuidClaim";
 pub const CLAIM_PLURAL: &str = "guidclaims";

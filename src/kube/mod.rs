@@ -29,10 +29,7 @@ pub use ledger::{
     CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource,
 };
 pub use ratelimit::{RateLimit, limited_client};
-pub use resources::{
-    INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
-    smc_resource,
-};
+pub use resources::{INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pod_view, smc_resource};
 pub use snapshot::{Snapshot, SnapshotError, snapshot};
 pub use watch::{NetworkUids, WatchSettings, network_kind_name, spawn_watchers};
 pub use writer::{KubeWriter, MAX_CONFLICT_RETRIES, PodChange, pod_change, pod_change_from};

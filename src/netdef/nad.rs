@@ -10,12 +10,12 @@ use crate::ib::{AttributeError, Membership, PKey, PartitionSpec, Qos, shown};
 /// Longest excerpt of a wrongly typed JSON value quoted in a message.
 const VALUE_CHARS: usize = 40;
 
-pub const ANNOTATION_MEMBERSHIP: &str = "fabric-sync.io/membership";
-pub const ANNOTATION_INDEX0: &str = "fabric-sync.io/index0";
-pub const ANNOTATION_IP_OVER_IB: &str = "fabric-sync.io/ip-over-ib";
-pub const ANNOTATION_MTU_LIMIT: &str = "fabric-sync.io/mtu-limit";
-pub const ANNOTATION_SERVICE_LEVEL: &str = "fabric-sync.io/service-level";
-pub const ANNOTATION_RATE_LIMIT: &str = "fabric-sync.io/rate-limit";
+pub use crate::wire::keys::ANNOTATION_INDEX0;
+pub use crate::wire::keys::ANNOTATION_IP_OVER_IB;
+pub use crate::wire::keys::ANNOTATION_MEMBERSHIP;
+pub use crate::wire::keys::ANNOTATION_MTU_LIMIT;
+pub use crate::wire::keys::ANNOTATION_RATE_LIMIT;
+pub use crate::wire::keys::ANNOTATION_SERVICE_LEVEL;
 
 const IB_SRIOV: &str = "ib-sriov";
 
