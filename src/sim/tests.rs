@@ -51,6 +51,15 @@ fn guids(w: &World) -> HashMap<String, String> {
         .collect()
 }
 
+/// Waits until `cond` holds (polled; the scenarios' own clock, no fixed pause).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn settle(w: &World) -> bool {
     w.converge(WAIT, &mut |_| {}).await
 }
@@ -72,10 +81,10 @@ async fn ufm_down_during_adds_then_back_configures_everything_and_nothing_early(
     w.ufm.add_fault(mock_ufm::FaultRule::outage(Duration::from_secs(3600)));
     let c = w.controller().await;
     create(&w, &s, 0, 200).await;
-    // While UFM is down nothing may be written configured.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // While UFM is down nothing may be written configured: wait until every pkey's add was
+    // tried and refused at least twice, then look.
+    until("two refused adds per pkey", || w.counters.snapshot().failed >= 2 * s.pkeys as u64).await;
     assert_eq!(w.cluster.progress().1, 0, "no pod configured while UFM refuses");
-    assert!(w.counters.snapshot().failed > 0, "the controller did try");
     w.ufm.clear_faults();
     assert!(settle(&w).await, "{:?}", check_invariants(&w));
     assert_eq!(w.cluster.progress(), (200, 200, 0));
@@ -96,8 +105,10 @@ async fn ufm_down_during_removes_holds_guids_until_removal_is_confirmed() {
     for uid in &gone {
         w.cluster.delete_pod(uid).await;
     }
+    let failed = w.counters.snapshot().failed;
     create(&w, &s, 100, 50).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The removals (and the new pods' adds) were tried against the outage and refused.
+    until("refused UFM calls after the deletions", || w.counters.snapshot().failed >= failed + 2).await;
     w.ufm.clear_faults();
     assert!(settle(&w).await, "{:?}", check_invariants(&w));
     let after = guids(&w);
@@ -116,12 +127,7 @@ async fn controller_restart_in_the_middle_of_a_burst_loses_and_reallocates_nothi
     let mut c = w.controller().await;
     create(&w, &s, 0, 600).await;
     // Kill it once some, but not all, pods are configured.
-    for _ in 0..400 {
-        if w.cluster.progress().1 > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("a first pod configured", || w.cluster.progress().1 > 0).await;
     c.kill(&w.cluster).await;
     let before = guids(&w);
     assert!(before.len() < 600, "the kill came mid-burst ({} configured)", before.len());
@@ -141,7 +147,9 @@ async fn pod_deleted_before_its_add_completed_ends_clean() {
     let w = world(&s).await;
     let c = w.controller().await;
     create(&w, &s, 0, 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The ledger is written before UFM is asked; UFM takes 300 ms to answer the add.
+    until("the pod's claim", || w.cluster.claim("uid-000000").is_some()).await;
+    assert_eq!(w.cluster.progress().1, 0, "deleted while its add is still in flight");
     w.cluster.delete_pod("uid-000000").await;
     create(&w, &s, 1, 1).await;
     assert!(settle(&w).await, "{:?}", check_invariants(&w));
