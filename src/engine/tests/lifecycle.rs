@@ -117,8 +117,11 @@ fn ufm_down_during_removes_keeps_guids_out_of_reach_until_confirmed() {
     // A new pod must not get g1 while UFM may still hold it.
     w.pod("u2", "n1", "a");
     w.step();
-    assert!(w.state.pool.is_allocated(g1) || w.state.ledger.contains_key(&g1));
-    assert_ne!(w.state.by_attachment.values().find(|&&x| x != g1), None);
+    assert!(w.state.pool.is_allocated(g1) && w.state.ledger.contains_key(&g1), "g1 is held until UFM confirms");
+    let u2: Vec<_> =
+        w.state.by_attachment.iter().filter(|(id, _)| id.pod == PodUid::new("u2")).map(|(_, g)| *g).collect();
+    assert_eq!(u2.len(), 1, "u2 got a GUID");
+    assert_ne!(u2[0], g1, "and not the one UFM may still hold");
     w.fabric_down = false;
     w.converge();
     w.list();

@@ -18,6 +18,8 @@ pub(super) struct TestPod {
     /// The networks annotation, as the engine's patches leave it.
     pub(super) annotation: String,
     pub(super) phase: PodPhase,
+    /// The status annotation the engine's last patch wrote: attachment label → state.
+    pub(super) status: BTreeMap<String, String>,
 }
 
 pub(super) struct World {
@@ -92,6 +94,7 @@ impl World {
                 node: Some(node.into()),
                 annotation: annotation.into(),
                 phase: PodPhase::Pending,
+                status: BTreeMap::new(),
             },
         );
         self.echo(uid);
@@ -225,6 +228,7 @@ impl World {
         match apply_writes(&pod.namespace, &pod.annotation, &patch.writes).unwrap() {
             Ok(text) => {
                 pod.annotation = text;
+                pod.status = patch.status.clone();
                 PatchOutcome::Patched
             }
             Err(o) => o,
