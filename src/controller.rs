@@ -284,11 +284,12 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
     let admin_state = AdminState { stats: controller.stats(), metrics };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(listen = %s.controller.admin_listen, "admin server listening (/metrics, /healthz, /readyz)");
-    let admin = tokio::spawn(crate::ops::serve(listener, admin_state, async move {
-        let _ = admin_stopped.await;
+    let admin = tokio::spawn(crate::ops::serve(listener, crate::ops::router(admin_state), async move {
+        // Either a send or the sender dropped ends it.
+        admin_stopped.await.ok();
     }));
-    controller.run(shutdown_signal()).await;
-    let _ = admin_stop.send(());
+    controller.run(crate::ops::shutdown_signal()).await;
+    admin_stop.send(()).ok();
     match admin.await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -296,22 +297,5 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(_) => ExitCode::SUCCESS,
-    }
-}
-
-/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the controller");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Config};
 use serde_json::json;
 
 use super::AgentError;
@@ -106,17 +106,12 @@ pub struct KubeAgentCluster {
 impl KubeAgentCluster {
     /// Builds the client from `kubeconfig`, or infers it (in-cluster service account, then
     /// `KUBECONFIG`, then `~/.kube/config`). Install the crypto provider first.
+    /// The client both binaries build the same way ([`crate::kube::client_config`]: the
+    /// kubeconfig file, else in-cluster; a `User-Agent` naming the agent's node).
     pub async fn connect(kubeconfig: Option<&Path>, node: &str) -> Result<KubeAgentCluster, AgentError> {
         let err = |detail: String| AgentError::Kube { op: "connect", detail };
-        let config = match kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-                Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-            }
-            None => Config::infer().await.map_err(|e| err(e.to_string()))?,
-        };
+        let config =
+            crate::kube::client_config(kubeconfig, &format!("agent {node}")).await.map_err(|e| err(e.to_string()))?;
         let client = Client::try_from(config).map_err(|e| err(e.to_string()))?;
         Ok(KubeAgentCluster::new(client, node))
     }

@@ -44,13 +44,13 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves `router` (the controller's [`router`] or the agent's) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: AdminState,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

@@ -296,8 +296,11 @@ impl Metrics {
             Box::new(self.kube_api_events_dropped.clone()),
         ];
         for c in collectors {
-            // Names are distinct and static: registration cannot collide.
-            let _ = self.registry.register(c);
+            // Names are distinct and static (the_registry_holds_exactly_the_listed_metrics):
+            // a collision is a programming error, reported rather than dropped.
+            if let Err(e) = self.registry.register(c) {
+                tracing::error!(error = %e, "a metric could not be registered");
+            }
         }
     }
 

@@ -211,7 +211,6 @@ impl World {
             ..UfmArgs::default()
         };
         let settings = UfmSettings::from_args(&args).map_err(|e| SimError::Client(e.to_string()))?;
-        let _ = password;
         let client = UfmClient::new(&settings)
             .map_err(|e| SimError::Client(e.to_string()))?
             .with_retry_delays(Duration::from_millis(20), Duration::from_millis(200));
