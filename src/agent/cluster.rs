@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 
 use super::AgentError;
 use super::claims::NODE_LABEL;
 use super::status::{STATUS_GROUP, STATUS_KIND, STATUS_PLURAL, STATUS_VERSION, status_object};
 use crate::engine::Claim;
-use crate::kube::{claim_from_object, claim_resource};
+use crate::kube::{EventNote, EventSender, claim_from_object, claim_resource};
+use crate::wire::keys::AGENT_REPORTING_CONTROLLER;
 
 /// (API group, resource, verb) of every call the agent makes; the DaemonSet's ClusterRole must
 /// grant exactly these. Reads are cluster-wide in RBAC (narrowed by selectors); writes are
@@ -100,7 +100,7 @@ pub trait AgentCluster: Send + Sync {
 /// [`AgentCluster`] on a kube-rs client.
 pub struct KubeAgentCluster {
     client: Client,
-    recorder: Recorder,
+    events: EventSender,
 }
 
 impl KubeAgentCluster {
@@ -117,8 +117,7 @@ impl KubeAgentCluster {
     }
 
     pub fn new(client: Client, node: &str) -> KubeAgentCluster {
-        let reporter = Reporter { controller: "fabric-sync-agent".into(), instance: Some(node.to_string()) };
-        KubeAgentCluster { recorder: Recorder::new(client.clone(), reporter), client }
+        KubeAgentCluster { events: EventSender::new(client.clone(), AGENT_REPORTING_CONTROLLER, node), client }
     }
 }
 
@@ -209,15 +208,14 @@ impl AgentCluster for KubeAgentCluster {
                 ..ObjectReference::default()
             },
         };
-        let ev = Event {
-            type_: if event.warning { EventType::Warning } else { EventType::Normal },
-            reason: event.reason.into(),
-            // Events take at most 1 kB of note.
-            note: Some(event.note.chars().take(1000).collect()),
-            action: event.action.into(),
-            secondary: None,
+        let note = EventNote {
+            regarding: reference,
+            warning: event.warning,
+            reason: event.reason,
+            action: event.action,
+            note: &event.note,
         };
-        self.recorder.publish(&ev, &reference).await.map_err(|e| kube_err("publish event", e))
+        self.events.send(&note).await.map_err(|e| kube_err("publish event", e))
     }
 }
 

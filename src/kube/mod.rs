@@ -22,7 +22,7 @@ use axum::http::{HeaderValue, header};
 
 pub use cache::{PodBase, WatchCache};
 pub use dry_run::{DRY_RUN_KINDS, DryRunFabric, DryRunLog, DryRunWriter, dry_run_ports};
-pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
+pub use events::{DEDUP_WINDOW, EventNote, EventPublisher, EventSender, REPORTING_CONTROLLER};
 pub use fenced::{FencedFabric, FencedWriter};
 pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
 pub use ledger::{

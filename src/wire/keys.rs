@@ -43,8 +43,11 @@ pub const INVENTORY_ANNOTATION: &str = "fabric-sync.io/ib-inventory";
 pub const NODE_LABEL: &str = "fabric-sync.io/node";
 /// The finalizer a `GuidClaim` holds until UFM confirmed its GUIDs' removal.
 pub const CLAIM_FINALIZER: &str = "fabric-sync.io/fabric-cleanup";
-/// `reportingController` of the Events fabric-sync raises.
+/// `reportingController` of the Events the controller raises.
 pub const REPORTING_CONTROLLER: &str = "fabric-sync.io/controller";
+/// `reportingController` of the Events the node agent raises (`reportingInstance`: its node);
+/// unqualified, as it has always been, so that alert rules matching it keep working.
+pub const AGENT_REPORTING_CONTROLLER: &str = "fabric-sync-agent";
 
 #[cfg(test)]
 mod tests {
