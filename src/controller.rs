@@ -13,12 +13,13 @@ use tokio::task::JoinSet;
 
 use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, FabricsSettings, KubeApiArgs,
-    KubeApiSettings, UfmArgs, UfmSettings,
+    KubeApiSettings, SmPlugin, UfmArgs, UfmSettings,
 };
 use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
-    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, RateLimit,
-    WatchCache, WatchSettings, client_config, limited_client, spawn_watchers,
+    EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, PartitionFabric,
+    PartitionReconciler, PartitionSettings, RateLimit, WatchCache, WatchSettings, client_config, limited_client,
+    spawn_watchers,
 };
 use crate::ops::{AdminState, Metrics};
 
@@ -44,11 +45,29 @@ pub struct Controller {
     stats: Arc<EngineStats>,
     metrics: Arc<Metrics>,
     dry_run: bool,
+    partitions: Option<(PartitionSettings, Arc<dyn PartitionFabric>)>,
 }
 
 impl Controller {
     pub fn new(client: Client, fabric: Arc<dyn Fabric>, config: ControllerConfig, metrics: Arc<Metrics>) -> Controller {
-        Controller { client, fabric, config, stats: Arc::new(EngineStats::default()), metrics, dry_run: false }
+        Controller {
+            client,
+            fabric,
+            config,
+            stats: Arc::new(EngineStats::default()),
+            metrics,
+            dry_run: false,
+            partitions: None,
+        }
+    }
+
+    /// Automatic partitions (`--pkey-range`): the leader allocates, creates and deletes them
+    /// through `fabric` (docs/partitions.md); the engine resolves automatic networks' pkeys.
+    pub fn with_partitions(mut self, settings: PartitionSettings, fabric: Arc<dyn PartitionFabric>) -> Controller {
+        self.config.engine.pkey_range = Some(settings.range);
+        self.config.watch.partition_claims = true;
+        self.partitions = Some((settings, fabric));
+        self
     }
 
     /// `--dry-run`: no write of any kind (UFM, ledger, pods, Events, Lease); the engine plans
@@ -67,7 +86,7 @@ impl Controller {
     /// the watchers and the engine end. Dropping this future instead stops everything at once
     /// without releasing the Lease (as a crash would).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let Controller { client, fabric, config, stats, metrics, dry_run } = self;
+        let Controller { client, fabric, config, stats, metrics, dry_run, partitions } = self;
         let identity = config.lease.identity.clone();
         tracing::info!(identity = %identity, lease = %format!("{}/{}", config.lease.namespace, config.lease.name),
             "controller starting");
@@ -91,6 +110,22 @@ impl Controller {
         };
         // The node agents' reports become Events on pods (the leader's writer is fenced too).
         tasks.spawn(crate::kube::node_status::run_mirror(client.clone(), writer.clone(), leader_rx.clone()));
+        match partitions {
+            Some((settings, partition_fabric)) if !dry_run => {
+                let reconciler = PartitionReconciler::new(
+                    client.clone(),
+                    partition_fabric,
+                    writer.clone(),
+                    elector.fence(),
+                    events_tx.clone(),
+                    settings,
+                    metrics.clone(),
+                );
+                tasks.spawn(reconciler.run(leader_rx.clone()));
+            }
+            Some(_) => tracing::info!("dry run: automatic partitions are resolved but none is allocated or created"),
+            None => {}
+        }
         let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
         spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids, cache);
@@ -186,6 +221,11 @@ impl ControllerCmd {
         // The fabric's own pool replaces GUID_POOL_RANGE_* (the same value without a fabrics file).
         engine.guid_range = fabrics.fabrics[0].guid_range;
         let engine_config = engine.engine_config().map_err(|e| e.to_string())?;
+        if engine.pkey_range.is_some() && ufm.plugin == SmPlugin::Noop {
+            return Err("FABRIC_SYNC_PKEY_RANGE (--pkey-range): automatic partitions are created in UFM; \
+                        DAEMON_SM_PLUGIN=noop has none: unset the range or use DAEMON_SM_PLUGIN=ufm"
+                .into());
+        }
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
         let kube_api = KubeApiSettings::from_args(&self.kube_api).map_err(|e| e.to_string())?;
         Ok(Settings { ufm, fabrics, engine, engine_config, controller, kube_api })
@@ -255,13 +295,19 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let fabric: Arc<dyn Fabric> = match crate::ufm::from_settings(&s.ufm, metrics.clone()) {
-        Ok(f) => f,
+    // One way to build the UFM client; the partition reconciler needs its partition calls too.
+    let ufm_client = match crate::ufm::client_from_settings(&s.ufm, metrics.clone()) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("fabric-sync controller: {e}");
             return ExitCode::from(2);
         }
     };
+    let fabric: Arc<dyn Fabric> = match &ufm_client {
+        Some(c) => c.clone(),
+        None => Arc::new(crate::ufm::NoopFabric),
+    };
+    let partition_fabric = ufm_client.map(|c| c as Arc<dyn PartitionFabric>);
     let listener = match tokio::net::TcpListener::bind(s.controller.admin_listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -280,7 +326,12 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
     };
     let config =
         ControllerConfig { lease, watch: WatchSettings::default(), engine: s.engine_config, timing: s.engine.timing() };
-    let controller = Controller::new(client, fabric, config, metrics.clone()).dry_run(dry_run);
+    let policy = config.engine.policy.clone();
+    let mut controller = Controller::new(client, fabric, config, metrics.clone()).dry_run(dry_run);
+    if let (Some(range), Some(pf)) = (s.engine.pkey_range, partition_fabric) {
+        let settings = PartitionSettings { range, policy, resync: s.engine.resync_interval };
+        controller = controller.with_partitions(settings, pf);
+    }
     let admin_state = AdminState { stats: controller.stats(), metrics };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(listen = %s.controller.admin_listen, "admin server listening (/metrics, /healthz, /readyz)");

@@ -8,6 +8,7 @@ mod pool;
 
 pub use budget::{BudgetRefusal, DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, PkeyBudget};
 pub use pkey_range::{
-    Exhausted, MAX_PARTITION_NAME, PKEY_RANGE_SETTING, PkeyRange, PkeyRangeError, claim_name, partition_name,
+    Exhausted, MAX_PARTITION_NAME, PKEY_RANGE_SETTING, PkeyRange, PkeyRangeError, claim_name, namespace_partition_name,
+    partition_name,
 };
 pub use pool::{GuidPool, GuidRange, PoolError};

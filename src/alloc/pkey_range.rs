@@ -144,6 +144,16 @@ pub fn partition_name(namespace: &str, name: &str, p: PKey) -> String {
     base + &suffix
 }
 
+/// The UFM partition name for the automatic networks of a namespace that share one pkey
+/// (`autoPkey: namespace`): `fs_<namespace>_<pkey>`, sanitised and bounded as [`partition_name`].
+pub fn namespace_partition_name(namespace: &str, p: PKey) -> String {
+    let suffix = format!("_{:04x}", p.value());
+    let clean: String = namespace.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let mut base = format!("fs_{clean}");
+    base.truncate(MAX_PARTITION_NAME - suffix.len());
+    base + &suffix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +204,7 @@ mod tests {
         let b = partition_name(&long, &long, PKey::new(0x1002).unwrap());
         assert!(a.len() <= MAX_PARTITION_NAME && a != b, "{a} {b}");
         assert!(partition_name("é/x", "a b", p).chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        assert_eq!(namespace_partition_name("team-a", p), "fs_team_a_1001");
+        assert!(namespace_partition_name(&long, p).len() <= MAX_PARTITION_NAME);
     }
 }

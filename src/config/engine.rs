@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, parse_duration};
-use crate::alloc::{DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, GuidRange};
+use crate::alloc::{DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, GuidRange, PkeyRange};
 use crate::engine::{EngineConfig, Policy, PolicyError, Timing};
 use crate::ib::Guid;
 
@@ -110,6 +110,9 @@ pub struct EngineArgs {
     /// Most IB attachments one pod may ask for; a pod over it is refused before any GUID is taken.
     #[arg(long = "max-attachments-per-pod", env = "FABRIC_SYNC_MAX_ATTACHMENTS_PER_POD", default_value = defaults::MAX_ATTACHMENTS_PER_POD)]
     pub max_attachments_per_pod: String,
+    /// Managed pkey range for automatic partitions (`0x1000-0x1fff`); unset: the feature is off.
+    #[arg(long = "pkey-range", env = "FABRIC_SYNC_PKEY_RANGE")]
+    pub pkey_range: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +133,8 @@ pub struct EngineSettings {
     pub retry_max: Duration,
     pub adopt_annotations: AdoptAnnotations,
     pub max_attachments_per_pod: usize,
+    /// The managed pkey range (`None`: automatic partitions are off).
+    pub pkey_range: Option<PkeyRange>,
 }
 
 /// `GUID_POOL_RANGE_START`/`_END` (the controller's and the agent's): both GUIDs, start ≤ end.
@@ -168,6 +173,7 @@ impl EngineSettings {
             policy_mode: self.policy_mode,
             adopt_annotations: self.adopt_annotations == AdoptAnnotations::IfLedgerEmpty,
             max_attachments_per_pod: self.max_attachments_per_pod,
+            pkey_range: self.pkey_range,
         })
     }
 
@@ -245,7 +251,15 @@ impl EngineSettings {
                 "is required when FABRIC_SYNC_POLICY_MODE is warn or enforce",
             ));
         }
+        let pkey_range = match a.pkey_range.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(
+                PkeyRange::parse(text)
+                    .map_err(|e| ConfigError::new("FABRIC_SYNC_PKEY_RANGE", "pkey-range", e.to_string()))?,
+            ),
+        };
         Ok(EngineSettings {
+            pkey_range,
             guid_range,
             periodic_update,
             batch_window,
@@ -296,6 +310,7 @@ impl Default for EngineArgs {
             retry_max: defaults::RETRY_MAX.into(),
             adopt_annotations: AdoptAnnotations::IfLedgerEmpty,
             max_attachments_per_pod: defaults::MAX_ATTACHMENTS_PER_POD.into(),
+            pkey_range: None,
         }
     }
 }

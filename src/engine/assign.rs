@@ -104,6 +104,17 @@ impl State {
                 self.hold(id, existing, Standing::Refused(refusal), true);
                 return;
             }
+            Some(Effective::Waiting(r)) => {
+                let r = r.clone();
+                self.hold(id, existing, Standing::Waiting(r), false);
+                return;
+            }
+            Some(Effective::Refused(r)) => {
+                // A fixed pkey that was in use before the range covered it keeps its members.
+                let (r, leave_alone) = (r.clone(), r.reason == Reason::PkeyReserved);
+                self.hold(id, existing, Standing::Refused(r), leave_alone);
+                return;
+            }
             Some(Effective::Ours(n)) => n.clone(),
         };
         let Some(node) = node else {
@@ -129,7 +140,8 @@ impl State {
             self.set_standing(id, Some(Standing::Refused(refusal)));
             return;
         }
-        if let Some(p) = network.pkey() {
+        // An automatic pkey is fabric-sync's choice from its own range, not the tenant's.
+        if let Some(p) = network.pkey().filter(|_| network.auto.is_none()) {
             if let Err(msg) = self.policy_allows(&namespace, p) {
                 if self.cfg.policy_mode == PolicyMode::Enforce {
                     self.hold(id, existing, Standing::Refused(Refusal::new(Reason::PKeyNotAllowed, msg)), false);

@@ -10,6 +10,7 @@ mod knowledge;
 mod ledger;
 mod model;
 mod outcome;
+mod partitions;
 mod plan;
 mod policy;
 mod ports;
@@ -26,6 +27,7 @@ pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
+pub use partitions::{AutoResolution, PartitionClaim, PartitionPhase, PartitionScope, covering_claim};
 pub use plan::{Blocked, BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 pub use policy::{Policy, PolicyError, PolicyMode};
 pub use ports::{

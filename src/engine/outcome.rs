@@ -44,10 +44,18 @@ pub enum Reason {
     FabricReadyTimeout,
     /// The pod's pkey is in its VF's pkey table (mirrored from the agent).
     FabricReady,
+    /// The automatic network's managed pkey is not allocated or created in UFM yet (waits).
+    PartitionPending,
+    /// No free pkey is left in the managed range (`--pkey-range`) for an automatic network.
+    PkeyRangeExhausted,
+    /// The network asks for an automatic pkey, but automatic partitions are off (`--pkey-range` unset).
+    AutoPkeyUnavailable,
+    /// A fixed pkey inside the managed range: that range belongs to fabric-sync.
+    PkeyReserved,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 19] = [
         Reason::InvalidNetwork,
         Reason::InvalidAnnotation,
         Reason::PKeyLimitExceeded,
@@ -63,6 +71,10 @@ impl Reason {
         Reason::FabricRejected,
         Reason::WriteRefused,
         Reason::MassRemovalRefused,
+        Reason::PartitionPending,
+        Reason::PkeyRangeExhausted,
+        Reason::AutoPkeyUnavailable,
+        Reason::PkeyReserved,
     ];
 
     /// The node agent's findings, mirrored onto pods by the controller (not refusals: not in
@@ -89,6 +101,10 @@ impl Reason {
             Reason::VfGuidMismatch => "VfGuidMismatch",
             Reason::FabricReadyTimeout => "FabricReadyTimeout",
             Reason::FabricReady => "FabricReady",
+            Reason::PartitionPending => "PartitionPending",
+            Reason::PkeyRangeExhausted => "PkeyRangeExhausted",
+            Reason::AutoPkeyUnavailable => "AutoPkeyUnavailable",
+            Reason::PkeyReserved => "PkeyReserved",
         }
     }
 

@@ -8,6 +8,10 @@
 //!     namespaces: ["tenant-a", "tenant-a-*"]
 //!     namespaceSelector: {matchLabels: {tenant: a}}
 //!     pkeys: ["0x1000", "0x1100-0x11ff"]
+//!   - name: tenant-c              # automatic networks of these namespaces share one pkey
+//!     namespaces: ["tenant-c"]
+//!     autoPkey: namespace         # (default: network, one pkey per network)
+//!     pkeys: []
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,6 +52,8 @@ struct Rule {
     namespaces: Vec<String>,
     selector: Option<Selector>,
     pkeys: Vec<(PKey, PKey)>,
+    /// `autoPkey: namespace`: the namespace's automatic networks share one pkey.
+    shared_auto_pkey: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +89,8 @@ struct RawRule {
     #[serde(default)]
     namespace_selector: Option<RawSelector>,
     pkeys: Vec<String>,
+    #[serde(default)]
+    auto_pkey: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -149,14 +157,31 @@ impl Policy {
                     Some(Selector { match_labels: s.match_labels, expressions })
                 }
             };
+            let shared_auto_pkey = match r.auto_pkey.as_deref().map(str::trim) {
+                None | Some("network") => false,
+                Some("namespace") => true,
+                Some(other) => {
+                    return Err(err(format!(
+                        "{}: {other:?} is neither \"network\" (one pkey per automatic network) nor \"namespace\" \
+                         (the namespace's automatic networks share one)",
+                        at("autoPkey")
+                    )));
+                }
+            };
             rules.push(Rule {
                 name: r.name.unwrap_or_else(|| format!("rules[{i}]")),
                 namespaces: r.namespaces,
                 selector,
                 pkeys,
+                shared_auto_pkey,
             });
         }
         Ok(Policy { default_allow, rules })
+    }
+
+    /// Whether a rule matching the namespace says its automatic networks share one pkey.
+    pub fn shares_auto_pkey(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.rules.iter().any(|r| r.shared_auto_pkey && r.matches(namespace, labels))
     }
 
     /// `Ok(())` when `namespace` (with `labels`) may use `pkey`; else why not.
@@ -286,6 +311,17 @@ rules:
         let e = Policy::parse("p", "rules:\n  - namespaces: [a]\n    pkeys: ['0x1']\n    pkey: ['0x2']\n").unwrap_err();
         assert!(e.to_string().contains("pkey"), "{e}");
         assert!(Policy::parse("p", "rules:\n  - namespaces: [a]\n    pkeys: ['0x20-0x10']\n").is_err());
+    }
+
+    #[test]
+    fn an_auto_pkey_rule_makes_a_namespace_share_one_pkey() {
+        let text = "rules:\n  - namespaces: [team-*]\n    autoPkey: namespace\n    pkeys: []\n  - namespaces: [solo]\n    autoPkey: network\n    pkeys: []\n";
+        let pol = Policy::parse("p", text).unwrap();
+        assert!(pol.shares_auto_pkey("team-a", &BTreeMap::new()));
+        assert!(!pol.shares_auto_pkey("solo", &BTreeMap::new()));
+        assert!(!pol.shares_auto_pkey("other", &BTreeMap::new()));
+        let e = Policy::parse("p", "rules:\n  - namespaces: [a]\n    autoPkey: tenant\n    pkeys: []\n").unwrap_err();
+        assert!(e.to_string().contains("rules[0].autoPkey"), "{e}");
     }
 
     #[test]

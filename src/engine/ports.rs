@@ -9,6 +9,7 @@ use super::fabric::ErrorClass;
 use super::ledger::Claim;
 use super::model::{ObjectKey, PodUid, PodView, Slot};
 use super::outcome::Reason;
+use super::partitions::PartitionClaim;
 use crate::ib::{Guid, PKey};
 use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
 
@@ -55,6 +56,17 @@ pub enum ClusterEvent {
     ClaimApplied(Claim),
     ClaimDeleted {
         pod_uid: PodUid,
+    },
+    /// A `PartitionClaim` (the durable record of a managed pkey) was created or changed.
+    PartitionClaimApplied(PartitionClaim),
+    PartitionClaimDeleted {
+        name: String,
+    },
+    /// The partition adapter could not give an automatic network a pkey (`Some(why)`), or can
+    /// again (`None`). Not durable: it is said again after a restart.
+    PartitionRefused {
+        network: NetworkKey,
+        message: Option<String>,
     },
     /// Every initial list has been delivered.
     CachesSynced,

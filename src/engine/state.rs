@@ -8,6 +8,7 @@ use super::knowledge::Knowledge;
 use super::ledger::{Claim, Migration};
 use super::model::{AttachmentId, PodUid, PodView};
 use super::outcome::Refusal;
+use super::partitions::{AutoResolution, PartitionClaim, resolve};
 use super::policy::{Policy, PolicyMode};
 use super::ports::{ClusterEvent, EventObject, EventRecord, EventType, NetworkKind};
 use crate::alloc::{GuidPool, GuidRange, PkeyBudget};
@@ -29,6 +30,8 @@ pub struct EngineConfig {
     pub adopt_annotations: bool,
     /// Most IB attachments one pod may ask for.
     pub max_attachments_per_pod: usize,
+    /// The managed pkey range for automatic partitions (`None`: the feature is off).
+    pub pkey_range: Option<crate::alloc::PkeyRange>,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             policy_mode: PolicyMode::Off,
             adopt_annotations: true,
             max_attachments_per_pod: 32,
+            pkey_range: None,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct Assignment {
 pub struct NetworkDefs {
     pub nad: Option<Result<Option<IbNetwork>, NetdefError>>,
     pub smc: Option<Result<Option<IbNetwork>, NetdefError>>,
+    /// How an automatic network (or a fixed one in the managed range) resolves (partitions.rs).
+    pub auto: Option<AutoResolution>,
 }
 
 /// How the engine sees a network.
@@ -110,11 +116,21 @@ pub enum Effective<'a> {
     NotOurs,
     Invalid(&'a NetdefError),
     Ours(&'a IbNetwork),
+    /// An automatic network whose pkey is not ready yet: attachments wait without membership.
+    Waiting(&'a Refusal),
+    /// An automatic network that cannot be served, or a fixed pkey inside the managed range.
+    Refused(&'a Refusal),
 }
 
 impl NetworkDefs {
     /// The NAD wins when present; the SMC speaks for a network Spiderpool has not rendered yet.
     pub fn effective(&self) -> Effective<'_> {
+        match (self.raw_ours(), &self.auto) {
+            (Some(_), Some(AutoResolution::Ready(n))) => return Effective::Ours(n),
+            (Some(_), Some(AutoResolution::Waiting(r))) => return Effective::Waiting(r),
+            (Some(_), Some(AutoResolution::Refused(r))) => return Effective::Refused(r),
+            _ => {}
+        }
         match self.nad.as_ref().or(self.smc.as_ref()) {
             None => Effective::Missing,
             Some(Ok(None)) => Effective::NotOurs,
@@ -123,7 +139,15 @@ impl NetworkDefs {
         }
     }
 
-    fn named_pkey(&self) -> Option<PKey> {
+    /// The network as its object defines it (before an automatic pkey is resolved).
+    pub(super) fn raw_ours(&self) -> Option<&IbNetwork> {
+        match self.nad.as_ref().or(self.smc.as_ref()) {
+            Some(Ok(Some(n))) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub(super) fn named_pkey(&self) -> Option<PKey> {
         match self.effective() {
             Effective::Ours(n) => n.pkey(),
             _ => None,
@@ -192,6 +216,10 @@ pub struct State {
     pub events: Vec<EventRecord>,
     /// Last Event reason emitted per network object, so network problems are reported once.
     network_reported: HashMap<(NetworkKey, NetworkKind), String>,
+    /// The partition ledger (`PartitionClaim`s) by object name.
+    pub partition_claims: HashMap<String, PartitionClaim>,
+    /// Automatic networks the adapter could not give a pkey (range exhausted), with why.
+    pub partition_refusals: HashMap<NetworkKey, String>,
 }
 
 impl State {
@@ -226,6 +254,8 @@ impl State {
             fabric_listed: false,
             events: Vec::new(),
             network_reported: HashMap::new(),
+            partition_claims: HashMap::new(),
+            partition_refusals: HashMap::new(),
         }
     }
 
@@ -333,6 +363,9 @@ impl State {
             }
             ClusterEvent::ClaimApplied(claim) => self.claim_applied(claim),
             ClusterEvent::ClaimDeleted { pod_uid } => self.claim_deleted(&pod_uid),
+            ClusterEvent::PartitionClaimApplied(claim) => self.partition_claim_applied(claim),
+            ClusterEvent::PartitionClaimDeleted { name } => self.partition_claim_deleted(&name),
+            ClusterEvent::PartitionRefused { network, message } => self.partition_refused(network, message),
             ClusterEvent::CachesSynced => {
                 self.caches_synced = true;
                 self.dirty_all();
@@ -414,10 +447,23 @@ impl State {
             NetworkKind::Nad => defs.nad = value,
             NetworkKind::SpiderMultusConfig => defs.smc = value,
         }
-        let after = defs.named_pkey();
         if defs.nad.is_none() && defs.smc.is_none() {
             self.networks.remove(&key);
         }
+        let resolved = self
+            .networks
+            .get(&key)
+            .and_then(NetworkDefs::raw_ours)
+            .and_then(|n| resolve(n, self.cfg.pkey_range, &self.partition_claims, &self.partition_refusals));
+        if let Some(d) = self.networks.get_mut(&key) {
+            d.auto = resolved;
+        }
+        let after = self.networks.get(&key).and_then(NetworkDefs::named_pkey);
+        self.network_changed(&key, before, after);
+    }
+
+    /// The bookkeeping after a network changed: the pkeys networks name, and its attachments.
+    pub(super) fn network_changed(&mut self, key: &NetworkKey, before: Option<PKey>, after: Option<PKey>) {
         if before != after {
             if let Some(p) = before {
                 if let Some(n) = self.named_pkeys.get_mut(&p) {
@@ -433,7 +479,7 @@ impl State {
         }
         // A network change is rare: find its attachments by scanning pods, not by an index.
         let ids: Vec<AttachmentId> =
-            self.pods.values().flat_map(attachment_ids).filter(|id| id.network == key).collect();
+            self.pods.values().flat_map(attachment_ids).filter(|id| &id.network == key).collect();
         self.dirty_attachments.extend(ids);
     }
 

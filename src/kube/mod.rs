@@ -9,6 +9,8 @@ mod fenced;
 mod lease;
 mod ledger;
 pub mod node_status;
+mod partition_claims;
+mod partitions;
 pub mod ratelimit;
 pub mod release;
 mod resources;
@@ -28,6 +30,12 @@ pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
 pub use ledger::{
     CLAIM_GROUP, CLAIM_KIND, CLAIM_PLURAL, CLAIM_VERSION, claim_from_object, claim_object, claim_resource,
 };
+pub use partition_claims::{
+    ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION, NAD_FINALIZER, PARTITION_CLAIM_FINALIZER,
+    PARTITION_CLAIM_KIND, PARTITION_CLAIM_PLURAL, PartitionFabric, StoredClaim, UfmPartitionInfo,
+    partition_claim_resource, stored_claim,
+};
+pub use partitions::{PartitionReconciler, PartitionSettings};
 pub use ratelimit::{RateLimit, limited_client};
 pub use resources::{INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pod_view, smc_resource};
 pub use snapshot::{Snapshot, SnapshotError, snapshot};
@@ -70,6 +78,17 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     // The node agents' reports, mirrored onto pods as Events (node_status.rs).
     ("fabric-sync.io", "nodefabricstatuses", "list"),
     ("fabric-sync.io", "nodefabricstatuses", "watch"),
+    // Automatic partitions (--pkey-range; partitions.rs): the partition ledger is watched,
+    // created before UFM is asked, its status patched, deleted once UFM dropped the partition;
+    // automatic NADs get the assigned pkey and the finalizer by a merge patch; a namespace's
+    // labels are read for the policy's autoPkey rules.
+    ("fabric-sync.io", "partitionclaims", "list"),
+    ("fabric-sync.io", "partitionclaims", "watch"),
+    ("fabric-sync.io", "partitionclaims", "create"),
+    ("fabric-sync.io", "partitionclaims", "patch"),
+    ("fabric-sync.io", "partitionclaims", "delete"),
+    ("k8s.cni.cncf.io", "network-attachment-definitions", "patch"),
+    ("", "namespaces", "get"),
     // Leader election.
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),

@@ -122,10 +122,14 @@ pub fn smc_network(key: &NetworkKey, smc: &DynamicObject) -> Result<Option<IbNet
 
 /// `NetworkApplied` for a NAD or SMC object.
 pub fn network_event(kind: NetworkKind, key: NetworkKey, obj: &DynamicObject) -> ClusterEvent {
-    let network = match kind {
+    let mut network = match kind {
         NetworkKind::Nad => nad_network(&key, obj),
         NetworkKind::SpiderMultusConfig => smc_network(&key, obj),
     };
+    // An automatic network being deleted (held by our finalizer) is gone for its pods.
+    if let Ok(Some(IbNetwork { auto: Some(a), .. })) = &mut network {
+        a.deleting = obj.metadata.deletion_timestamp.is_some();
+    }
     ClusterEvent::NetworkApplied { key, kind, network }
 }
 

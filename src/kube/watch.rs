@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use super::cache::WatchCache;
 use super::ledger::{claim_from_object, claim_resource};
+use super::partition_claims::{partition_claim_resource, stored_claim};
 use super::resources::{
     SlimPod, nad_resource, namespace_event, network_event, network_key, node_event, pod_view, smc_resource,
 };
@@ -37,6 +38,8 @@ pub struct WatchSettings {
     /// How often to look again for an optional resource the API server does not serve
     /// (SpiderMultusConfig without Spiderpool's CRD).
     pub absent_retry: Duration,
+    /// Watch the partition ledger (PartitionClaims): on when automatic partitions are.
+    pub partition_claims: bool,
 }
 
 impl Default for WatchSettings {
@@ -45,6 +48,7 @@ impl Default for WatchSettings {
             backoff_min: Duration::from_millis(800),
             backoff_max: Duration::from_secs(30),
             absent_retry: Duration::from_secs(60),
+            partition_claims: false,
         }
     }
 }
@@ -112,7 +116,9 @@ pub fn spawn_watchers(
     uids: Arc<NetworkUids>,
     cache: Arc<WatchCache>,
 ) {
-    let ctx = Arc::new(Context { tx, metrics, settings, unsynced: AtomicUsize::new(6) });
+    let partition_claims = settings.partition_claims;
+    let unsynced = AtomicUsize::new(if partition_claims { 7 } else { 6 });
+    let ctx = Arc::new(Context { tx, metrics, settings, unsynced });
     let cfg = watcher::Config::default;
     let pods = watcher(Api::<SlimPod>::all(client.clone()), cfg());
     tasks.spawn(drive(PodTracker { keys: Keys::default(), cache: cache.clone() }, pods, ctx.clone()));
@@ -124,8 +130,51 @@ pub fn spawn_watchers(
     tasks.spawn(drive(nodes_tracker(), nodes, ctx.clone()));
     let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), cfg());
     tasks.spawn(drive(namespaces_tracker(), namespaces, ctx.clone()));
+    if partition_claims {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &partition_claim_resource());
+        tasks.spawn(drive(PartitionClaimTracker { keys: Keys::default() }, watcher(api, cfg()), ctx.clone()));
+    }
     let claims = watcher(Api::<DynamicObject>::all_with(client.clone(), &claim_resource()), cfg());
     tasks.spawn(drive(ClaimTracker { keys: Keys::default(), cache }, claims, ctx));
+}
+
+/// The partition ledger: one claim per managed pkey, keyed by object name. Delivered before
+/// `CachesSynced`, so that after a restart an automatic network is never seen without its pkey.
+struct PartitionClaimTracker {
+    keys: Keys<String>,
+}
+
+impl Tracker for PartitionClaimTracker {
+    type Obj = DynamicObject;
+
+    fn resource(&self) -> &'static str {
+        "partitionclaims"
+    }
+
+    fn apply(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        let Some(stored) = stored_claim(&obj) else { return };
+        let name = stored.claim.name.clone();
+        self.keys.saw(&name);
+        self.keys.known.insert(name);
+        out.push(ClusterEvent::PartitionClaimApplied(stored.claim));
+    }
+
+    fn delete(&mut self, obj: DynamicObject, out: &mut Vec<ClusterEvent>) {
+        let Some(name) = obj.metadata.name else { return };
+        if self.keys.known.remove(&name) {
+            out.push(ClusterEvent::PartitionClaimDeleted { name });
+        }
+    }
+
+    fn list_started(&mut self) {
+        self.keys.list_started();
+    }
+
+    fn list_done(&mut self, out: &mut Vec<ClusterEvent>) {
+        for name in self.keys.list_done() {
+            out.push(ClusterEvent::PartitionClaimDeleted { name });
+        }
+    }
 }
 
 /// Turns one resource's watch events into cluster events.

@@ -14,8 +14,10 @@ pub use crate::wire::keys::ANNOTATION_INDEX0;
 pub use crate::wire::keys::ANNOTATION_IP_OVER_IB;
 pub use crate::wire::keys::ANNOTATION_MEMBERSHIP;
 pub use crate::wire::keys::ANNOTATION_MTU_LIMIT;
+pub use crate::wire::keys::ANNOTATION_PKEY;
 pub use crate::wire::keys::ANNOTATION_RATE_LIMIT;
 pub use crate::wire::keys::ANNOTATION_SERVICE_LEVEL;
+pub use crate::wire::keys::AUTO_PKEY;
 
 const IB_SRIOV: &str = "ib-sriov";
 
@@ -44,12 +46,71 @@ pub struct IbNetwork {
     pub partition: Option<PartitionSpec>,
     pub guid_via: GuidVia,
     pub ib_kubernetes_enabled: bool,
+    /// `Some` when the network asks for an automatic pkey (`fabric-sync.io/pkey: auto`); then
+    /// `partition` is `None` until the engine resolves the pkey from the partition ledger.
+    pub auto: Option<AutoPkey>,
 }
 
 impl IbNetwork {
     pub fn pkey(&self) -> Option<PKey> {
         self.partition.map(|p| p.pkey)
     }
+
+    /// This network with the pkey fabric-sync assigned to it (its attributes from the annotations).
+    pub fn with_assigned_pkey(&self, pkey: PKey) -> IbNetwork {
+        let mut n = self.clone();
+        n.partition = self.auto.as_ref().map(|a| a.spec(pkey));
+        n
+    }
+}
+
+/// An automatic network's partition attributes (membership, index0, IPoIB, QoS), waiting for
+/// the pkey; and whether its object is being deleted (then its members are removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoPkey {
+    /// The attributes; its pkey is a placeholder that [`AutoPkey::spec`] always replaces.
+    attributes: PartitionSpec,
+    pub deleting: bool,
+}
+
+impl AutoPkey {
+    /// The partition for `pkey` with this network's attributes.
+    pub fn spec(&self, pkey: PKey) -> PartitionSpec {
+        PartitionSpec { pkey, ..self.attributes }
+    }
+}
+
+/// Reads `fabric-sync.io/pkey`. `Ok(None)`: absent (the network's own pkey, if any, applies).
+/// `auto` with a pkey in the CNI config, or any other value, is refused naming the fix.
+pub(super) fn auto_pkey(
+    network: &str,
+    pkey_field: &str,
+    pkey_text: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<AutoPkey>, NetdefError> {
+    let Some(value) = annotations.get(ANNOTATION_PKEY) else {
+        return Ok(None);
+    };
+    let bad = |detail: String| NetdefError::Annotation {
+        network: network.into(),
+        annotation: ANNOTATION_PKEY.into(),
+        value: shown(value),
+        detail,
+    };
+    if value.trim() != AUTO_PKEY {
+        return Err(bad(format!(
+            "the only value is \"{AUTO_PKEY}\" (fabric-sync assigns a pkey); for a fixed pkey remove the annotation and set {pkey_field}"
+        )));
+    }
+    if let Some(text) = pkey_text {
+        return Err(bad(format!(
+            "conflicts with {pkey_field} {text:?}: a network has one pkey; remove the annotation or set {pkey_field} to \"\""
+        )));
+    }
+    // Any valid tenant pkey serves as the placeholder: the attributes are what is read here.
+    let attributes = partition_spec(network, pkey_field, Some("0x1"), annotations)?
+        .unwrap_or_else(|| PartitionSpec::new(PKey::DEFAULT));
+    Ok(Some(AutoPkey { attributes, deleting: false }))
 }
 
 /// Reads a NAD. `Ok(None)`: not an ib-sriov network (not ours, not an error).
@@ -122,6 +183,7 @@ pub fn parse_nad(
             });
         }
     };
+    let auto = auto_pkey(&network, &field("pkey"), pkey_text, annotations)?;
     let partition = partition_spec(&network, &field("pkey"), pkey_text, annotations)?;
     Ok(Some(IbNetwork {
         key,
@@ -129,6 +191,7 @@ pub fn parse_nad(
         partition,
         guid_via: if capability { GuidVia::RuntimeConfig } else { GuidVia::CniArgs },
         ib_kubernetes_enabled,
+        auto,
     }))
 }
 

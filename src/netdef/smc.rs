@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::nad::{json_excerpt, partition_spec, pkey_not_a_string};
+use super::nad::{auto_pkey, json_excerpt, partition_spec, pkey_not_a_string};
 use super::{GuidVia, IbNetwork, NetdefError, NetworkKey, NetworkSource};
 
 pub const SMC_API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
@@ -51,6 +51,7 @@ pub fn parse_smc(
             }
         }
     }
+    let auto = auto_pkey(&network, "spec.ibsriov.pkey", pkey, annotations)?;
     let partition = partition_spec(&network, "spec.ibsriov.pkey", pkey, annotations)?;
     Ok(Some(IbNetwork {
         key: NetworkKey::new(namespace, name),
@@ -59,6 +60,7 @@ pub fn parse_smc(
         // Spiderpool renders no capabilities, so the GUID travels in cni-args.
         guid_via: GuidVia::CniArgs,
         ib_kubernetes_enabled: enabled,
+        auto,
     }))
 }
 

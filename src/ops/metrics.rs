@@ -17,6 +17,21 @@ use prometheus::{
 use crate::engine::{EngineStats, Reason};
 use crate::ufm::UfmObserver;
 
+/// The (operation, result) series of `fabric_sync_partition_operations_total`, shown from the start.
+pub const PARTITION_OPS: [(&str, &str); 11] = [
+    ("allocate", "ok"),
+    ("allocate", "conflict"),
+    ("allocate", "exhausted"),
+    ("create", "ok"),
+    ("create", "error"),
+    ("create", "foreign"),
+    ("adopt", "ok"),
+    ("delete", "ok"),
+    ("delete", "error"),
+    ("delete", "not_ours"),
+    ("release", "ok"),
+];
+
 /// Every metric: name, type, labels, meaning. README's metrics table is written from this list,
 /// and a test checks that the registry holds exactly these names.
 pub const METRICS: &[(&str, &str, &str, &str)] = &[
@@ -119,6 +134,19 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "",
         "Events not sent: the client-side rate limit left no spare request within 10 s (pod and ledger writes go first)",
     ),
+    (
+        "fabric_sync_pkey_range_size",
+        "gauge",
+        "",
+        "pkeys in the managed range (--pkey-range); 0 when automatic partitions are off",
+    ),
+    ("fabric_sync_pkey_range_used", "gauge", "", "pkeys of the managed range held by a PartitionClaim"),
+    (
+        "fabric_sync_partition_operations_total",
+        "counter",
+        "operation, result",
+        "Automatic partition steps: allocate (ok, conflict, exhausted), create (ok, error, foreign), adopt, delete (ok, error, not_ours), release",
+    ),
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -137,6 +165,9 @@ pub struct Metrics {
     kube_api_throttled: IntCounter,
     kube_api_retries: IntCounter,
     kube_api_events_dropped: IntCounter,
+    pkey_range_size: IntGauge,
+    pkey_range_used: IntGauge,
+    partition_ops: IntCounterVec,
 }
 
 fn help(name: &str) -> &'static str {
@@ -177,11 +208,20 @@ impl Metrics {
                 .expect("static metric definition"),
             kube_api_events_dropped: IntCounter::with_opts(opts("fabric_sync_kube_api_events_dropped_total"))
                 .expect("static metric definition"),
+            pkey_range_size: IntGauge::with_opts(opts("fabric_sync_pkey_range_size"))
+                .expect("static metric definition"),
+            pkey_range_used: IntGauge::with_opts(opts("fabric_sync_pkey_range_used"))
+                .expect("static metric definition"),
+            partition_ops: IntCounterVec::new(opts("fabric_sync_partition_operations_total"), &["operation", "result"])
+                .expect("static metric definition"),
             registry,
         };
         m.register_all();
         for kind in crate::kube::DRY_RUN_KINDS {
             m.dry_run_changes.with_label_values(&[kind]);
+        }
+        for (op, result) in PARTITION_OPS {
+            m.partition_ops.with_label_values(&[op, result]);
         }
         Arc::new(m)
     }
@@ -198,6 +238,9 @@ impl Metrics {
             Box::new(self.kube_api_throttled.clone()),
             Box::new(self.kube_api_retries.clone()),
             Box::new(self.kube_api_events_dropped.clone()),
+            Box::new(self.pkey_range_size.clone()),
+            Box::new(self.pkey_range_used.clone()),
+            Box::new(self.partition_ops.clone()),
         ];
         for c in collectors {
             // Names are distinct and static (the_registry_holds_exactly_the_listed_metrics):
@@ -245,6 +288,17 @@ impl Metrics {
     /// An Event was dropped for want of API budget.
     pub fn kube_api_event_dropped(&self) {
         self.kube_api_events_dropped.inc();
+    }
+
+    /// The managed pkey range's size and how many of its pkeys PartitionClaims hold.
+    pub fn pkey_range(&self, size: u32, used: u32) {
+        self.pkey_range_size.set(i64::from(size));
+        self.pkey_range_used.set(i64::from(used));
+    }
+
+    /// An automatic partition step (`allocate`, `create`, `adopt`, `delete`, `release`) and its result.
+    pub fn partition_op(&self, operation: &str, result: &str) {
+        self.partition_ops.with_label_values(&[operation, result]).inc();
     }
 
     /// Makes the series for `resource` visible (at 0) before anything happens to it.

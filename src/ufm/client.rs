@@ -155,11 +155,17 @@ impl UfmClient {
     /// Creates an empty partition with the spec's attributes and QoS (`POST /resources/pkeys/add`).
     /// Returns `false` if this UFM has no such endpoint (404/405 from before UFM 6.15).
     pub async fn create_pkey(&self, spec: &PartitionSpec) -> Result<bool, UfmError> {
+        self.create_named_pkey(spec, None).await
+    }
+
+    /// [`UfmClient::create_pkey`] with UFM's `partition_name` (automatic partitions name theirs).
+    pub async fn create_named_pkey(&self, spec: &PartitionSpec, name: Option<&str>) -> Result<bool, UfmError> {
         let body = json(&CreatePkeyBody {
             pkey: spec.pkey.to_string(),
             index0: spec.index0,
             ip_over_ib: spec.ip_over_ib,
             qos: (&spec.qos).into(),
+            partition_name: name.map(str::to_string),
         });
         let a =
             self.t.send(&write(Op::CreatePkey, Method::POST, "/resources/pkeys/add".into(), body, &[404, 405])).await?;
@@ -168,6 +174,23 @@ impl UfmClient {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Deletes the partition (`DELETE /resources/pkeys/<pkey>`); `false` if UFM had none (404).
+    pub async fn delete_pkey(&self, pkey: PKey) -> Result<bool, UfmError> {
+        let call = Call {
+            op: Op::DeletePkey,
+            method: Method::DELETE,
+            path: format!("/resources/pkeys/{pkey}"),
+            query: None,
+            body: None,
+            accept: &[404],
+        };
+        let a = self.t.send(&call).await?;
+        if a.status == 404 && !is_json(&a.body) {
+            return Err(UfmError::Rejected { op: Op::DeletePkey, status: 404, answer: excerpt(&a.body, &[]) });
+        }
+        Ok(a.status != 404)
     }
 
     /// Sets the QoS attributes `qos` sets (`PUT /resources/pkeys/qos_conf`); the pkey must exist.

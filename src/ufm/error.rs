@@ -23,6 +23,7 @@ pub enum Op {
     RemoveGuidsLegacy,
     CreatePkey,
     UpdateQos,
+    DeletePkey,
 }
 
 impl Op {
@@ -37,6 +38,7 @@ impl Op {
             Op::RemoveGuidsLegacy => "remove_guids_legacy",
             Op::CreatePkey => "create_pkey",
             Op::UpdateQos => "update_qos",
+            Op::DeletePkey => "delete_pkey",
         }
     }
 }

@@ -48,7 +48,7 @@ impl UfmCounters {
             Op::AddGuids => &self.add,
             Op::RemoveGuids | Op::RemoveGuidsLegacy => &self.remove,
             Op::ListPkeys => &self.list,
-            Op::Version | Op::GetPkey | Op::CreatePkey | Op::UpdateQos => &self.other,
+            Op::Version | Op::GetPkey | Op::CreatePkey | Op::UpdateQos | Op::DeletePkey => &self.other,
         };
         slot.fetch_add(1, Ordering::Relaxed);
         if failed {

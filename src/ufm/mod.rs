@@ -69,18 +69,30 @@ impl Fabric for NoopFabric {
     }
 }
 
-/// The fabric `DAEMON_SM_PLUGIN` asks for: a [`UfmClient`] reporting to `observer`, or the
-/// [`NoopFabric`]. The settings' warnings are logged either way (the client logs its own).
-pub fn from_settings(settings: &UfmSettings, observer: Arc<dyn UfmObserver>) -> Result<Arc<dyn Fabric>, UfmError> {
+/// The UFM client `DAEMON_SM_PLUGIN` asks for, reporting to `observer`; `None` for `noop`.
+/// The settings' warnings are logged either way (the client logs its own).
+pub fn client_from_settings(
+    settings: &UfmSettings,
+    observer: Arc<dyn UfmObserver>,
+) -> Result<Option<Arc<UfmClient>>, UfmError> {
     match settings.plugin {
         SmPlugin::Noop => {
             for w in &settings.warnings {
                 tracing::warn!("{w}");
             }
-            Ok(Arc::new(NoopFabric))
+            Ok(None)
         }
-        SmPlugin::Ufm => Ok(Arc::new(UfmClient::new(settings)?.with_observer(observer))),
+        SmPlugin::Ufm => Ok(Some(Arc::new(UfmClient::new(settings)?.with_observer(observer)))),
     }
+}
+
+/// The fabric `DAEMON_SM_PLUGIN` asks for: a [`UfmClient`] reporting to `observer`, or the
+/// [`NoopFabric`].
+pub fn from_settings(settings: &UfmSettings, observer: Arc<dyn UfmObserver>) -> Result<Arc<dyn Fabric>, UfmError> {
+    Ok(match client_from_settings(settings, observer)? {
+        Some(client) => client,
+        None => Arc::new(NoopFabric),
+    })
 }
 
 #[cfg(test)]

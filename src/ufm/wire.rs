@@ -48,6 +48,9 @@ pub(crate) struct CreatePkeyBody {
     pub ip_over_ib: bool,
     #[serde(flatten)]
     pub qos: QosFields,
+    /// UFM 6.22 and later name the partition; older ones ignore the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_name: Option<String>,
 }
 
 /// `PUT /resources/pkeys/qos_conf`.
@@ -303,8 +306,13 @@ mod tests {
             Qos { mtu_limit: Some(MtuLimit::Mtu4k), service_level: None, rate_limit: Some("2.5".parse().unwrap()) };
         let body = QosBody { pkey: "0x5".into(), qos: (&qos).into() };
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"pkey":"0x5","mtu_limit":4,"rate_limit":2.5}"#);
-        let create =
-            CreatePkeyBody { pkey: "0x5".into(), index0: true, ip_over_ib: false, qos: (&Qos::default()).into() };
+        let create = CreatePkeyBody {
+            pkey: "0x5".into(),
+            index0: true,
+            ip_over_ib: false,
+            qos: (&Qos::default()).into(),
+            partition_name: None,
+        };
         assert_eq!(serde_json::to_string(&create).unwrap(), r#"{"pkey":"0x5","index0":true,"ip_over_ib":false}"#);
     }
 

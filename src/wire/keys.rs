@@ -29,8 +29,21 @@ pub const ANNOTATION_IP_OVER_IB: &str = "fabric-sync.io/ip-over-ib";
 pub const ANNOTATION_MTU_LIMIT: &str = "fabric-sync.io/mtu-limit";
 pub const ANNOTATION_SERVICE_LEVEL: &str = "fabric-sync.io/service-level";
 pub const ANNOTATION_RATE_LIMIT: &str = "fabric-sync.io/rate-limit";
+/// `fabric-sync.io/pkey: "auto"`: the network asks fabric-sync for a managed pkey
+/// (docs/partitions.md); the pkey it gets is recorded in a `PartitionClaim`, never here.
+pub const ANNOTATION_PKEY: &str = "fabric-sync.io/pkey";
+/// The only value [`ANNOTATION_PKEY`] takes.
+pub const AUTO_PKEY: &str = "auto";
 /// UFM's `index0` for the partition's members (`true` by default).
 pub const ANNOTATION_INDEX0: &str = "fabric-sync.io/index0";
+
+/// Written on an automatic NAD: the pkey fabric-sync assigned (an output for tools and people;
+/// the record is the `PartitionClaim`, never this).
+pub const ASSIGNED_PKEY_ANNOTATION: &str = "fabric-sync.io/assigned-pkey";
+/// ib-kubernetes' annotation for a partition-aware backend's pkey, written beside it.
+pub const IB_KUBERNETES_PKEY_ANNOTATION: &str = "mellanox.infiniband.pkey";
+/// Held on an automatic NAD until its members are removed and its partition released.
+pub const NAD_PARTITION_FINALIZER: &str = "fabric-sync.io/partition";
 
 // --- Nodes --------------------------------------------------------------------------------
 
@@ -43,6 +56,8 @@ pub const INVENTORY_ANNOTATION: &str = "fabric-sync.io/ib-inventory";
 pub const NODE_LABEL: &str = "fabric-sync.io/node";
 /// The finalizer a `GuidClaim` holds until UFM confirmed its GUIDs' removal.
 pub const CLAIM_FINALIZER: &str = "fabric-sync.io/fabric-cleanup";
+/// Held on a `PartitionClaim` until its partition is gone from UFM (or was never ours).
+pub const PARTITION_CLAIM_FINALIZER: &str = "fabric-sync.io/partition-cleanup";
 /// `reportingController` of the Events the controller raises.
 pub const REPORTING_CONTROLLER: &str = "fabric-sync.io/controller";
 /// `reportingController` of the Events the node agent raises (`reportingInstance`: its node);
@@ -64,9 +79,13 @@ mod tests {
             ANNOTATION_SERVICE_LEVEL,
             ANNOTATION_RATE_LIMIT,
             ANNOTATION_INDEX0,
+            ANNOTATION_PKEY,
             INVENTORY_ANNOTATION,
             NODE_LABEL,
             CLAIM_FINALIZER,
+            ASSIGNED_PKEY_ANNOTATION,
+            NAD_PARTITION_FINALIZER,
+            PARTITION_CLAIM_FINALIZER,
             REPORTING_CONTROLLER,
         ];
         for key in ours {

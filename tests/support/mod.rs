@@ -100,13 +100,36 @@ impl Env {
             ..UfmArgs::default()
         };
         let metrics = Metrics::new();
+        let fabric = Arc::new(self.ufm_client_with(args, &metrics));
+        let controller = Controller::new(client, fabric, config, metrics.clone());
+        Running::start(name, controller, metrics).await
+    }
+
+    /// The UFM client a test controller uses (basic auth), reporting to `metrics`.
+    pub fn ufm_client(&self, metrics: &Arc<Metrics>) -> UfmClient {
+        let args = UfmArgs {
+            sm_plugin: "ufm".into(),
+            address: Some(self.ufm.addr().ip().to_string()),
+            port: Some(self.ufm.addr().port().to_string()),
+            username: Some("admin".to_string()),
+            password: Some(Secret::new(UFM_PASSWORD)),
+            certificate: self.ufm.ca_pem(),
+            insecure_skip_verify: "false".into(),
+            connect_timeout: "2s".into(),
+            request_timeout: "5s".into(),
+            max_attempts: "3".into(),
+            max_guids_per_request: "2000".into(),
+            ..UfmArgs::default()
+        };
+        self.ufm_client_with(args, metrics)
+    }
+
+    fn ufm_client_with(&self, args: UfmArgs, metrics: &Arc<Metrics>) -> UfmClient {
         let settings = UfmSettings::from_args(&args).expect("UFM settings");
-        let fabric = UfmClient::new(&settings)
+        UfmClient::new(&settings)
             .expect("UFM client")
             .with_observer(metrics.clone())
-            .with_retry_delays(Duration::from_millis(10), Duration::from_millis(50));
-        let controller = Controller::new(client, Arc::new(fabric), config, metrics.clone());
-        Running::start(name, controller, metrics).await
+            .with_retry_delays(Duration::from_millis(10), Duration::from_millis(50))
     }
 
     pub fn nad(&self, name: &str, pkey: &str, infiniband_guid_capability: bool) -> Value {
@@ -223,6 +246,7 @@ pub fn test_config(identity: &str) -> ControllerConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(400),
             absent_retry: Duration::from_millis(300),
+            partition_claims: false,
         },
         engine: engine.engine_config().expect("engine config"),
         timing: Timing {

@@ -16,6 +16,7 @@ pub enum Res {
     Smcs,
     GuidClaims,
     NodeFabricStatuses,
+    PartitionClaims,
 }
 
 pub struct ResInfo {
@@ -27,7 +28,7 @@ pub struct ResInfo {
 }
 
 impl Res {
-    pub const ALL: [Res; 10] = [
+    pub const ALL: [Res; 11] = [
         Res::Pods,
         Res::Nodes,
         Res::Namespaces,
@@ -38,6 +39,7 @@ impl Res {
         Res::Smcs,
         Res::GuidClaims,
         Res::NodeFabricStatuses,
+        Res::PartitionClaims,
     ];
 
     pub fn info(self) -> ResInfo {
@@ -54,6 +56,7 @@ impl Res {
             Res::Smcs => ("spiderpool.spidernet.io", "v2beta1", "spidermultusconfigs", "SpiderMultusConfig", true),
             Res::GuidClaims => ("fabric-sync.io", "v1alpha1", "guidclaims", "GuidClaim", true),
             Res::NodeFabricStatuses => ("fabric-sync.io", "v1alpha1", "nodefabricstatuses", "NodeFabricStatus", false),
+            Res::PartitionClaims => ("fabric-sync.io", "v1alpha1", "partitionclaims", "PartitionClaim", false),
         };
         ResInfo { group, version, plural, kind, namespaced }
     }
