@@ -43,7 +43,7 @@ fn cluster(configured: bool, claimed: bool) -> Vec<ClusterEvent> {
             kind: crate::engine::NetworkKind::Nad,
             network: nad,
         },
-        ClusterEvent::NodeApplied { name: "n1".into(), pkey_capacity: None },
+        ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: None },
         ClusterEvent::PodApplied(PodView::new(meta, Some(&annotation))),
     ];
     if claimed {

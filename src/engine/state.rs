@@ -157,6 +157,8 @@ pub struct State {
     pub named_pkeys: HashMap<PKey, u32>,
     pub pods: HashMap<PodUid, PodView>,
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    /// Node labels as last seen (which fabrics reach a node).
+    pub node_labels: HashMap<String, BTreeMap<String, String>>,
     /// The durable ledger as last seen (watched, and updated by our own writes).
     pub claims: HashMap<PodUid, Claim>,
     /// GUIDs each pod's claim records or is to record (in-memory ledger by pod).
@@ -204,6 +206,7 @@ impl State {
             named_pkeys: HashMap::new(),
             pods: HashMap::new(),
             namespaces: HashMap::new(),
+            node_labels: HashMap::new(),
             claims: HashMap::new(),
             claim_guids: HashMap::new(),
             dirty_claims: HashSet::new(),
@@ -317,11 +320,15 @@ impl State {
                 self.network_reported.remove(&(key.clone(), kind));
                 self.set_network(key, kind, None);
             }
-            ClusterEvent::NodeApplied { name, pkey_capacity } => {
+            ClusterEvent::NodeApplied { name, labels, pkey_capacity } => {
                 self.budget.set_capacity(&name, pkey_capacity);
                 self.recheck_waiting = true;
+                self.set_node_labels(&name, Some(labels));
             }
-            ClusterEvent::NodeDeleted { name } => self.budget.set_capacity(&name, None),
+            ClusterEvent::NodeDeleted { name } => {
+                self.budget.set_capacity(&name, None);
+                self.set_node_labels(&name, None);
+            }
             ClusterEvent::NamespaceApplied { name, labels } => {
                 if self.namespaces.get(&name) != Some(&labels) {
                     self.namespaces.insert(name.clone(), labels);
@@ -338,6 +345,20 @@ impl State {
                 self.dirty_all();
             }
         }
+    }
+
+    /// A node's labels decide which fabrics reach it: a change re-decides its attachments.
+    fn set_node_labels(&mut self, name: &str, labels: Option<BTreeMap<String, String>>) {
+        if self.node_labels.get(name) == labels.as_ref() {
+            return;
+        }
+        match labels {
+            Some(l) => self.node_labels.insert(name.to_string(), l),
+            None => self.node_labels.remove(name),
+        };
+        let ids: Vec<AttachmentId> =
+            self.pods.values().filter(|p| p.node.as_deref() == Some(name)).flat_map(attachment_ids).collect();
+        self.dirty_attachments.extend(ids);
     }
 
     fn dirty_namespace(&mut self, namespace: &str) {
