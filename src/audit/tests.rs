@@ -59,6 +59,7 @@ fn cluster(configured: bool, claimed: bool) -> Vec<ClusterEvent> {
                 guid: g(1),
                 pkey: Some(pk("0x10")),
                 former_pkeys: Vec::new(),
+                fabric: None,
             }],
         }));
     }

@@ -10,6 +10,7 @@ mod knowledge;
 mod ledger;
 mod model;
 mod outcome;
+mod per_fabric;
 mod plan;
 mod policy;
 mod ports;
@@ -26,6 +27,7 @@ pub use knowledge::{Knowledge, Member};
 pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
+pub use per_fabric::{DEFAULT_FABRIC, FabricId, FabricSpec, FabricState};
 pub use plan::{Blocked, BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 pub use policy::{Policy, PolicyError, PolicyMode};
 pub use ports::{

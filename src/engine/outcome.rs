@@ -44,10 +44,21 @@ pub enum Reason {
     FabricReadyTimeout,
     /// The pod's pkey is in its VF's pkey table (mirrored from the agent).
     FabricReady,
+    /// The NAD's `fabric-sync.io/fabric` names a fabric the fabrics file does not list.
+    FabricUnknown,
+    /// The attachment's fabric does not reach the pod's node (its labels do not match the
+    /// fabric's nodeSelector): a tenant cannot place GUIDs into a fabric its node is not on.
+    FabricNotOnNode,
+    /// No fabric's nodeSelector matches the pod's node, and the NAD names none.
+    FabricNone,
+    /// Several fabrics reach the pod's node and the NAD does not say which.
+    FabricAmbiguous,
+    /// The pod's node has not been seen yet, so its fabric is not known (passing: not written).
+    FabricWaitingForNode,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 20] = [
         Reason::InvalidNetwork,
         Reason::InvalidAnnotation,
         Reason::PKeyLimitExceeded,
@@ -63,6 +74,11 @@ impl Reason {
         Reason::FabricRejected,
         Reason::WriteRefused,
         Reason::MassRemovalRefused,
+        Reason::FabricUnknown,
+        Reason::FabricNotOnNode,
+        Reason::FabricNone,
+        Reason::FabricAmbiguous,
+        Reason::FabricWaitingForNode,
     ];
 
     /// The node agent's findings, mirrored onto pods by the controller (not refusals: not in
@@ -89,6 +105,11 @@ impl Reason {
             Reason::VfGuidMismatch => "VfGuidMismatch",
             Reason::FabricReadyTimeout => "FabricReadyTimeout",
             Reason::FabricReady => "FabricReady",
+            Reason::FabricUnknown => "FabricUnknown",
+            Reason::FabricNotOnNode => "FabricNotOnNode",
+            Reason::FabricNone => "FabricNone",
+            Reason::FabricAmbiguous => "FabricAmbiguous",
+            Reason::FabricWaitingForNode => "FabricWaitingForNode",
         }
     }
 

@@ -8,16 +8,20 @@ use super::knowledge::Knowledge;
 use super::ledger::{Claim, Migration};
 use super::model::{AttachmentId, PodUid, PodView};
 use super::outcome::Refusal;
+use super::per_fabric::{FabricId, FabricSpec, FabricState, range_fabric};
 use super::policy::{Policy, PolicyMode};
 use super::ports::{ClusterEvent, EventObject, EventRecord, EventType, NetworkKind};
-use crate::alloc::{GuidPool, GuidRange, PkeyBudget};
+use crate::alloc::GuidRange;
 use crate::ib::{Guid, PKey, PartitionSpec};
 use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
 
 /// Settings the decision logic needs (no I/O, no timing).
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The pool of the `default` fabric, when `fabrics` is empty.
     pub guid_range: GuidRange,
+    /// The fabrics (issue 17); empty: one fabric named `default` with `guid_range`, every node.
+    pub fabrics: Vec<FabricSpec>,
     pub pkey_capacity: u16,
     pub pkey_reserved_slots: u16,
     pub mass_removal_share: f64,
@@ -31,10 +35,18 @@ pub struct EngineConfig {
     pub max_attachments_per_pod: usize,
 }
 
+impl EngineConfig {
+    /// The fabrics in force: the configured ones, or the one `default` fabric.
+    pub fn fabric_specs(&self) -> Vec<FabricSpec> {
+        if self.fabrics.is_empty() { vec![FabricSpec::default_fabric(self.guid_range)] } else { self.fabrics.clone() }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
             guid_range: GuidRange::DEFAULT,
+            fabrics: Vec::new(),
             pkey_capacity: crate::alloc::DEFAULT_PKEY_CAPACITY,
             pkey_reserved_slots: crate::alloc::DEFAULT_RESERVED_SLOTS,
             mass_removal_share: 0.5,
@@ -74,6 +86,8 @@ impl Desired {
 /// One GUID in the ledger.
 #[derive(Clone, Debug)]
 pub struct Assignment {
+    /// The fabric whose UFM holds (or is to hold) it.
+    pub fabric: FabricId,
     /// `None` once the owner is gone: the GUID is being removed from the fabric.
     pub owner: Option<AttachmentId>,
     /// The attachment whose claim (ledger object) records this GUID; kept after the owner is
@@ -178,9 +192,10 @@ pub struct State {
     pub unconfirmed_removals: HashSet<Guid>,
     pub by_attachment: HashMap<AttachmentId, Guid>,
     pub standing: HashMap<AttachmentId, Standing>,
-    pub knowledge: Knowledge,
-    pub pool: GuidPool,
-    pub budget: PkeyBudget,
+    /// Per fabric: pool, UFM knowledge, pkey budgets (index = `FabricId`).
+    pub fabrics: Vec<FabricState>,
+    /// The fabrics' routing rules, in the same order.
+    pub routes: Vec<super::fabrics::FabricRoute>,
     pub dirty_attachments: HashSet<AttachmentId>,
     pub dirty_guids: HashSet<Guid>,
     /// Pods whose status annotation should be rewritten.
@@ -188,8 +203,6 @@ pub struct State {
     /// Something freed a resource: re-evaluate attachments waiting for one.
     pub recheck_waiting: bool,
     pub caches_synced: bool,
-    /// The fabric has been listed at least once since this state was built.
-    pub fabric_listed: bool,
     /// Events to emit, de-duplicated by the caller's standing changes.
     pub events: Vec<EventRecord>,
     /// Last Event reason emitted per network object, so network problems are reported once.
@@ -198,8 +211,9 @@ pub struct State {
 
 impl State {
     pub fn new(cfg: EngineConfig) -> State {
-        let pool = GuidPool::new(cfg.guid_range);
-        let budget = PkeyBudget::new(cfg.pkey_capacity, cfg.pkey_reserved_slots);
+        let specs = cfg.fabric_specs();
+        let fabrics = specs.iter().map(|s| FabricState::new(s, cfg.pkey_capacity, cfg.pkey_reserved_slots)).collect();
+        let routes = specs.into_iter().map(|s| s.route).collect();
         State {
             cfg,
             networks: HashMap::new(),
@@ -218,15 +232,13 @@ impl State {
             unconfirmed_removals: HashSet::new(),
             by_attachment: HashMap::new(),
             standing: HashMap::new(),
-            knowledge: Knowledge::default(),
-            pool,
-            budget,
+            fabrics,
+            routes,
             dirty_attachments: HashSet::new(),
             dirty_guids: HashSet::new(),
             dirty_status: HashSet::new(),
             recheck_waiting: false,
             caches_synced: false,
-            fabric_listed: false,
             events: Vec::new(),
             network_reported: HashMap::new(),
         }
@@ -246,13 +258,12 @@ impl State {
         self.forged.clear();
         self.by_attachment.clear();
         self.standing.clear();
-        self.knowledge = Knowledge::default();
-        self.pool = GuidPool::new(self.cfg.guid_range);
         // Node capacities came from watched annotations and stay true across terms.
-        self.budget.clear_usage();
+        for f in &mut self.fabrics {
+            f.reset();
+        }
         self.dirty_guids.clear();
         self.dirty_status.clear();
-        self.fabric_listed = false;
         self.events.clear();
         self.network_reported.clear();
         self.dirty_all();
@@ -270,10 +281,10 @@ impl State {
     /// The levels published as metrics.
     pub fn gauges(&self) -> super::stats::Gauges {
         let mut g = super::stats::Gauges {
-            pool_in_use: self.pool.in_use(),
-            pool_quarantined: self.pool.quarantined() as u64,
-            pool_capacity: self.cfg.guid_range.size(),
-            nodes_at_pkey_limit: self.budget.nodes_at_limit() as u64,
+            pool_in_use: self.fabrics.iter().map(|f| f.pool.in_use()).sum(),
+            pool_quarantined: self.fabrics.iter().map(|f| f.pool.quarantined() as u64).sum(),
+            pool_capacity: self.fabrics.iter().map(|f| f.range.size()).sum(),
+            nodes_at_pkey_limit: self.fabrics.iter().map(|f| f.budget.nodes_at_limit() as u64).sum(),
             claims: self.claims.len() as u64,
             claims_terminating: self.claims.values().filter(|c| c.deleting).count() as u64,
             ..Default::default()
@@ -299,6 +310,55 @@ impl State {
         })
     }
 
+    pub fn fabric(&self, f: FabricId) -> &FabricState {
+        &self.fabrics[f.index()]
+    }
+
+    pub fn fabric_mut(&mut self, f: FabricId) -> &mut FabricState {
+        &mut self.fabrics[f.index()]
+    }
+
+    pub fn fabric_ids(&self) -> impl Iterator<Item = FabricId> + use<> {
+        (0..self.fabrics.len()).filter_map(|i| u16::try_from(i).ok()).map(FabricId)
+    }
+
+    pub fn fabric_named(&self, name: &str) -> Option<FabricId> {
+        self.fabric_ids().find(|f| &*self.fabric(*f).name == name)
+    }
+
+    /// The fabric a GUID belongs to: its assignment's, else the one whose pool holds it, else
+    /// the first.
+    pub fn fabric_of(&self, g: Guid) -> FabricId {
+        match self.ledger.get(&g) {
+            Some(a) => a.fabric,
+            None => range_fabric(&self.fabrics, g).unwrap_or_default(),
+        }
+    }
+
+    /// What the fabric of `g` last listed for it.
+    pub fn knowledge_of(&self, g: Guid) -> &Knowledge {
+        &self.fabric(self.fabric_of(g)).knowledge
+    }
+
+    /// Every fabric was listed in this term.
+    pub fn all_listed(&self) -> bool {
+        self.fabrics.iter().all(|f| f.listed)
+    }
+
+    /// Some fabric was listed in this term (the ledger can be loaded).
+    pub fn any_listed(&self) -> bool {
+        self.fabrics.iter().any(|f| f.listed)
+    }
+
+    /// " on fabric X" for messages, empty for the one `default` fabric (messages unchanged).
+    pub fn on_fabric(&self, f: FabricId) -> String {
+        if self.fabrics.len() == 1 && &*self.fabric(f).name == super::per_fabric::DEFAULT_FABRIC {
+            String::new()
+        } else {
+            format!(" on fabric {}", self.fabric(f).name)
+        }
+    }
+
     /// Whether a pkey may be touched for GUIDs nobody owns: only pkeys a network names.
     pub fn is_named(&self, p: PKey) -> bool {
         self.named_pkeys.contains_key(&p)
@@ -321,12 +381,18 @@ impl State {
                 self.set_network(key, kind, None);
             }
             ClusterEvent::NodeApplied { name, labels, pkey_capacity } => {
-                self.budget.set_capacity(&name, pkey_capacity);
+                // The agent reports one capacity per node (its smallest port): each fabric's
+                // table on the node gets it.
+                for f in &mut self.fabrics {
+                    f.budget.set_capacity(&name, pkey_capacity);
+                }
                 self.recheck_waiting = true;
                 self.set_node_labels(&name, Some(labels));
             }
             ClusterEvent::NodeDeleted { name } => {
-                self.budget.set_capacity(&name, None);
+                for f in &mut self.fabrics {
+                    f.budget.set_capacity(&name, None);
+                }
                 self.set_node_labels(&name, None);
             }
             ClusterEvent::NamespaceApplied { name, labels } => {
@@ -514,7 +580,7 @@ impl State {
             a.desired = Desired::Nothing;
             a.written = None;
             if let Some(p) = a.budget_pkey.take() {
-                self.budget.release(&a.node, p);
+                self.fabrics[a.fabric.index()].budget.release(&a.node, p);
             }
         }
         self.recheck_waiting = true;

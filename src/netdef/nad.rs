@@ -44,6 +44,22 @@ pub struct IbNetwork {
     pub partition: Option<PartitionSpec>,
     pub guid_via: GuidVia,
     pub ib_kubernetes_enabled: bool,
+    /// The annotations that route its attachments to a fabric ([`FABRIC_ANNOTATION`],
+    /// [`RESOURCE_ANNOTATION`]), as the tenant wrote them (issue 17).
+    pub fabric_hints: BTreeMap<String, String>,
+}
+
+/// The NAD (or SMC) annotation naming an attachment's fabric.
+pub const FABRIC_ANNOTATION: &str = "fabric-sync.io/fabric";
+/// The NAD annotation naming the device-plugin resource (Multus' key).
+pub const RESOURCE_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
+
+/// The routing annotations of a network object.
+pub fn fabric_hints(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    [FABRIC_ANNOTATION, RESOURCE_ANNOTATION]
+        .into_iter()
+        .filter_map(|k| annotations.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect()
 }
 
 impl IbNetwork {
@@ -129,6 +145,7 @@ pub fn parse_nad(
         partition,
         guid_via: if capability { GuidVia::RuntimeConfig } else { GuidVia::CniArgs },
         ib_kubernetes_enabled,
+        fabric_hints: fabric_hints(annotations),
     }))
 }
 

@@ -31,7 +31,7 @@ fn restart_rebuilds_from_annotations_without_reallocating_and_cleans_up_deletion
     assert_eq!(fresh.adds, 0, "nothing re-added");
     assert_eq!(fresh.patches, 0, "nothing re-written");
     assert_eq!(fresh.members("0x10"), before[..3].iter().copied().collect());
-    assert!(fresh.state.pool.is_quarantined(before[3]) || fresh.state.pool.in_use() == 3);
+    assert!(fresh.state.fabrics[0].pool.is_quarantined(before[3]) || fresh.state.fabrics[0].pool.in_use() == 3);
     assert_eq!((0..3).map(|i| fresh.guid_of(&format!("u{i}"), 0)).collect::<Vec<_>>(), before[..3]);
 }
 
@@ -61,7 +61,7 @@ fn foreign_guids_and_unnamed_pkeys_are_never_touched() {
     assert!(w.members("0x10").contains(&outside));
     assert!(w.members("0x99").contains(&g(5)));
     assert_ne!(w.guid_of("u1", 0), g(5), "a GUID UFM lists is never handed out");
-    assert!(w.state.pool.is_quarantined(g(5)));
+    assert!(w.state.fabrics[0].pool.is_quarantined(g(5)));
     // Kept from the pool, but nothing of ours waits on it: no fast relisting for it.
     assert_eq!(w.state.awaiting_confirmation(), 0);
 }
@@ -217,6 +217,6 @@ fn node_capacity_learned_as_a_follower_survives_becoming_leader() {
     w.pod("u1", "n1", "a");
     w.pod("u2", "n1", "b");
     w.converge();
-    assert_eq!(w.state.budget.capacity("n1"), 2);
+    assert_eq!(w.state.fabrics[0].budget.capacity("n1"), 2);
     assert_eq!(w.standing("u2", "b"), Some(Reason::PKeyLimitExceeded));
 }
