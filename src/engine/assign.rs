@@ -149,6 +149,14 @@ impl State {
             existing = None;
             moved = true;
         }
+        let mut request = request;
+        let own_retired =
+            |g: &Guid| self.ledger.get(g).is_some_and(|a| a.owner.is_none() && a.claimed.as_ref() == Some(id));
+        if existing.is_none() && matches!(&request.guid, Some(Ok(rg)) if own_retired(rg)) {
+            // The element carries the GUID we wrote for its old fabric (a move): our own output,
+            // not a request for that GUID.
+            request.guid = None;
+        }
         if existing.is_none() && deleting {
             return;
         }

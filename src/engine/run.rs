@@ -212,7 +212,7 @@ impl Engine {
             port.next_resync = now;
         }
         self.state.reset_leader_state();
-        self.stats.set_fabric_reached(false);
+        self.publish_reached();
     }
 
     fn on_event(&mut self, ev: ClusterEvent) {

@@ -184,6 +184,15 @@ impl Engine {
             "UFM refuses the credentials; pausing all traffic to this UFM (check its Secret)");
     }
 
+    /// Whether every fabric was listed in this term; with several, which were not.
+    pub(super) fn publish_reached(&self) {
+        self.stats.set_fabric_reached(self.state.all_listed());
+        if self.state.fabrics.len() > 1 {
+            let names = self.state.fabrics.iter().filter(|f| !f.listed).map(|f| f.name.to_string()).collect();
+            self.stats.set_fabrics_unreached(names);
+        }
+    }
+
     fn publish_auth(&self) {
         self.stats.set_fabric_auth_failing(self.ports.iter().any(|p| !p.auth_pause.is_empty()));
     }
@@ -197,7 +206,7 @@ impl Engine {
                 self.fabric_answered(f);
                 let first = !self.state.fabric(f).listed;
                 let lost = self.state.list_result(f, started, &listing);
-                self.stats.set_fabric_reached(self.state.all_listed());
+                self.publish_reached();
                 self.stats.drift_repairs.add(lost as u64);
                 let g = self.state.gauges();
                 tracing::info!(
