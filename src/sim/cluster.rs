@@ -379,6 +379,10 @@ impl SimCluster {
         self.lock().nodes.clone()
     }
 
+    pub fn node_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.lock().node_labels.clone()
+    }
+
     pub fn events(&self) -> Vec<EventRecord> {
         self.lock().events.clone()
     }
