@@ -106,6 +106,7 @@ mod tests {
                 guid: Guid::new(guid).unwrap(),
                 pkey: PKey::new(0x1000),
                 former_pkeys: vec![],
+                fabric: None,
             }],
         }
     }

@@ -133,7 +133,7 @@ pub fn network_event(kind: NetworkKind, key: NetworkKey, obj: &DynamicObject) ->
     ClusterEvent::NetworkApplied { key, kind, network }
 }
 
-/// `NodeApplied` with the capacity the agent reported, if any.
+/// `NodeApplied` with the node's labels and the capacity the agent reported, if any.
 pub fn node_event<K>(node: &PartialObjectMeta<K>) -> Option<ClusterEvent> {
     let name = node.metadata.name.clone()?;
     let pkey_capacity = annotations(&node.metadata).get(INVENTORY_ANNOTATION).and_then(|a| {
@@ -143,7 +143,8 @@ pub fn node_event<K>(node: &PartialObjectMeta<K>) -> Option<ClusterEvent> {
         }
         cap
     });
-    Some(ClusterEvent::NodeApplied { name, pkey_capacity })
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    Some(ClusterEvent::NodeApplied { name, labels, pkey_capacity })
 }
 
 /// `NamespaceApplied` with the namespace's labels (the tenant policy reads them).

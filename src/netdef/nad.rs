@@ -49,6 +49,19 @@ pub struct IbNetwork {
     /// `Some` when the network asks for an automatic pkey (`fabric-sync.io/pkey: auto`); then
     /// `partition` is `None` until the engine resolves the pkey from the partition ledger.
     pub auto: Option<AutoPkey>,
+    /// The annotations that route its attachments to a fabric ([`FABRIC_ANNOTATION`],
+    /// [`RESOURCE_ANNOTATION`]), as the tenant wrote them (issue 17).
+    pub fabric_hints: BTreeMap<String, String>,
+}
+
+pub use crate::wire::keys::{FABRIC_ANNOTATION, RESOURCE_ANNOTATION};
+
+/// The routing annotations of a network object.
+pub fn fabric_hints(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    [FABRIC_ANNOTATION, RESOURCE_ANNOTATION]
+        .into_iter()
+        .filter_map(|k| annotations.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect()
 }
 
 impl IbNetwork {
@@ -192,6 +205,7 @@ pub fn parse_nad(
         guid_via: if capability { GuidVia::RuntimeConfig } else { GuidVia::CniArgs },
         ib_kubernetes_enabled,
         auto,
+        fabric_hints: fabric_hints(annotations),
     }))
 }
 

@@ -33,8 +33,8 @@ fn restart_rebuilds_from_annotations_without_reallocating_and_cleans_up_deletion
     assert_eq!(fresh.members("0x10"), before[..3].iter().copied().collect());
     // u3's GUID, found in UFM with no pod, was removed and waits out its quarantine: not free,
     // not anyone's.
-    assert!(fresh.state.pool.is_quarantined(before[3]));
-    assert!(!fresh.state.pool.is_allocated(before[3]) && !fresh.state.ledger.contains_key(&before[3]));
+    assert!(fresh.state.fabrics[0].pool.is_quarantined(before[3]));
+    assert!(!fresh.state.fabrics[0].pool.is_allocated(before[3]) && !fresh.state.ledger.contains_key(&before[3]));
     assert_eq!((0..3).map(|i| fresh.guid_of(&format!("u{i}"), 0)).collect::<Vec<_>>(), before[..3]);
 }
 
@@ -64,7 +64,7 @@ fn foreign_guids_and_unnamed_pkeys_are_never_touched() {
     assert!(w.members("0x10").contains(&outside));
     assert!(w.members("0x99").contains(&g(5)));
     assert_ne!(w.guid_of("u1", 0), g(5), "a GUID UFM lists is never handed out");
-    assert!(w.state.pool.is_quarantined(g(5)));
+    assert!(w.state.fabrics[0].pool.is_quarantined(g(5)));
     // Kept from the pool, but nothing of ours waits on it: no fast relisting for it.
     assert_eq!(w.state.awaiting_confirmation(), 0);
 }
@@ -215,13 +215,13 @@ fn security_policy_warn_mode_configures_but_reports() {
 #[test]
 fn node_capacity_learned_as_a_follower_survives_becoming_leader() {
     let mut w = World::default();
-    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), pkey_capacity: Some(2) });
+    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: Some(2) });
     w.state.reset_leader_state(); // a new leader term
     w.ib_nad("a", "0x1");
     w.ib_nad("b", "0x2");
     w.pod("u1", "n1", "a");
     w.pod("u2", "n1", "b");
     w.converge();
-    assert_eq!(w.state.budget.capacity("n1"), 2);
+    assert_eq!(w.state.fabrics[0].budget.capacity("n1"), 2);
     assert_eq!(w.standing("u2", "b"), Some(Reason::PKeyLimitExceeded));
 }
