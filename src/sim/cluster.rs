@@ -309,12 +309,6 @@ impl SimCluster {
         }
     }
 
-    /// Ledger objects: (claims, of which Kubernetes is deleting).
-    pub fn claim_counts(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.claims.len(), inner.claims.values().filter(|c| c.deleting).count())
-    }
-
     /// Every claim (the ledger as the API server holds it).
     pub fn claims(&self) -> Vec<Claim> {
         self.lock().claims.values().cloned().collect()
