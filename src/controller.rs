@@ -15,7 +15,7 @@ use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, FabricsSettings, KubeApiArgs,
     KubeApiSettings, SmPlugin, UfmArgs, UfmSettings,
 };
-use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
+use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, FabricRoute, FabricSpec, State, Timing};
 use crate::kube::{
     EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, PartitionFabric,
     PartitionReconciler, PartitionSettings, RateLimit, WatchCache, WatchSettings, client_config, limited_client,
@@ -41,7 +41,8 @@ pub struct ControllerConfig {
 /// One controller replica.
 pub struct Controller {
     client: Client,
-    fabric: Arc<dyn Fabric>,
+    /// One port per fabric, in the order of `config.engine`'s fabrics.
+    fabrics: Vec<Arc<dyn Fabric>>,
     config: ControllerConfig,
     stats: Arc<EngineStats>,
     metrics: Arc<Metrics>,
@@ -50,10 +51,21 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// A controller of one fabric (`config.engine` names at most one).
     pub fn new(client: Client, fabric: Arc<dyn Fabric>, config: ControllerConfig, metrics: Arc<Metrics>) -> Controller {
+        Controller::with_fabrics(client, vec![fabric], config, metrics)
+    }
+
+    /// A controller of several fabrics: `fabrics[i]` drives the i-th fabric of `config.engine`.
+    pub fn with_fabrics(
+        client: Client,
+        fabrics: Vec<Arc<dyn Fabric>>,
+        config: ControllerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Controller {
         Controller {
             client,
-            fabric,
+            fabrics,
             config,
             stats: Arc::new(EngineStats::default()),
             metrics,
@@ -87,7 +99,7 @@ impl Controller {
     /// the watchers and the engine end. Dropping this future instead stops everything at once
     /// without releasing the Lease (as a crash would).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let Controller { client, fabric, config, stats, metrics, dry_run, partitions } = self;
+        let Controller { client, fabrics, config, stats, metrics, dry_run, partitions } = self;
         let identity = config.lease.identity.clone();
         tracing::info!(identity = %identity, lease = %format!("{}/{}", config.lease.namespace, config.lease.name),
             "controller starting");
@@ -100,13 +112,25 @@ impl Controller {
         let publisher = EventPublisher::new(client.clone(), &identity, uids.clone());
         let mut elector = LeaderElector::new(client.clone(), config.lease);
         // Every write (UFM, ledger, pods, Events) passes the Lease fence first.
-        let (writer, fabric): (Arc<dyn ClusterWriter>, Arc<dyn Fabric>) = if dry_run {
-            crate::kube::dry_run_ports(client.clone(), fabric, metrics.clone())
+        let (writer, fabrics): (Arc<dyn ClusterWriter>, Vec<Arc<dyn Fabric>>) = if dry_run {
+            let mut ports = Vec::with_capacity(fabrics.len());
+            let mut writer = None;
+            for fabric in fabrics {
+                let (w, f) = crate::kube::dry_run_ports(client.clone(), fabric, metrics.clone());
+                writer.get_or_insert(w);
+                ports.push(f);
+            }
+            let writer = writer
+                .unwrap_or_else(|| crate::kube::dry_run_ports(client.clone(), Arc::new(NoopFabric), metrics.clone()).0);
+            (writer, ports)
         } else {
             let writer = KubeWriter::new(client.clone(), publisher, metrics.clone()).with_cache(cache.clone());
             (
                 Arc::new(FencedWriter::new(Arc::new(writer), elector.fence())),
-                Arc::new(FencedFabric::new(fabric, elector.fence())),
+                fabrics
+                    .into_iter()
+                    .map(|f| Arc::new(FencedFabric::new(f, elector.fence())) as Arc<dyn Fabric>)
+                    .collect(),
             )
         };
         // The node agents' reports become Events on pods (the leader's writer is fenced too).
@@ -127,7 +151,7 @@ impl Controller {
             Some(_) => tracing::info!("dry run: automatic partitions are resolved but none is allocated or created"),
             None => {}
         }
-        let engine = Engine::new(State::new(config.engine), fabric, writer, config.timing, stats.clone());
+        let engine = Engine::with_fabrics(State::new(config.engine), fabrics, writer, config.timing, stats.clone());
         tasks.spawn(engine.run(events_rx, leader_rx));
         spawn_watchers(&mut tasks, &client, events_tx, metrics, config.watch, uids, cache);
 
@@ -218,13 +242,21 @@ impl ControllerCmd {
                 engine.guid_range,
             ),
         };
-        let ufm = one_fabric(&fabrics)?;
-        // The fabric's own pool replaces GUID_POOL_RANGE_* (the same value without a fabrics file).
-        engine.guid_range = fabrics.fabrics[0].guid_range;
-        let engine_config = engine.engine_config().map_err(|e| e.to_string())?;
+        let first = fabrics.fabrics.first().ok_or("FABRIC_SYNC_FABRICS_FILE (--fabrics-file): lists no fabric")?;
+        let ufm = first.ufm.clone();
+        // The fabrics' own pools replace GUID_POOL_RANGE_* (the same value without a fabrics file).
+        engine.guid_range = first.guid_range;
+        let mut engine_config = engine.engine_config().map_err(|e| e.to_string())?;
+        engine_config.fabrics = engine_fabrics(&fabrics);
         if engine.pkey_range.is_some() && ufm.plugin == SmPlugin::Noop {
             return Err("FABRIC_SYNC_PKEY_RANGE (--pkey-range): automatic partitions are created in UFM; \
                         DAEMON_SM_PLUGIN=noop has none: unset the range or use DAEMON_SM_PLUGIN=ufm"
+                .into());
+        }
+        if engine.pkey_range.is_some() && fabrics.fabrics.len() > 1 {
+            return Err("FABRIC_SYNC_PKEY_RANGE (--pkey-range): automatic partitions are not built for several \
+                        fabrics yet (a partition would have to exist in every fabric its network reaches): \
+                        unset the range, or give its networks fixed pkeys"
                 .into());
         }
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
@@ -233,24 +265,44 @@ impl ControllerCmd {
     }
 }
 
-/// The engine drives one `Fabric` port today: a fabrics file with one fabric runs it; several
-/// are refused at start, naming the setting, rather than configuring only one of them while the
-/// others' pods wait silently (routing between fabrics: docs/fabrics.md, not built yet).
-fn one_fabric(fabrics: &FabricsSettings) -> Result<UfmSettings, String> {
-    match fabrics.fabrics.as_slice() {
-        [one] if !one.node_selector.is_empty() && fabrics.file.is_some() => Err(format!(
-            "FABRIC_SYNC_FABRICS_FILE (--fabrics-file): fabrics[0].nodeSelector: a node selector is not enforced by \
-             this build (fabric {:?} would get the GUIDs of pods on every node): remove it",
-            one.name
-        )),
-        [one] => Ok(one.ufm.clone()),
-        many => Err(format!(
-            "FABRIC_SYNC_FABRICS_FILE (--fabrics-file): lists {} fabrics ({}); several fabrics in one controller \
-             are not built yet (docs/fabrics.md): list one fabric",
-            many.len(),
-            many.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
-        )),
+/// The engine's view of the fabrics: routing rules and pools, in the file's order.
+fn engine_fabrics(fabrics: &FabricsSettings) -> Vec<FabricSpec> {
+    fabrics
+        .fabrics
+        .iter()
+        .map(|f| FabricSpec {
+            route: FabricRoute {
+                name: f.name.clone(),
+                node_selector: f.node_selector.clone(),
+                resource_names: f.resource_names.clone(),
+            },
+            guid_range: f.guid_range,
+        })
+        .collect()
+}
+
+/// One `Fabric` port per fabric, each built from its own UFM settings (its secret directory).
+/// One fabric port per fabric of the file (or the one `default` fabric), built the one way
+/// (`ufm::client_from_settings`), and its UFM client (`None` for `noop`).
+type FabricPorts = (Vec<Arc<dyn Fabric>>, Vec<Option<Arc<UfmClient>>>);
+
+fn fabric_ports(fabrics: &FabricsSettings, metrics: &Arc<Metrics>) -> Result<FabricPorts, String> {
+    let mut ports: Vec<Arc<dyn Fabric>> = Vec::with_capacity(fabrics.fabrics.len());
+    let mut clients = Vec::with_capacity(fabrics.fabrics.len());
+    for f in &fabrics.fabrics {
+        let _fabric = tracing::info_span!("fabric", fabric = %f.name).entered();
+        let client = match crate::ufm::client_from_settings(&f.ufm, metrics.clone()) {
+            Ok(c) => c,
+            Err(e) if fabrics.file.is_some() => return Err(format!("fabric {:?}: {e}", f.name)),
+            Err(e) => return Err(e.to_string()),
+        };
+        ports.push(match &client {
+            Some(c) => c.clone(),
+            None => Arc::new(NoopFabric),
+        });
+        clients.push(client);
     }
+    Ok((ports, clients))
 }
 
 fn hostname() -> String {
@@ -296,24 +348,12 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (fabric, partition_fabric): (Arc<dyn Fabric>, Option<Arc<dyn PartitionFabric>>) = match s.ufm.plugin {
-        SmPlugin::Noop => {
-            for w in &s.ufm.warnings {
-                tracing::warn!("{w}");
-            }
-            (Arc::new(NoopFabric), None)
+    let (fabrics, clients) = match fabric_ports(&s.fabrics, &metrics) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fabric-sync controller: {e}");
+            return ExitCode::from(2);
         }
-        // UfmClient::new logs the settings' warnings itself.
-        SmPlugin::Ufm => match UfmClient::new(&s.ufm) {
-            Ok(c) => {
-                let c = Arc::new(c.with_observer(metrics.clone()));
-                (c.clone(), Some(c))
-            }
-            Err(e) => {
-                eprintln!("fabric-sync controller: {e}");
-                return ExitCode::from(2);
-            }
-        },
     };
     let listener = match tokio::net::TcpListener::bind(s.controller.admin_listen).await {
         Ok(l) => l,
@@ -334,19 +374,21 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
     let config =
         ControllerConfig { lease, watch: WatchSettings::default(), engine: s.engine_config, timing: s.engine.timing() };
     let policy = config.engine.policy.clone();
-    let mut controller = Controller::new(client, fabric, config, metrics.clone()).dry_run(dry_run);
-    if let (Some(range), Some(pf)) = (s.engine.pkey_range, partition_fabric) {
+    let mut controller = Controller::with_fabrics(client, fabrics, config, metrics.clone()).dry_run(dry_run);
+    // Automatic partitions: one fabric only (checked at start), created through its UFM client.
+    if let (Some(range), Some(pf)) = (s.engine.pkey_range, clients.into_iter().next().flatten()) {
         let settings = PartitionSettings { range, policy, resync: s.engine.resync_interval };
-        controller = controller.with_partitions(settings, pf);
+        controller = controller.with_partitions(settings, pf as Arc<dyn PartitionFabric>);
     }
     let admin_state = AdminState { stats: controller.stats(), metrics };
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(listen = %s.controller.admin_listen, "admin server listening (/metrics, /healthz, /readyz)");
-    let admin = tokio::spawn(crate::ops::serve(listener, admin_state, async move {
-        let _ = admin_stopped.await;
+    let admin = tokio::spawn(crate::ops::serve(listener, crate::ops::router(admin_state), async move {
+        // Either a send or the sender dropped ends it.
+        admin_stopped.await.ok();
     }));
-    controller.run(shutdown_signal()).await;
-    let _ = admin_stop.send(());
+    controller.run(crate::ops::shutdown_signal()).await;
+    admin_stop.send(()).ok();
     match admin.await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -354,22 +396,5 @@ async fn run_main(s: Settings, dry_run: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(_) => ExitCode::SUCCESS,
-    }
-}
-
-/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the controller");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

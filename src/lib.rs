@@ -15,6 +15,7 @@ pub mod netdef;
 pub mod ops;
 pub mod sim;
 pub mod ufm;
+pub mod wire;
 
 /// Version and the git commit the binary was built from.
 pub fn version_string() -> String {

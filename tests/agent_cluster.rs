@@ -144,6 +144,7 @@ fn sample_claim(uid: &str) -> fabric_sync::engine::Claim {
             guid: "02:00:00:00:00:00:00:2a".parse().unwrap(),
             pkey: fabric_sync::ib::PKey::new(0x1000),
             former_pkeys: vec![],
+            fabric: None,
         }],
     }
 }

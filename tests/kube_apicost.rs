@@ -88,6 +88,7 @@ fn claim(pkey: &str) -> Claim {
             guid: "02:00:00:00:00:00:00:2a".parse().unwrap(),
             pkey: Some(pkey.parse().unwrap()),
             former_pkeys: vec![],
+            fabric: None,
         }],
     }
 }

@@ -1,8 +1,8 @@
 //! Errors as data, end to end: permanent refusals from the API server and from UFM are shown
 //! where an operator looks and are not retried hot, a wrong UFM password does not become a
 //! login storm, oversized input takes nothing, freed GUIDs are reused soon, and a new leader
-//! reports the bad networks it saw as a follower. Attempts are counted, not timed; where a rate
-//! is the behaviour, the test watches a fixed window and bounds the count from both sides.
+//! reports the bad networks it saw as a follower. Tests wait on counts, never on a sleep; where a
+//! back-off is the behaviour, the gaps between the logged attempts are bounded from below.
 
 mod support;
 
@@ -22,6 +22,14 @@ fn reasons(env: &Env, kind: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The time between consecutive PATCHes of `pod`, in arrival order.
+fn patch_gaps(env: &Env, pod: &str) -> Vec<Duration> {
+    let path = format!("/api/v1/namespaces/t/pods/{pod}");
+    let mut at: Vec<_> = env.api.requests().into_iter().filter(|r| r.method == "PATCH" && r.path == path).collect();
+    at.sort_by_key(|r| r.seq);
+    at.windows(2).map(|w| w[1].at.duration_since(w[0].at)).collect()
+}
+
 fn pod_patches(env: &Env, pod: &str) -> usize {
     let path = format!("/api/v1/namespaces/t/pods/{pod}");
     env.api.requests().iter().filter(|r| r.method == "PATCH" && r.path == path).count()
@@ -38,12 +46,16 @@ async fn a_pod_patch_refused_for_good_is_retried_with_a_growing_pause_and_report
     eventually("the first refused patch", || pod_patches(&env, "p1") >= 1).await;
     eventually("a WriteRefused Event on the pod", || reasons(&env, "Pod", "p1").iter().any(|r| r == "WriteRefused"))
         .await;
-    let first = pod_patches(&env, "p1");
-    // The window: pauses of 0.2, 0.4, 0.8, 1.6, 3.2 s (+25% jitter) fit about 5 retries in 8 s;
-    // a back-off that restarts at its shortest pause (the old bug) would make 30 or more.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let retries = pod_patches(&env, "p1") - first;
-    assert!((2..=6).contains(&retries), "{retries} retries of a permanently refused patch in 8 s");
+    // Pauses of 0.2, 0.4, 0.8, 1.6 s (jitter only lengthens them): each gap between attempts
+    // is at least the pause before it. A back-off that restarts at its shortest pause (the old
+    // bug) makes every gap about 0.2 s and fails from the second gap on.
+    eventually("five attempts", || pod_patches(&env, "p1") >= 5).await;
+    let gaps = patch_gaps(&env, "p1");
+    for (i, gap) in gaps.iter().take(4).enumerate() {
+        // 10% slack: the pause may start a little before the refused request was logged.
+        let pause = Duration::from_millis(180 << i);
+        assert!(*gap >= pause, "gap {i} is {gap:?}, shorter than the pause {pause:?}: {gaps:?}");
+    }
     let refused = reasons(&env, "Pod", "p1").iter().filter(|r| *r == "WriteRefused").count();
     assert_eq!(refused, 1, "one Event, not one per attempt");
     c.stop().await;
@@ -62,11 +74,15 @@ async fn a_wrong_ufm_password_pauses_ufm_traffic_instead_of_storming_the_login()
     .await;
     let (_, metrics) = c.admin_get("/metrics").await;
     assert_eq!(sample(&metrics, "fabric_sync_ufm_auth_failing"), Some(1.0));
+    // Pauses of 1 s doubling up to the retry cap (2 s in these tests; jitter only lengthens
+    // them) between refused logins: each gap is at least 1 s and, once doubled, 2 s (the old loop
+    // retried every ~0.2 s, ~43 logins in 10 s).
     let before = env.ufm.requests().len();
-    // Pauses of 1, 2, 4, 8 s: at most 4 attempts in 10 s (the old loop made ~43).
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let logins = env.ufm.requests().len() - before;
-    assert!((1..=5).contains(&logins), "{logins} UFM requests in 10 s with a wrong password");
+    eventually("three more refused logins", || env.ufm.requests().len() >= before + 3).await;
+    let at: Vec<u64> = env.ufm.requests()[before..].iter().map(|r| r.time_ms).collect();
+    let gaps: Vec<u64> = at.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    // The first counted login may already follow a longer pause: lower bounds only.
+    assert!(gaps[0] >= 900 && gaps[1] >= 1800, "refused logins {gaps:?} ms apart");
     assert!(env.ufm.requests().iter().all(|r| r.status == Some(401)), "nothing but refused logins");
     assert!(env.configured_element("p1").is_none());
     c.stop().await;

@@ -1,11 +1,16 @@
 //! The fabrics file (issue 17) through the released binary: a bad file is refused at start with
 //! the field named, single-UFM settings alongside it are a named conflict, and a one-fabric
 //! file drives its UFM (mock-ufm over real TLS, the fake API server) with the file's GUID pool.
-//! Several fabrics in one controller are not built yet and are refused at start (docs/fabrics.md).
+//! Two fabrics (two mock-ufm servers over TLS, one fake API server): each pod lands in its
+//! node's fabric's UFM and never the other, one UFM in outage does not stop the other, and a
+//! NAD moved to another fabric moves its members.
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
 
 use support::*;
 
@@ -94,15 +99,6 @@ fn single_ufm_settings_next_to_a_fabrics_file_are_a_named_conflict() {
         run(bare_binary().args(["controller", "--fabrics-file"]).arg(&path).env("UFM_ADDRESS", "ufm.example.com"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("UFM_ADDRESS (--ufm-address)") && err.contains("cannot be combined"), "{err}");
-}
-
-#[test]
-fn several_fabrics_are_refused_until_one_controller_can_drive_them() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = two_fabrics_file(dir.path(), "02:00:00:00:ff:ff:ff:ff");
-    let (code, err) = run(bare_binary().args(["controller", "--fabrics-file"]).arg(&path));
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("lists 2 fabrics (compute, storage)"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,4 +195,159 @@ async fn ufm_commands_talk_to_the_fabric_named_with_its_own_secret_dir() {
     let (code, _, err) = pkeys(Some("gpu"));
     assert_eq!(code, 2);
     assert!(err.contains("no such fabric"), "{err}");
+}
+
+/// Two fabrics: compute (nodes labelled `ib.example.com/compute`, pool 02:…:10:xx:xx:xx) on
+/// `compute`'s mock UFM, storage (`ib.example.com/storage`, pool 02:…:20:xx:xx:xx) on
+/// `storage`'s. Nodes: c1 on compute, s1 on storage, both on both.
+fn two_fabric_file(dir: &std::path::Path, compute: &Env, storage: &Env) -> std::path::PathBuf {
+    let mut text = String::from("fabrics:\n");
+    for (name, env, pool) in [("compute", compute, "10"), ("storage", storage, "20")] {
+        let secrets = secret_dir(dir, name, &env.ufm.ca_pem().expect("CA"));
+        text.push_str(&format!(
+            "  - name: {name}\n    ufm: {{address: 127.0.0.1, port: {}, secretDir: {}}}\n    \
+             nodeSelector: {{matchLabels: {{ib.example.com/{name}: \"true\"}}}}\n    \
+             guidPool: {{start: \"02:00:00:00:{pool}:00:00:00\", end: \"02:00:00:00:{pool}:ff:ff:ff\"}}\n",
+            env.ufm.addr().port(),
+            secrets.display()
+        ));
+    }
+    let file = dir.join("fabrics.yaml");
+    std::fs::write(&file, text).expect("fabrics file");
+    for (node, labels) in [
+        ("c1", json!({"ib.example.com/compute": "true"})),
+        ("s1", json!({"ib.example.com/storage": "true"})),
+        ("both", json!({"ib.example.com/compute": "true", "ib.example.com/storage": "true"})),
+    ] {
+        compute.api.create(Res::Nodes, json!({"metadata": {"name": node, "labels": labels}}));
+    }
+    file
+}
+
+fn pod_on(env: &Env, name: &str, node: &str, networks: &str) {
+    env.api.create(
+        Res::Pods,
+        json!({
+            "metadata": {"name": name, "namespace": "t", "annotations": {NETWORKS: networks}},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]},
+            "status": {"phase": "Pending"}
+        }),
+    );
+}
+
+fn nad_on(env: &Env, name: &str, pkey: &str, fabric: Option<&str>) {
+    let config = json!({"cniVersion": "0.3.1", "name": name, "type": "ib-sriov", "pkey": pkey});
+    let mut metadata = json!({"name": name, "namespace": "t"});
+    if let Some(f) = fabric {
+        metadata["annotations"] = json!({"fabric-sync.io/fabric": f});
+    }
+    env.api.create(Res::Nads, json!({"metadata": metadata, "spec": {"config": config.to_string()}}));
+}
+
+fn guid_of(env: &Env, pod: &str) -> Option<String> {
+    let e = env.configured_element(pod)?;
+    let g = e.pointer("/cni-args/guid").and_then(serde_json::Value::as_str)?;
+    Some(g.replace(':', ""))
+}
+
+fn start_controller(env: &Env, dir: &std::path::Path, file: &std::path::Path) -> Child {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
+    bare_binary()
+        .args(["controller", "--fabrics-file"])
+        .arg(file)
+        .env("KUBECONFIG", kubeconfig_file(dir, &env.api.url()))
+        .env("POD_NAMESPACE", LEASE_NS)
+        .env("POD_UID", "uid-two-fabrics")
+        .env("FABRIC_SYNC_ADMIN_LISTEN", admin.to_string())
+        .env("FABRIC_SYNC_RESYNC_INTERVAL", "1s")
+        .env("FABRIC_SYNC_RETRY_MAX", "1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts")
+}
+
+async fn stop(mut child: Child) {
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("joined").expect("waited");
+    assert!(status.success(), "exit {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_land_in_their_fabrics_ufm_only_and_one_ufm_down_does_not_stop_the_other() {
+    let (compute, storage) = (Env::new().await, Env::new().await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = two_fabric_file(dir.path(), &compute, &storage);
+    nad_on(&compute, "ib-a", "0x10", None);
+    // The storage UFM is down from the start.
+    storage.ufm.add_fault(mock_ufm::FaultRule::outage(Duration::from_secs(3600)));
+    pod_on(&compute, "pa", "c1", "ib-a");
+    pod_on(&compute, "pb", "s1", "ib-a");
+    let child = start_controller(&compute, dir.path(), &file);
+    eventually("the compute pod is configured while storage is down", || compute.configured_element("pa").is_some())
+        .await;
+    let ga = guid_of(&compute, "pa").expect("pa's GUID");
+    assert!(ga.starts_with("0200000010"), "from the compute pool: {ga}");
+    assert_eq!(compute.members(0x10), vec![ga.clone()]);
+    assert!(storage.members(0x10).is_empty());
+    assert!(compute.configured_element("pb").is_none(), "pb waits for its own UFM");
+    // Storage comes back: pb is configured there, and only there.
+    storage.ufm.clear_faults();
+    eventually("the storage pod is configured", || compute.configured_element("pb").is_some()).await;
+    let gb = guid_of(&compute, "pb").expect("pb's GUID");
+    assert!(gb.starts_with("0200000020"), "from the storage pool: {gb}");
+    assert_eq!(storage.members(0x10), vec![gb]);
+    assert_eq!(compute.members(0x10), vec![ga], "compute never got pb's GUID");
+    // The ledger records each attachment's fabric.
+    let fabrics: Vec<String> = compute
+        .claims()
+        .iter()
+        .filter_map(|c| c.pointer("/spec/attachments/0/fabric").and_then(serde_json::Value::as_str).map(String::from))
+        .collect();
+    assert!(fabrics.contains(&"compute".to_string()) && fabrics.contains(&"storage".to_string()), "{fabrics:?}");
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nad_moved_to_another_fabric_moves_its_members_and_a_node_off_the_fabric_is_refused() {
+    let (compute, storage) = (Env::new().await, Env::new().await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = two_fabric_file(dir.path(), &compute, &storage);
+    nad_on(&compute, "ib-m", "0x20", Some("compute"));
+    pod_on(&compute, "pm", "both", "ib-m");
+    // A tenant names compute for a pod whose node is cabled to storage only: refused.
+    pod_on(&compute, "px", "s1", "ib-m");
+    let child = start_controller(&compute, dir.path(), &file);
+    eventually("the pod is configured in compute", || compute.configured_element("pm").is_some()).await;
+    let old = guid_of(&compute, "pm").expect("GUID");
+    assert_eq!(compute.members(0x20), vec![old.clone()]);
+    eventually("the off-fabric pod is refused", || {
+        compute.annotation("px", "fabric-sync.io/status").is_some_and(|s| s.contains("FabricNotOnNode"))
+    })
+    .await;
+    compute.api.merge_patch(
+        Res::Nads,
+        "t",
+        "ib-m",
+        json!({"metadata": {"annotations": {"fabric-sync.io/fabric": "storage"}}}),
+    );
+    eventually("the pod carries a GUID of the storage pool", || {
+        guid_of(&compute, "pm").is_some_and(|g| g.starts_with("0200000020"))
+    })
+    .await;
+    let new = guid_of(&compute, "pm").expect("GUID");
+    eventually("the member moved: out of compute's UFM, into storage's", || {
+        compute.members(0x20).is_empty() && storage.members(0x20).contains(&new)
+    })
+    .await;
+    // px is on storage's node: now that the NAD names storage, it is configured there.
+    eventually("the storage node's pod is configured", || compute.configured_element("px").is_some()).await;
+    let gx = guid_of(&compute, "px").expect("GUID");
+    let mut want = vec![new, gx];
+    want.sort();
+    assert_eq!(storage.members(0x20), want);
+    assert!(compute.members(0x20).is_empty(), "nothing is left in compute");
+    assert!(!storage.members(0x20).contains(&old), "the compute GUID never went to storage");
+    stop(child).await;
 }

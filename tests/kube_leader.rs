@@ -90,11 +90,7 @@ async fn a_leader_that_cannot_renew_steps_down_before_the_standby_may_take_over(
         code: 500,
         ..Fault::default()
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while a.is_leader() {
-        assert!(tokio::time::Instant::now() < deadline, "ctrl-a never stepped down");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("ctrl-a steps down", || !a.is_leader()).await;
     // At the moment ctrl-a stopped leading, nobody else led, and the Lease still named it.
     assert!(!b.is_leader());
     assert_eq!(env.lease_holder().await.as_deref(), Some("ctrl-a"));
@@ -171,14 +167,13 @@ async fn the_binary_exits_0_on_sigterm_and_releases_the_lease() {
     .await;
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the binary did not exit");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let mut exited = None;
+    eventually("the binary exits", || {
+        exited = exited.or_else(|| child.try_wait().ok().flatten());
+        exited.is_some()
+    })
+    .await;
+    let status = exited.expect("it exited");
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
     assert_eq!(env.lease_holder().await, None);
     let agent = env.api.requests().into_iter().find(|r| r.path.contains("/leases/")).unwrap().client;
@@ -240,9 +235,14 @@ async fn a_lease_held_by_ib_kubernetes_is_honoured_until_its_holder_stops_renewi
     );
     let b = env.controller("ctrl-b", UfmAuth::Basic).await;
     eventually("ctrl-b synced", || b.stats.caches_synced()).await;
-    // ib-kubernetes renews every 500 ms for 4 s: twice its lease duration.
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // ib-kubernetes renews for 4 s, twice its lease duration: each time ctrl-b has read the Lease
+    // twice more (its retry period is 200 ms), a renewal comes.
+    let lease_reads =
+        || env.api.requests().iter().filter(|r| r.client.contains("ctrl-b") && r.path.contains("/leases/")).count();
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let seen = lease_reads();
+        eventually("ctrl-b reads the Lease twice more", || lease_reads() >= seen + 2).await;
         env.api.merge_patch(
             Res::Leases,
             LEASE_NS,

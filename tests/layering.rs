@@ -1,10 +1,10 @@
-//! The pure core stays pure: nothing under src/engine, src/alloc, src/ib or src/netdef reads the
+//! The pure core stays pure: nothing under src/engine, src/alloc, src/ib, src/netdef or src/wire reads the
 //! file system, parses the command line or reaches for an adapter (config, kube, ufm, reqwest).
 //! Settings come in as the engine's own structs and the policy file as data (src/config converts).
 
 use std::path::Path;
 
-const CORE: &[&str] = &["src/engine", "src/alloc", "src/ib", "src/netdef"];
+const CORE: &[&str] = &["src/engine", "src/alloc", "src/ib", "src/netdef", "src/wire"];
 const FORBIDDEN: &[&str] = &[
     "crate::config",
     "crate::kube",

@@ -74,7 +74,8 @@ async fn a_ca_that_does_not_load_fails_the_start_naming_the_setting() {
     let e = UfmClient::new(&settings).err().expect("the client refuses it");
     assert_eq!(e.reason(), FabricReason::UfmConfig);
     assert!(e.to_string().starts_with("UFM_CERTIFICATE/UFM_CA_FILE: certificate 1 is not a usable CA"), "{e}");
-    assert!(fabric_sync::ufm::from_settings(&settings).is_err());
+    let observer = std::sync::Arc::new(fabric_sync::ufm::NoopObserver);
+    assert!(fabric_sync::ufm::from_settings(&settings, observer).is_err());
 }
 
 #[tokio::test]

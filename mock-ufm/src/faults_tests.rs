@@ -1,3 +1,5 @@
+//! Tests of the fault rules: matching, probabilities, budgets and expiry.
+
 use super::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -1,3 +1,5 @@
+//! Tests of the partition state: adds, removals, pending changes and last_updated.
+
 use super::*;
 
 fn pk(v: u16) -> PKey {

@@ -1,3 +1,5 @@
+//! Tests of the wire forms: UFM's JSON for partitions, members and GUID lists, read and written.
+
 use super::*;
 use serde_json::{Value, json};
 

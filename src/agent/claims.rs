@@ -11,7 +11,7 @@ use crate::engine::Claim;
 use crate::ib::{Guid, PKey};
 
 /// GuidClaim label naming the claim's node (set by the controller).
-pub const NODE_LABEL: &str = "fabric-sync.io/node";
+pub use crate::wire::keys::NODE_LABEL;
 
 /// One attachment's record in the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +106,7 @@ mod tests {
                 guid: Guid::new(guid).unwrap(),
                 pkey: PKey::new(0x1000),
                 former_pkeys: vec![],
+                fabric: None,
             }],
         }
     }

@@ -307,12 +307,12 @@ async fn run_agent(s: AgentSettings) -> ExitCode {
         }
     };
     let router = admin_router(metrics, health.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    });
-    let shutdown = shutdown_signal();
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(crate::ops::serve(listener, router, async move {
+        // Either a send or the sender dropped ends it.
+        admin_stopped.await.ok();
+    }));
+    let shutdown = crate::ops::shutdown_signal();
     tokio::pin!(shutdown);
     tracing::info!(listen = %s.admin_listen, "admin server listening (/metrics, /healthz)");
     loop {
@@ -327,29 +327,13 @@ async fn run_agent(s: AgentSettings) -> ExitCode {
         }
     }
     tracing::info!("agent stopping");
+    admin_stop.send(()).ok();
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "admin server failed"),
+        Err(e) => tracing::error!(error = %e, "admin server task failed"),
+    }
     ExitCode::SUCCESS
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]

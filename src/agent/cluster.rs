@@ -8,16 +8,16 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Config};
 use serde_json::json;
 
 use super::AgentError;
 use super::claims::NODE_LABEL;
 use super::status::{STATUS_GROUP, STATUS_KIND, STATUS_PLURAL, STATUS_VERSION, status_object};
 use crate::engine::Claim;
-use crate::kube::{claim_from_object, claim_resource};
+use crate::kube::{EventNote, EventSender, claim_from_object, claim_resource};
+use crate::wire::keys::AGENT_REPORTING_CONTROLLER;
 
 /// (API group, resource, verb) of every call the agent makes; the DaemonSet's ClusterRole must
 /// grant exactly these. Reads are cluster-wide in RBAC (narrowed by selectors); writes are
@@ -100,30 +100,24 @@ pub trait AgentCluster: Send + Sync {
 /// [`AgentCluster`] on a kube-rs client.
 pub struct KubeAgentCluster {
     client: Client,
-    recorder: Recorder,
+    events: EventSender,
 }
 
 impl KubeAgentCluster {
     /// Builds the client from `kubeconfig`, or infers it (in-cluster service account, then
     /// `KUBECONFIG`, then `~/.kube/config`). Install the crypto provider first.
+    /// The client both binaries build the same way ([`crate::kube::client_config`]: the
+    /// kubeconfig file, else in-cluster; a `User-Agent` naming the agent's node).
     pub async fn connect(kubeconfig: Option<&Path>, node: &str) -> Result<KubeAgentCluster, AgentError> {
         let err = |detail: String| AgentError::Kube { op: "connect", detail };
-        let config = match kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-                Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-            }
-            None => Config::infer().await.map_err(|e| err(e.to_string()))?,
-        };
+        let config =
+            crate::kube::client_config(kubeconfig, &format!("agent {node}")).await.map_err(|e| err(e.to_string()))?;
         let client = Client::try_from(config).map_err(|e| err(e.to_string()))?;
         Ok(KubeAgentCluster::new(client, node))
     }
 
     pub fn new(client: Client, node: &str) -> KubeAgentCluster {
-        let reporter = Reporter { controller: "fabric-sync-agent".into(), instance: Some(node.to_string()) };
-        KubeAgentCluster { recorder: Recorder::new(client.clone(), reporter), client }
+        KubeAgentCluster { events: EventSender::new(client.clone(), AGENT_REPORTING_CONTROLLER, node), client }
     }
 }
 
@@ -214,15 +208,14 @@ impl AgentCluster for KubeAgentCluster {
                 ..ObjectReference::default()
             },
         };
-        let ev = Event {
-            type_: if event.warning { EventType::Warning } else { EventType::Normal },
-            reason: event.reason.into(),
-            // Events take at most 1 kB of note.
-            note: Some(event.note.chars().take(1000).collect()),
-            action: event.action.into(),
-            secondary: None,
+        let note = EventNote {
+            regarding: reference,
+            warning: event.warning,
+            reason: event.reason,
+            action: event.action,
+            note: &event.note,
         };
-        self.recorder.publish(&ev, &reference).await.map_err(|e| kube_err("publish event", e))
+        self.events.send(&note).await.map_err(|e| kube_err("publish event", e))
     }
 }
 

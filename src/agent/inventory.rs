@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
-/// The Node annotation holding [`InventorySummary`] as JSON.
-pub const INVENTORY_ANNOTATION: &str = "fabric-sync.io/ib-inventory";
+pub use crate::wire::keys::INVENTORY_ANNOTATION;
+pub use crate::wire::{InventorySummary, PortSummary};
 
 /// A VF GUID as the hardware holds it: any 64-bit value, including the all-zero value of a fresh
 /// VF and the all-ones value ib-sriov-cni writes for "unset" (which [`crate::ib::Guid`] refuses).
@@ -172,41 +172,6 @@ pub struct Vf {
     pub port_guid: Option<RawGuid>,
 }
 
-/// What goes into the Node annotation: small (no per-VF lists), stable field names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InventorySummary {
-    pub version: u32,
-    /// Smallest pkey-table capacity over the InfiniBand ports of the node's HCAs (VFs'
-    /// own RDMA devices excluded); absent when the node has none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pkey_capacity: Option<u16>,
-    pub hcas: u32,
-    pub ib_hcas: u32,
-    pub ethernet_hcas: u32,
-    pub ib_ports: u32,
-    pub ib_ports_active: u32,
-    pub vfs_total: u32,
-    pub vfs_enabled: u32,
-    pub ports: Vec<PortSummary>,
-    pub warnings: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PortSummary {
-    pub hca: String,
-    pub port: u32,
-    pub state: Option<String>,
-    pub pkeys_used: u32,
-    pub pkeys_capacity: u32,
-}
-
-/// The `pkey_capacity` of a Node's [`INVENTORY_ANNOTATION`] value, for the controller's pkey
-/// budget; `None` when absent or unreadable (the controller's default applies then).
-pub fn pkey_capacity_from_annotation(value: &str) -> Option<u16> {
-    let v: serde_json::Value = serde_json::from_str(value).ok()?;
-    u16::try_from(v.get("pkey_capacity")?.as_u64()?).ok().filter(|c| *c > 0)
-}
-
 impl Inventory {
     /// HCAs that are physical functions (not a VF's own RDMA device).
     pub fn pf_hcas(&self) -> impl Iterator<Item = &Hca> {
@@ -215,7 +180,7 @@ impl Inventory {
 
     pub fn summary(&self) -> InventorySummary {
         let mut s = InventorySummary {
-            version: 1,
+            version: crate::wire::inventory::VERSION,
             pkey_capacity: None,
             hcas: 0,
             ib_hcas: 0,
@@ -338,17 +303,5 @@ mod tests {
         assert!(RawGuid::RESET.is_unset() && RawGuid::ZERO.is_unset() && !RawGuid(2).is_unset());
         assert!("02:00".parse::<RawGuid>().is_err());
         assert!("zz:00:00:00:00:00:00:00".parse::<RawGuid>().is_err());
-    }
-
-    #[test]
-    fn the_controller_reads_pkey_capacity_back_from_the_annotation() {
-        let inv = Inventory::default();
-        let mut summary = inv.summary();
-        assert_eq!(pkey_capacity_from_annotation(&serde_json::to_string(&summary).unwrap()), None);
-        summary.pkey_capacity = Some(128);
-        assert_eq!(pkey_capacity_from_annotation(&serde_json::to_string(&summary).unwrap()), Some(128));
-        assert_eq!(pkey_capacity_from_annotation(r#"{"pkey_capacity": 0}"#), None);
-        assert_eq!(pkey_capacity_from_annotation(r#"{"pkey_capacity": 70000}"#), None);
-        assert_eq!(pkey_capacity_from_annotation("garbage"), None);
     }
 }

@@ -26,7 +26,7 @@ pub use claims::{LedgerEntry, NODE_LABEL, NodeLedger};
 pub use cluster::{
     AGENT_API_CALLS, AgentCluster, AgentEvent, AgentPod, EventTarget, KubeAgentCluster, status_resource,
 };
-pub use inventory::{INVENTORY_ANNOTATION, Inventory, InventorySummary, RawGuid, pkey_capacity_from_annotation};
+pub use inventory::{INVENTORY_ANNOTATION, Inventory, InventorySummary, RawGuid};
 pub use metrics::AgentMetrics;
 pub use netlink::{GuidKind, NetlinkVfControl, PfRef, VfControl, VfGuids};
 pub use pass::{Agent, AgentMode, PassReport, REBIND_DRIVER};

@@ -427,7 +427,7 @@ impl<C: AgentCluster, V: VfControl> Agent<C, V> {
     }
 
     async fn report_inventory(&mut self, inventory: &Inventory, r: &mut PassReport) {
-        let summary = serde_json::to_string(&inventory.summary()).unwrap_or_default();
+        let summary = inventory.summary().to_annotation();
         if self.last_summary.as_deref() == Some(summary.as_str()) {
             return;
         }

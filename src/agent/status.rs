@@ -10,7 +10,7 @@ use super::foreign::ForeignVf;
 use super::readiness::{ReadyState, Watch};
 use super::verify::{Assigned, Verdict};
 
-pub const STATUS_GROUP: &str = "fabric-sync.io";
+pub use crate::wire::keys::GROUP as STATUS_GROUP;
 pub const STATUS_VERSION: &str = "v1alpha1";
 pub const STATUS_KIND: &str = "NodeFabricStatus";
 pub const STATUS_PLURAL: &str = "nodefabricstatuses";

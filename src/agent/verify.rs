@@ -353,6 +353,7 @@ mod tests {
                 guid: "02:00:00:00:00:00:00:07".parse().unwrap(),
                 pkey: None,
                 former_pkeys: vec![],
+                fabric: None,
             }],
         };
         let a = assigned_attachments(std::slice::from_ref(&p), &NodeLedger::from_claims([&claim]));

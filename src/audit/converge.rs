@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::{
-    Blocked, ClaimOutcome, ClusterEvent, EventRecord, FabricListing, FabricMember, Limits, ObjectKey, PatchOutcome,
-    PodUid, State, build_patch, plan,
+    Blocked, ClaimOutcome, ClusterEvent, EventRecord, FabricId, FabricListing, FabricMember, Limits, ObjectKey,
+    PatchOutcome, PodUid, State, build_patch, plan,
 };
 use crate::ib::{Guid, PKey};
 
@@ -73,23 +73,27 @@ const MAX_ROUNDS: usize = 24;
 /// its end. `state` must have seen the cluster (`CachesSynced` included).
 pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
     let mut fabric: FabricListing = listing.clone();
-    let started = state.knowledge.list_started();
-    state.list_result(started, &fabric);
+    // The audit reads one UFM: the first (or only) fabric's.
+    let f = FabricId::default();
+    let started = state.fabric(f).knowledge.list_started();
+    state.list_result(f, started, &fabric);
     let mut out = Changes::default();
     let none_p = Default::default();
     let none_u = Default::default();
+    let none_f = Default::default();
     for _ in 0..MAX_ROUNDS {
         state.assign();
         let candidates: Vec<Guid> = state.dirty_guids.iter().copied().collect();
         let limits = Limits {
             blocked_pkeys: &none_p,
+            paused_fabrics: &none_f,
             blocked_pods: Blocked::only(&none_u),
             blocked_claims: Blocked::only(&none_u),
             writes_only: false,
             hold_adds: false,
         };
         let p = plan(state, &candidates, &limits);
-        for (pkey, job) in &p.jobs {
+        for ((_, pkey), job) in &p.jobs {
             for &g in &job.remove {
                 let cause = match state.ledger.get(&g) {
                     None => RemovalCause::Stale,
@@ -120,12 +124,12 @@ pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
             state.claim_result(claim, Ok(ClaimOutcome::Released));
             state.apply(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid.clone() });
         }
-        for (&pkey, job) in &p.jobs {
+        for (&(jf, pkey), job) in &p.jobs {
             if !job.remove.is_empty() {
                 if let Some(members) = fabric.get_mut(&pkey) {
                     members.retain(|m| !job.remove.contains(&m.guid));
                 }
-                state.remove_result(pkey, &job.remove, Ok(()));
+                state.remove_result(jf, pkey, &job.remove, Ok(()));
             }
             for (spec, guids) in &job.add {
                 let members = fabric.entry(pkey).or_default();
@@ -134,7 +138,7 @@ pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
                     members.retain(|m| m.guid != g);
                     members.push(FabricMember { guid: g, membership: spec.membership, index0: spec.index0 });
                 }
-                state.add_result(spec, guids, Ok(()));
+                state.add_result(jf, spec, guids, Ok(()));
             }
         }
         for uid in &p.write_pods {
@@ -150,8 +154,8 @@ pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
         }
         out.events.append(&mut state.events);
         // A listing after the round confirms its removals (quarantine, claims released next).
-        let started = state.knowledge.list_started();
-        state.list_result(started, &fabric);
+        let started = state.fabric(f).knowledge.list_started();
+        state.list_result(f, started, &fabric);
         if idle {
             out.settled = true;
             break;

@@ -327,13 +327,13 @@ pub fn analyze(
         .iter()
         .map(|n| {
             let w = wanted.get(n).map_or(0, BTreeSet::len);
-            let limit = state.budget.limit(n);
+            let limit = state.fabrics[0].budget.limit(n);
             NodeRow {
                 node: n.clone(),
                 pkeys_wanted: w,
-                pkeys_granted: state.budget.used(n),
+                pkeys_granted: state.fabrics[0].budget.used(n),
                 limit,
-                capacity: state.budget.capacity(n),
+                capacity: state.fabrics[0].budget.capacity(n),
                 over: w > limit,
             }
         })

@@ -43,7 +43,7 @@ fn cluster(configured: bool, claimed: bool) -> Vec<ClusterEvent> {
             kind: crate::engine::NetworkKind::Nad,
             network: nad,
         },
-        ClusterEvent::NodeApplied { name: "n1".into(), pkey_capacity: None },
+        ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: None },
         ClusterEvent::PodApplied(PodView::new(meta, Some(&annotation))),
     ];
     if claimed {
@@ -59,6 +59,7 @@ fn cluster(configured: bool, claimed: bool) -> Vec<ClusterEvent> {
                 guid: g(1),
                 pkey: Some(pk("0x10")),
                 former_pkeys: Vec::new(),
+                fabric: None,
             }],
         }));
     }

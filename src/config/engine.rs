@@ -164,6 +164,8 @@ impl EngineSettings {
         };
         Ok(EngineConfig {
             guid_range: self.guid_range,
+            // Set from the fabrics file by the caller (`Settings::engine_config`); empty: `default`.
+            fabrics: Vec::new(),
             pkey_capacity: self.pkey_capacity,
             pkey_reserved_slots: self.pkey_reserved_slots,
             mass_removal_share: self.mass_removal_share,

@@ -4,8 +4,10 @@
 //! an element's annotation claims is checked against the ledger, never adopted (but once, at
 //! migration: ledger.rs).
 
+use super::fabrics::Unrouted;
 use super::model::{AttachmentId, AttachmentRequest, ObjectKey};
 use super::outcome::{Reason, Refusal};
+use super::per_fabric::FabricId;
 use super::policy::PolicyMode;
 use super::ports::{EventObject, EventRecord, EventType};
 use super::state::{Desired, Effective, Standing, State};
@@ -14,9 +16,10 @@ use crate::netdef::IbNetwork;
 
 impl State {
     /// Decides every dirty attachment. Only a leader that has synced caches and listed the
-    /// fabric assigns: before that, a GUID could be handed out that a pod or UFM still holds.
+    /// fabric assigns: before that, a GUID could be handed out that a pod or UFM still holds
+    /// (per fabric: an attachment whose fabric was not listed yet waits for that listing).
     pub fn assign(&mut self) {
-        if !self.caches_synced || !self.fabric_listed {
+        if !self.caches_synced || !self.any_listed() {
             return;
         }
         self.load_ledger();
@@ -121,6 +124,50 @@ impl State {
             self.set_standing(id, Some(Standing::Quiet(Refusal::new(Reason::NotScheduled, "not scheduled yet"))));
             return;
         };
+        let fabric = match self.route(&network, &node) {
+            Ok(f) => f,
+            Err(Unrouted::Wait) => {
+                // Not a refusal: decided when the node is seen. A GUID it holds stays as it is.
+                let wait = Refusal::new(Reason::FabricWaitingForNode, Unrouted::Wait.to_string());
+                self.set_standing(id, Some(Standing::Quiet(wait)));
+                return;
+            }
+            Err(unrouted) => {
+                // Decided again when the pod, the NAD or the node changes (never retried hot).
+                let refusal = Refusal::new(unrouted.reason(), unrouted.to_string());
+                self.hold(id, existing, Standing::Refused(refusal), false);
+                return;
+            }
+        };
+        if !self.fabric(fabric).listed {
+            // Its UFM has not answered a listing in this term: nothing of it is decided yet
+            // (the first listing re-decides every attachment).
+            let wait = Refusal::new(
+                Reason::FabricUnavailable,
+                format!("fabric {}'s UFM has not been listed yet", self.fabric(fabric).name),
+            );
+            self.set_standing(id, Some(Standing::Quiet(wait)));
+            return;
+        }
+        let mut existing = existing;
+        let mut moved = false;
+        if let Some(g) = existing.filter(|g| self.ledger.get(g).is_some_and(|a| a.fabric != fabric)) {
+            // The network moved to another fabric: the old GUID leaves the old UFM (and goes back
+            // to its pool once that UFM confirms); a GUID of the new fabric's pool replaces it.
+            tracing::info!(attachment = %id.label(), guid = %g, fabric = %self.fabric(fabric).name,
+                "attachment moved to another fabric; its GUID is replaced");
+            self.retire(id);
+            existing = None;
+            moved = true;
+        }
+        let mut request = request;
+        let own_retired =
+            |g: &Guid| self.ledger.get(g).is_some_and(|a| a.owner.is_none() && a.claimed.as_ref() == Some(id));
+        if existing.is_none() && matches!(&request.guid, Some(Ok(rg)) if own_retired(rg)) {
+            // The element carries the GUID we wrote for its old fabric (a move): our own output,
+            // not a request for that GUID.
+            request.guid = None;
+        }
         if existing.is_none() && deleting {
             return;
         }
@@ -130,7 +177,7 @@ impl State {
             self.set_standing(id, Some(Standing::Quiet(wait)));
             return;
         }
-        if existing.is_none() && running {
+        if existing.is_none() && running && !moved {
             // Its VF was set up long ago without this GUID: configuring it now would put a GUID
             // in UFM that no VF carries (ib-kubernetes skips such pods too).
             let refusal = Refusal::new(
@@ -154,7 +201,7 @@ impl State {
             Some(g) => g,
             None => {
                 if let Some(p) = network.pkey() {
-                    if let Err(r) = self.budget.admit(&node, p) {
+                    if let Err(r) = self.fabric(fabric).budget.admit(&node, p) {
                         self.set_standing(
                             id,
                             Some(Standing::Refused(Refusal::new(Reason::PKeyLimitExceeded, r.to_string()))),
@@ -162,9 +209,9 @@ impl State {
                         return;
                     }
                 }
-                match self.obtain_guid(&request) {
+                match self.obtain_guid(&request, fabric) {
                     Ok(g) => {
-                        self.insert_assignment(g, id, node.clone(), network.guid_via, true);
+                        self.insert_assignment(g, id, node.clone(), network.guid_via, true, fabric);
                         g
                     }
                     Err(refusal) => {
@@ -197,7 +244,7 @@ impl State {
             if let Some(a) = self.ledger.get_mut(&g) {
                 // A membership left alone still takes its slot in the node's pkey table.
                 if let Some(p) = a.budget_pkey.take_if(|_| !leave_alone) {
-                    self.budget.release(&a.node, p);
+                    self.fabrics[a.fabric.index()].budget.release(&a.node, p);
                     self.recheck_waiting = true;
                 }
                 let desired = if leave_alone { Desired::LeaveAlone } else { Desired::Nothing };
@@ -229,12 +276,13 @@ impl State {
         };
         let want = desired.pkey();
         if a.budget_pkey != want {
+            let budget = &mut self.fabrics[a.fabric.index()].budget;
             if let Some(old) = a.budget_pkey.take() {
-                self.budget.release(&a.node, old);
+                budget.release(&a.node, old);
                 self.recheck_waiting = true;
             }
             if let Some(p) = want {
-                if let Err(r) = self.budget.acquire(node, p) {
+                if let Err(r) = budget.acquire(node, p) {
                     a.desired = Desired::Nothing;
                     self.dirty_guids.insert(g);
                     return Err(Refusal::new(Reason::PKeyLimitExceeded, r.to_string()));
@@ -258,8 +306,15 @@ impl State {
         Ok(())
     }
 
-    fn obtain_guid(&mut self, request: &AttachmentRequest) -> Result<Guid, Refusal> {
-        let range = self.cfg.guid_range;
+    /// The fabric of an attachment on `network` from a pod on `node` (docs/fabrics.md).
+    pub(super) fn route(&self, network: &IbNetwork, node: &str) -> Result<FabricId, Unrouted> {
+        let name = super::fabrics::resolve(&self.routes, &network.fabric_hints, node, self.node_labels.get(node))?;
+        self.fabric_named(name).ok_or_else(|| Unrouted::Unknown { fabric: name.to_string() })
+    }
+
+    fn obtain_guid(&mut self, request: &AttachmentRequest, fabric: FabricId) -> Result<Guid, Refusal> {
+        let range = self.fabric(fabric).range;
+        let on = self.on_fabric(fabric);
         match &request.guid {
             Some(Err(msg)) => Err(Refusal::new(Reason::InvalidAnnotation, msg.clone())),
             Some(Ok(g)) => {
@@ -285,10 +340,11 @@ impl State {
                 if !range.contains(g) {
                     return Err(Refusal::new(
                         Reason::GuidOutOfRange,
-                        format!("GUID {g} is outside the managed range {range}"),
+                        format!("GUID {g} is outside the managed range {range}{on}"),
                     ));
                 }
-                if self.pool.is_quarantined(g) {
+                let pool = &mut self.fabrics[fabric.index()].pool;
+                if pool.is_quarantined(g) {
                     // Listed by UFM with no ledger owner: whatever the element says, it is not
                     // this pod's (a `configured` marker is no proof of ownership).
                     return Err(Refusal::new(
@@ -296,10 +352,13 @@ impl State {
                         format!("GUID {g} is still listed by the fabric without an owner; retried once UFM removes it"),
                     ));
                 }
-                self.pool.reserve(g).map_err(|e| Refusal::new(Reason::GuidConflict, e.to_string()))?;
+                pool.reserve(g).map_err(|e| Refusal::new(Reason::GuidConflict, e.to_string()))?;
                 Ok(g)
             }
-            None => self.pool.allocate().map_err(|e| Refusal::new(Reason::PoolExhausted, e.to_string())),
+            None => self.fabrics[fabric.index()]
+                .pool
+                .allocate()
+                .map_err(|e| Refusal::new(Reason::PoolExhausted, format!("{e}{on}"))),
         }
     }
 

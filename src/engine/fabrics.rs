@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::outcome::Reason;
 /// The NAD annotation naming an attachment's fabric.
-pub const FABRIC_ANNOTATION: &str = "fabric-sync.io/fabric";
+pub use crate::wire::keys::FABRIC_ANNOTATION;
 /// The NAD annotation naming the device-plugin resource (Multus' key).
-pub const RESOURCE_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
+pub use crate::wire::keys::RESOURCE_ANNOTATION;
 
 /// What the engine knows of one fabric for routing (built from the adapter's settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,14 +52,14 @@ pub enum Unrouted {
 }
 
 impl Unrouted {
-    /// The reason code written to the pod status annotation and Events.
-    pub fn reason(&self) -> &'static str {
+    /// The reason written to the pod status annotation and Events.
+    pub fn reason(&self) -> Reason {
         match self {
-            Unrouted::Wait => "FabricWaitingForNode",
-            Unrouted::Unknown { .. } => "FabricUnknown",
-            Unrouted::NotOnNode { .. } => "FabricNotOnNode",
-            Unrouted::NoFabric { .. } => "FabricNone",
-            Unrouted::Ambiguous { .. } => "FabricAmbiguous",
+            Unrouted::Wait => Reason::FabricWaitingForNode,
+            Unrouted::Unknown { .. } => Reason::FabricUnknown,
+            Unrouted::NotOnNode { .. } => Reason::FabricNotOnNode,
+            Unrouted::NoFabric { .. } => Reason::FabricNone,
+            Unrouted::Ambiguous { .. } => Reason::FabricAmbiguous,
         }
     }
 }

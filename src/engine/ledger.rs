@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use super::model::{AttachmentId, ObjectKey, PodUid, Slot};
 use super::outcome::{Reason, Refusal};
+use super::per_fabric::{DEFAULT_FABRIC, FabricId, range_fabric};
 use super::state::{Assignment, Desired, Effective, Standing, State};
 use crate::ib::{Guid, PKey};
 use crate::netdef::{GuidVia, NetworkKey};
 
 /// The finalizer on every claim: removed only after UFM confirmed its GUIDs' removal.
-pub const CLAIM_FINALIZER: &str = "fabric-sync.io/fabric-cleanup";
+pub use crate::wire::keys::CLAIM_FINALIZER;
 
 /// One attachment's record in a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub struct ClaimedAttachment {
     pub pkey: Option<PKey>,
     /// pkeys it may still be in (the network moved): removed, then dropped from the record.
     pub former_pkeys: Vec<PKey>,
+    /// The fabric whose UFM holds the GUID; `None` = `default` (claims written before
+    /// issue 17, and every claim of a cluster without a fabrics file).
+    pub fabric: Option<String>,
 }
 
 impl ClaimedAttachment {
@@ -58,7 +62,10 @@ impl Claim {
         let key = |c: &Claim| -> BTreeSet<(Guid, String, Option<PKey>, Vec<PKey>)> {
             c.attachments
                 .iter()
-                .map(|a| (a.guid, format!("{}{}", a.network, a.slot), a.pkey, a.former_pkeys.clone()))
+                .map(|a| {
+                    let at = format!("{}{}@{}", a.network, a.slot, a.fabric.as_deref().unwrap_or(DEFAULT_FABRIC));
+                    (a.guid, at, a.pkey, a.former_pkeys.clone())
+                })
                 .collect()
         };
         self.node == other.node && self.migrated == other.migrated && key(self) == key(other)
@@ -165,6 +172,7 @@ impl State {
                 Desired::NoPartition if live => Some(None),
                 _ => None,
             };
+            let fabric = self.claim_fabric(a.fabric);
             let record = match (wanted, previous) {
                 // Kept as UFM has it (a network fabric-sync cannot read): recorded, pkey unknown.
                 (None, None) if live && a.desired == Desired::LeaveAlone => ClaimedAttachment {
@@ -173,6 +181,7 @@ impl State {
                     guid: g,
                     pkey: None,
                     former_pkeys: Vec::new(),
+                    fabric,
                 },
                 (Some(pkey), prev) => {
                     // A former pkey is dropped once UFM accepted the GUID's removal from it.
@@ -187,6 +196,7 @@ impl State {
                         guid: g,
                         pkey,
                         former_pkeys: former,
+                        fabric,
                     }
                 }
                 (None, Some(prev)) => prev.clone(),
@@ -209,6 +219,23 @@ impl State {
         })
     }
 
+    /// How a claim names a fabric: `None` for `default` (so that claims of clusters without a
+    /// fabrics file stay as they were written before issue 17).
+    fn claim_fabric(&self, f: FabricId) -> Option<String> {
+        let name = &*self.fabric(f).name;
+        (name != DEFAULT_FABRIC).then(|| name.to_string())
+    }
+
+    /// The fabric a claim's record names: by name (absent = `default`); a name no fabric has
+    /// any more falls back to the fabric whose pool holds the GUID.
+    fn recorded_fabric(&self, r: &ClaimedAttachment) -> FabricId {
+        let name = r.fabric.as_deref().unwrap_or(DEFAULT_FABRIC);
+        self.fabric_named(name).or_else(|| range_fabric(&self.fabrics, r.guid)).unwrap_or_else(|| {
+            tracing::warn!(guid = %r.guid, fabric = name, "claimed GUID on a fabric the fabrics file does not list");
+            FabricId::default()
+        })
+    }
+
     /// Rebuilds the in-memory ledger from the claims once per leader term (after caches are
     /// synced and the fabric was listed), and runs the one-time migration when the ledger is
     /// empty. Every claimed GUID is reserved before any new GUID is handed out.
@@ -228,8 +255,14 @@ impl State {
                     tracing::warn!(guid = %r.guid, pod = %claim.pod, "GUID recorded in two claims; the first keeps it");
                     continue;
                 }
-                let live = !claim.deleting && self.requests(&id);
-                self.insert_assignment(r.guid, &id, claim.node.clone(), GuidVia::CniArgs, live);
+                let fabric = self.recorded_fabric(r);
+                // A record of a fabric the attachment is no longer on (a move was under way) is
+                // only to be removed; so is a second record of the same attachment.
+                let live = !claim.deleting
+                    && self.requests(&id)
+                    && !self.by_attachment.contains_key(&id)
+                    && self.routed(&id).is_none_or(|f| f == fabric);
+                self.insert_assignment(r.guid, &id, claim.node.clone(), GuidVia::CniArgs, live, fabric);
                 if let Some(a) = self.ledger.get_mut(&r.guid) {
                     a.ever_in_fabric = r.pkey.is_some() || !r.former_pkeys.is_empty();
                 }
@@ -252,6 +285,15 @@ impl State {
         self.dirty_all();
     }
 
+    /// The fabric the attachment routes to now, if that can be told.
+    fn routed(&self, id: &AttachmentId) -> Option<FabricId> {
+        let node = self.pods.get(&id.pod)?.node.clone()?;
+        match self.networks.get(&id.network)?.effective() {
+            Effective::Ours(n) => self.route(n, &node).ok(),
+            _ => None,
+        }
+    }
+
     /// Whether the pod (alive, not finished) still asks for this attachment.
     fn requests(&self, id: &AttachmentId) -> bool {
         self.pods.get(&id.pod).is_some_and(|p| {
@@ -263,21 +305,32 @@ impl State {
 
     /// Puts `g` into the in-memory ledger for `id`, reserved in the pool; `live` makes `id` its
     /// owner (else it is only to be removed).
-    pub(super) fn insert_assignment(&mut self, g: Guid, id: &AttachmentId, node: Arc<str>, via: GuidVia, live: bool) {
-        if self.cfg.guid_range.contains(g) {
-            if self.pool.is_quarantined(g) {
+    pub(super) fn insert_assignment(
+        &mut self,
+        g: Guid,
+        id: &AttachmentId,
+        node: Arc<str>,
+        via: GuidVia,
+        live: bool,
+        fabric: FabricId,
+    ) {
+        let f = &mut self.fabrics[fabric.index()];
+        let ever_in_fabric = f.knowledge.is_listed(g);
+        if f.range.contains(g) {
+            if f.pool.is_quarantined(g) {
                 // Listed by UFM: it is ours, recorded in the ledger.
-                self.pool.confirm_removed(g);
+                f.pool.confirm_removed(g);
             }
-            if self.pool.is_allocated(g) {
+            if f.pool.is_allocated(g) {
                 // Allocated for this very assignment (a new GUID).
-            } else if let Err(e) = self.pool.reserve(g) {
+            } else if let Err(e) = f.pool.reserve(g) {
                 tracing::warn!(guid = %g, error = %e, "a claimed GUID could not be reserved in the pool");
             }
         }
         self.ledger.insert(
             g,
             Assignment {
+                fabric,
                 owner: live.then(|| id.clone()),
                 claimed: Some(id.clone()),
                 node,
@@ -285,7 +338,7 @@ impl State {
                 budget_pkey: None,
                 guid_via: via,
                 written: None,
-                ever_in_fabric: self.knowledge.is_listed(g),
+                ever_in_fabric,
                 removed_from: Vec::new(),
                 removals: Vec::new(),
             },
@@ -305,6 +358,7 @@ impl State {
             id: AttachmentId,
             guid: Guid,
             node: Arc<str>,
+            fabric: FabricId,
             in_fabric: bool,
             readable: bool,
             created: i64,
@@ -317,19 +371,21 @@ impl State {
             }
             for r in list.iter().filter(|r| r.configured) {
                 let Some(Ok(g)) = r.guid else { continue };
-                if !self.cfg.guid_range.contains(g) {
+                // ib-kubernetes knew one pool: a GUID belongs to the fabric whose pool holds it.
+                let Some(fabric) = range_fabric(&self.fabrics, g) else {
                     continue;
-                }
+                };
                 let (readable, pkey) = match self.networks.get(&r.network).map(|d| d.effective()) {
                     Some(Effective::Ours(n)) => (true, n.pkey()),
                     Some(Effective::Invalid(_)) => (false, None),
                     _ => continue,
                 };
-                let in_fabric = self.knowledge.members(g).iter().any(|m| Some(m.pkey) == pkey);
+                let in_fabric = self.fabric(fabric).knowledge.members(g).iter().any(|m| Some(m.pkey) == pkey);
                 by_guid.entry(g).or_default().push(Candidate {
                     id: pod.attachment_id(r),
                     guid: g,
                     node: node.clone(),
+                    fabric,
                     in_fabric,
                     readable,
                     created: pod.created,
@@ -350,7 +406,14 @@ impl State {
                 Effective::Ours(n) => Some(n.guid_via),
                 _ => None,
             });
-            self.insert_assignment(winner.guid, &winner.id, winner.node, via.unwrap_or(GuidVia::CniArgs), true);
+            self.insert_assignment(
+                winner.guid,
+                &winner.id,
+                winner.node,
+                via.unwrap_or(GuidVia::CniArgs),
+                true,
+                winner.fabric,
+            );
             self.migrated_pods.insert(winner.id.pod.clone());
             m.adopted += 1;
             if !winner.readable {

@@ -11,6 +11,7 @@ mod ledger;
 mod model;
 mod outcome;
 mod partitions;
+mod per_fabric;
 mod plan;
 mod policy;
 mod ports;
@@ -28,6 +29,7 @@ pub use ledger::{CLAIM_FINALIZER, Claim, ClaimedAttachment, Migration};
 pub use model::{AttachmentId, AttachmentRequest, ObjectKey, PodMeta, PodPhase, PodUid, PodView, Slot};
 pub use outcome::{Reason, Refusal, STATUS_CONFIGURED, STATUS_PENDING};
 pub use partitions::{AutoResolution, PartitionClaim, PartitionPhase, PartitionScope, covering_claim};
+pub use per_fabric::{DEFAULT_FABRIC, FabricId, FabricSpec, FabricState};
 pub use plan::{Blocked, BreakerTrip, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
 pub use policy::{Policy, PolicyError, PolicyMode};
 pub use ports::{

@@ -52,10 +52,21 @@ pub enum Reason {
     AutoPkeyUnavailable,
     /// A fixed pkey inside the managed range: that range belongs to fabric-sync.
     PkeyReserved,
+    /// The NAD's `fabric-sync.io/fabric` names a fabric the fabrics file does not list.
+    FabricUnknown,
+    /// The attachment's fabric does not reach the pod's node (its labels do not match the
+    /// fabric's nodeSelector): a tenant cannot place GUIDs into a fabric its node is not on.
+    FabricNotOnNode,
+    /// No fabric's nodeSelector matches the pod's node, and the NAD names none.
+    FabricNone,
+    /// Several fabrics reach the pod's node and the NAD does not say which.
+    FabricAmbiguous,
+    /// The pod's node has not been seen yet, so its fabric is not known (passing: not written).
+    FabricWaitingForNode,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InvalidNetwork,
         Reason::InvalidAnnotation,
         Reason::PKeyLimitExceeded,
@@ -75,6 +86,11 @@ impl Reason {
         Reason::PkeyRangeExhausted,
         Reason::AutoPkeyUnavailable,
         Reason::PkeyReserved,
+        Reason::FabricUnknown,
+        Reason::FabricNotOnNode,
+        Reason::FabricNone,
+        Reason::FabricAmbiguous,
+        Reason::FabricWaitingForNode,
     ];
 
     /// The node agent's findings, mirrored onto pods by the controller (not refusals: not in
@@ -105,6 +121,11 @@ impl Reason {
             Reason::PkeyRangeExhausted => "PkeyRangeExhausted",
             Reason::AutoPkeyUnavailable => "AutoPkeyUnavailable",
             Reason::PkeyReserved => "PkeyReserved",
+            Reason::FabricUnknown => "FabricUnknown",
+            Reason::FabricNotOnNode => "FabricNotOnNode",
+            Reason::FabricNone => "FabricNone",
+            Reason::FabricAmbiguous => "FabricAmbiguous",
+            Reason::FabricWaitingForNode => "FabricWaitingForNode",
         }
     }
 

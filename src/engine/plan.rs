@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::ledger::Claim;
 use super::model::PodUid;
 use super::outcome::{STATUS_CONFIGURED, STATUS_PENDING};
+use super::per_fabric::FabricId;
 use super::ports::{AttachmentWrite, PodPatch};
 use super::retry::Backoffs;
 use super::state::{Desired, Effective, Standing, State};
@@ -46,6 +47,7 @@ impl PkeyJob {
 /// Stale removals refused because they would take too large a share of a pkey at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BreakerTrip {
+    pub fabric: FabricId,
     pub pkey: PKey,
     pub stale: usize,
     pub members: usize,
@@ -53,7 +55,8 @@ pub struct BreakerTrip {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    pub jobs: BTreeMap<PKey, PkeyJob>,
+    /// One job per (fabric, pkey): the same pkey on two fabrics is two partitions.
+    pub jobs: BTreeMap<(FabricId, PKey), PkeyJob>,
     /// Pods to patch (write-backs and/or status); the patch is built when it is sent, from the
     /// state then, with [`build_patch`].
     pub write_pods: Vec<PodUid>,
@@ -95,8 +98,10 @@ impl<'a, K: Hash + Eq + Clone> Blocked<'a, K> {
 
 /// What the planner may not touch right now.
 pub struct Limits<'a> {
-    /// pkeys with a change in flight or in back-off.
-    pub blocked_pkeys: &'a HashSet<PKey>,
+    /// (fabric, pkey)s with a change in flight or in back-off.
+    pub blocked_pkeys: &'a HashSet<(FabricId, PKey)>,
+    /// Fabrics whose UFM traffic is paused (it refused the credentials).
+    pub paused_fabrics: &'a HashSet<FabricId>,
     /// Pods with a patch in flight or in back-off.
     pub blocked_pods: Blocked<'a, PodUid>,
     /// Pods with a claim write in flight or in back-off.
@@ -108,11 +113,22 @@ pub struct Limits<'a> {
     pub hold_adds: bool,
 }
 
+impl Limits<'_> {
+    /// Whether no change may be sent to `p` on fabric `f` now: writes only, the fabric paused
+    /// or not listed yet in this term, or the pkey busy or backing off.
+    fn blocks(&self, state: &State, f: FabricId, p: PKey) -> bool {
+        self.writes_only
+            || !state.fabric(f).listed
+            || self.paused_fabrics.contains(&f)
+            || self.blocked_pkeys.contains(&(f, p))
+    }
+}
+
 /// Plans work for `candidates` (dirty GUIDs) and the pods whose status changed.
 pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
     let mut out = Plan::default();
-    let mut stale: BTreeMap<PKey, Vec<Guid>> = BTreeMap::new();
-    let mut adds: BTreeMap<PKey, BTreeMap<PartitionSpec, Vec<Guid>>> = BTreeMap::new();
+    let mut stale: BTreeMap<(FabricId, PKey), Vec<Guid>> = BTreeMap::new();
+    let mut adds: BTreeMap<(FabricId, PKey), BTreeMap<PartitionSpec, Vec<Guid>>> = BTreeMap::new();
     let mut write_pods: HashSet<PodUid> = HashSet::new();
     let mut sorted: Vec<Guid> = candidates.to_vec();
     sorted.sort_unstable();
@@ -122,7 +138,9 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
         let mut keep_dirty = false;
         let mut removable_left = false;
         let recorded = if entry.is_some() { state.recorded_pkeys(g) } else { Vec::new() };
-        for m in state.knowledge.members(g) {
+        let f = state.fabric_of(g);
+        let knowledge = &state.fabric(f).knowledge;
+        for m in knowledge.members(g) {
             if desired.pkey() == Some(m.pkey) || desired == Desired::LeaveAlone {
                 continue;
             }
@@ -133,14 +151,14 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                 continue;
             }
             removable_left = true;
-            if limits.writes_only || limits.blocked_pkeys.contains(&m.pkey) {
+            if limits.blocks(state, f, m.pkey) {
                 keep_dirty = true;
                 continue;
             }
             match entry {
-                None => stale.entry(m.pkey).or_default().push(g),
+                None => stale.entry((f, m.pkey)).or_default().push(g),
                 Some(a) => {
-                    let job = out.jobs.entry(m.pkey).or_default();
+                    let job = out.jobs.entry((f, m.pkey)).or_default();
                     job.remove.push(g);
                     if a.owner.is_some() {
                         job.why.moved += 1;
@@ -160,17 +178,17 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
         // the removal is sent anyway (removing a non-member is no error) until UFM accepts it.
         if desired != Desired::LeaveAlone {
             for &p in &recorded {
-                let listed = state.knowledge.members(g).iter().any(|m| m.pkey == p);
+                let listed = knowledge.members(g).iter().any(|m| m.pkey == p);
                 let removing = a.removed_from.contains(&p) || a.removals.iter().any(|(q, _)| *q == p);
                 if listed || desired.pkey() == Some(p) || removing {
                     continue;
                 }
                 removable_left = true;
-                if limits.writes_only || limits.blocked_pkeys.contains(&p) {
+                if limits.blocks(state, f, p) {
                     keep_dirty = true;
                     continue;
                 }
-                let job = out.jobs.entry(p).or_default();
+                let job = out.jobs.entry((f, p)).or_default();
                 job.remove.push(g);
                 if a.owner.is_some() {
                     job.why.moved += 1;
@@ -184,13 +202,13 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
                 if !state.is_recorded(g, Some(spec.pkey)) {
                     // The claim is written first; the add follows its success.
                     None
-                } else if state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
+                } else if knowledge.members(g).iter().any(|m| m.satisfies(&spec)) {
                     Some(Some(spec.pkey))
                 } else {
-                    if limits.writes_only || limits.hold_adds || limits.blocked_pkeys.contains(&spec.pkey) {
+                    if limits.hold_adds || limits.blocks(state, f, spec.pkey) {
                         keep_dirty = true;
                     } else {
-                        adds.entry(spec.pkey).or_default().entry(spec).or_default().push(g);
+                        adds.entry((f, spec.pkey)).or_default().entry(spec).or_default().push(g);
                     }
                     None
                 }
@@ -208,7 +226,7 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
             }
         }
         if a.owner.is_none() && !removable_left && !keep_dirty {
-            if a.ever_in_fabric || state.knowledge.is_listed(g) {
+            if a.ever_in_fabric || knowledge.is_listed(g) {
                 out.quarantine.push(g);
             } else {
                 out.release.push(g);
@@ -220,16 +238,16 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
     }
     // Stale GUIDs (no owner) go through the breaker: a whole partition never vanishes at once
     // because of a bug, a wrong range or an empty cache.
-    for (p, guids) in stale {
+    for ((f, p), guids) in stale {
         // The partition as it will be after this round's adds: replacements count as members.
-        let adding: usize = adds.get(&p).map_or(0, |by_spec| by_spec.values().map(Vec::len).sum());
-        let members = state.knowledge.pkey_members(p) + adding;
+        let adding: usize = adds.get(&(f, p)).map_or(0, |by_spec| by_spec.values().map(Vec::len).sum());
+        let members = state.fabric(f).knowledge.pkey_members(p) + adding;
         let share = guids.len() as f64 / members.max(1) as f64;
         if guids.len() > state.cfg.mass_removal_min && share > state.cfg.mass_removal_share {
-            out.breaker.push(BreakerTrip { pkey: p, stale: guids.len(), members });
+            out.breaker.push(BreakerTrip { fabric: f, pkey: p, stale: guids.len(), members });
         } else {
             out.stale_removals += guids.len();
-            let job = out.jobs.entry(p).or_default();
+            let job = out.jobs.entry((f, p)).or_default();
             job.why.stale += guids.len();
             job.remove.extend(guids);
         }
@@ -289,7 +307,7 @@ pub fn build_patch(state: &State, uid: &PodUid) -> Option<PodPatch> {
             let assigned = state.by_attachment.get(&id).and_then(|g| Some((*g, state.ledger.get(g)?)));
             let ready = assigned.and_then(|(g, a)| match a.desired {
                 Desired::Member(spec) => (state.is_recorded(g, Some(spec.pkey))
-                    && state.knowledge.members(g).iter().any(|m| m.satisfies(&spec)))
+                    && state.knowledge_of(g).members(g).iter().any(|m| m.satisfies(&spec)))
                 .then_some(Some(spec.pkey)),
                 Desired::NoPartition => state.is_recorded(g, None).then_some(None),
                 Desired::Nothing | Desired::LeaveAlone => None,

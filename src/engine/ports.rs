@@ -37,9 +37,11 @@ pub enum ClusterEvent {
         key: NetworkKey,
         kind: NetworkKind,
     },
-    /// A node and the pkey-table capacity its agent reported (smallest of its IB ports).
+    /// A node, its labels (they decide which fabrics reach it) and the pkey-table capacity its
+    /// agent reported (smallest of its IB ports).
     NodeApplied {
         name: String,
+        labels: BTreeMap<String, String>,
         pkey_capacity: Option<u16>,
     },
     NodeDeleted {

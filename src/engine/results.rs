@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use super::fabric::{FabricError, FabricListing};
 use super::ledger::Claim;
 use super::outcome::{Reason, Refusal};
+use super::per_fabric::FabricId;
 use super::plan::Plan;
 use super::ports::{ClaimOutcome, EventObject, EventRecord, EventType, NetworkKind, PatchOutcome, PodPatch};
 use super::state::{Standing, State};
@@ -27,22 +28,24 @@ impl State {
             self.dirty_claims.remove(uid);
         }
         for &g in &plan.release {
-            if let Err(e) = self.pool.release(g) {
+            let f = self.fabric_of(g);
+            if let Err(e) = self.fabric_mut(f).pool.release(g) {
                 tracing::debug!(guid = %g, error = %e, "released GUID was not allocated in the pool");
             }
             self.drop_assignment(g);
             self.recheck_waiting = true;
         }
         for &g in &plan.quarantine {
-            if let Err(e) = self.pool.quarantine(g) {
+            let f = self.fabric_of(g);
+            if let Err(e) = self.fabric_mut(f).pool.quarantine(g) {
                 tracing::debug!(guid = %g, error = %e, "removed GUID could not be quarantined");
             }
             self.drop_assignment(g);
         }
-        for job in plan.jobs.values() {
+        for (&(f, _), job) in &plan.jobs {
             for (spec, guids) in &job.add {
                 for &g in guids {
-                    self.knowledge.add_sent(g, spec);
+                    self.fabrics[f.index()].knowledge.add_sent(g, spec);
                     if let Some(a) = self.ledger.get_mut(&g) {
                         a.ever_in_fabric = true;
                         a.removed_from.retain(|p| *p != spec.pkey);
@@ -53,8 +56,11 @@ impl State {
         }
         for trip in &plan.breaker {
             let message = format!(
-                "refused to remove {} stale GUIDs (no claim explains them) from pkey {} ({} members known): more than FABRIC_SYNC_MASS_REMOVAL_SHARE at once; check GUID_POOL_RANGE_* and the cluster, then raise the share to let it through",
-                trip.stale, trip.pkey, trip.members
+                "refused to remove {} stale GUIDs (no claim explains them) from pkey {}{} ({} members known): more than FABRIC_SYNC_MASS_REMOVAL_SHARE at once; check GUID_POOL_RANGE_* and the cluster, then raise the share to let it through",
+                trip.stale,
+                trip.pkey,
+                self.on_fabric(trip.fabric),
+                trip.members
             );
             self.report_networks_naming(trip.pkey, Reason::MassRemovalRefused, &message);
         }
@@ -62,13 +68,17 @@ impl State {
 
     /// Accepted removals that a listing started after them confirms: the GUID is not in the
     /// pkey. Where the listing still shows it, the removal is due again.
-    fn confirm_removals(&mut self, started: u64, listing: &FabricListing) {
+    fn confirm_removals(&mut self, fabric: FabricId, started: u64, listing: &FabricListing) {
         let guids: Vec<Guid> = self.unconfirmed_removals.iter().copied().collect();
         for g in guids {
             let Some(a) = self.ledger.get_mut(&g) else {
                 self.unconfirmed_removals.remove(&g);
                 continue;
             };
+            if a.fabric != fabric {
+                // Another UFM's listing says nothing about this GUID.
+                continue;
+            }
             let mut confirmed = Vec::new();
             a.removals.retain(|&(p, generation)| {
                 if started < generation {
@@ -129,31 +139,39 @@ impl State {
     }
 
     /// UFM answered a removal.
-    pub fn remove_result(&mut self, pkey: PKey, guids: &[Guid], result: Result<(), &FabricError>) {
+    pub fn remove_result(&mut self, fabric: FabricId, pkey: PKey, guids: &[Guid], result: Result<(), &FabricError>) {
         for &g in guids {
+            let knowledge = &mut self.fabrics[fabric.index()].knowledge;
             match result {
                 Ok(()) => {
-                    self.knowledge.remove_accepted(g, pkey);
-                    let generation = self.knowledge.list_started();
+                    knowledge.remove_accepted(g, pkey);
+                    let generation = knowledge.list_started();
                     if let Some(a) = self.ledger.get_mut(&g) {
                         a.removals.retain(|(p, _)| *p != pkey);
                         a.removals.push((pkey, generation));
                         self.unconfirmed_removals.insert(g);
                     }
                 }
-                Err(_) => self.knowledge.remove_failed(g, pkey),
+                Err(_) => knowledge.remove_failed(g, pkey),
             }
             self.dirty_guids.insert(g);
         }
     }
 
     /// UFM answered an add.
-    pub fn add_result(&mut self, spec: &PartitionSpec, guids: &[Guid], result: Result<(), &FabricError>) {
+    pub fn add_result(
+        &mut self,
+        fabric: FabricId,
+        spec: &PartitionSpec,
+        guids: &[Guid],
+        result: Result<(), &FabricError>,
+    ) {
+        let on = self.on_fabric(fabric);
         for &g in guids {
             let owner = self.ledger.get(&g).and_then(|a| a.owner.clone());
             match result {
                 Ok(()) => {
-                    self.knowledge.add_accepted(g, spec);
+                    self.fabrics[fabric.index()].knowledge.add_accepted(g, spec);
                     if let Some(id) = owner {
                         let cleared = matches!(self.standing.get(&id),
                             Some(Standing::Quiet(r) | Standing::Refused(r)) if matches!(r.reason, Reason::FabricUnavailable | Reason::FabricRejected));
@@ -169,7 +187,7 @@ impl State {
                         let standing = if e.is_permanent() {
                             Standing::Refused(Refusal::new(
                                 Reason::FabricRejected,
-                                format!("UFM refused to add the GUID to pkey {}: {}", spec.pkey, e.message),
+                                format!("UFM refused to add the GUID to pkey {}{on}: {}", spec.pkey, e.message),
                             ))
                         } else {
                             Standing::Quiet(Refusal::new(Reason::FabricUnavailable, e.message.clone()))
@@ -184,7 +202,7 @@ impl State {
             && e.is_permanent()
         {
             let message = format!(
-                "UFM refused to add {} GUIDs to pkey {} for good ({}): {}; fix the network's partition attributes",
+                "UFM refused to add {} GUIDs to pkey {}{on} for good ({}): {}; fix the network's partition attributes",
                 guids.len(),
                 spec.pkey,
                 e.reason,
@@ -253,16 +271,17 @@ impl State {
     /// A fabric listing arrived (`started` from `knowledge.list_started()` when it was sent).
     /// Nothing UFM lists may be handed out; nothing it no longer lists stays blocked.
     /// Returns how many owned GUIDs UFM had lost (they are re-added: drift repair).
-    pub fn list_result(&mut self, started: u64, listing: &FabricListing) -> usize {
-        let range = self.cfg.guid_range;
-        self.confirm_removals(started, listing);
-        let changed = self.knowledge.merge_list(listing, range, started);
+    pub fn list_result(&mut self, fabric: FabricId, started: u64, listing: &FabricListing) -> usize {
+        let range = self.fabric(fabric).range;
+        self.confirm_removals(fabric, started, listing);
+        let changed = self.fabrics[fabric.index()].knowledge.merge_list(listing, range, started);
+        let knowledge = &self.fabrics[fabric.index()].knowledge;
         let lost = changed
             .iter()
             .filter(|g| {
                 self.ledger.get(g).is_some_and(|a| match a.desired {
                     super::state::Desired::Member(spec) if a.owner.is_some() && a.written.is_some() => {
-                        !self.knowledge.members(**g).iter().any(|m| m.satisfies(&spec))
+                        a.fabric == fabric && !knowledge.members(**g).iter().any(|m| m.satisfies(&spec))
                     }
                     _ => false,
                 })
@@ -271,15 +290,16 @@ impl State {
         self.dirty_guids.extend(changed);
         // Unowned GUIDs are looked at again on every listing: a removal the breaker refused
         // is reconsidered once the partition has changed.
-        let unowned: Vec<Guid> = self.knowledge.guids().filter(|g| !self.ledger.contains_key(g)).collect();
+        let unowned: Vec<Guid> = knowledge.guids().filter(|g| !self.ledger.contains_key(g)).collect();
         self.dirty_guids.extend(unowned);
         let listed: HashSet<Guid> = listing.values().flatten().map(|m| m.guid).filter(|g| range.contains(*g)).collect();
+        let pool = &mut self.fabrics[fabric.index()].pool;
         for &g in &listed {
             match self.ledger.get_mut(&g) {
                 Some(a) => a.ever_in_fabric = true,
                 None => {
-                    if !self.pool.is_quarantined(g) {
-                        if let Err(e) = self.pool.quarantine(g) {
+                    if !pool.is_quarantined(g) {
+                        if let Err(e) = pool.quarantine(g) {
                             tracing::warn!(guid = %g, error = %e, "a GUID UFM lists could not be kept from the pool");
                         }
                         self.dirty_guids.insert(g);
@@ -287,14 +307,15 @@ impl State {
                 }
             }
         }
+        let f = &mut self.fabrics[fabric.index()];
         let confirmed: Vec<Guid> =
-            self.pool.quarantined_guids().filter(|g| !listed.contains(g) && !self.knowledge.is_listed(*g)).collect();
+            f.pool.quarantined_guids().filter(|g| !listed.contains(g) && !f.knowledge.is_listed(*g)).collect();
         for g in confirmed {
-            self.pool.confirm_removed(g);
+            f.pool.confirm_removed(g);
             self.recheck_waiting = true;
         }
-        if !self.fabric_listed {
-            self.fabric_listed = true;
+        if !f.listed {
+            f.listed = true;
             self.dirty_all();
         }
         lost
@@ -303,6 +324,6 @@ impl State {
     /// Quarantined GUIDs whose removal a listing has yet to confirm (not those UFM still
     /// lists: an in-range GUID someone else keeps in UFM stays quarantined for as long).
     pub fn awaiting_confirmation(&self) -> usize {
-        self.pool.quarantined_guids().filter(|g| !self.knowledge.is_listed(*g)).count()
+        self.fabrics.iter().map(|f| f.awaiting_confirmation()).sum()
     }
 }

@@ -1,20 +1,21 @@
-//! The engine task: applies cluster events, closes batches, runs ledger writes, per-pkey fabric
-//! jobs and pod patches with bounded concurrency, lists the fabric for drift repair, and obeys
-//! leadership. All decisions are made by `State::assign` and `plan`; this file only schedules
-//! and awaits.
+//! The engine task: applies cluster events, closes batches, runs ledger writes, per-(fabric,
+//! pkey) UFM jobs and pod patches with bounded concurrency, lists each fabric for drift repair
+//! (run_fabric.rs), and obeys leadership. All decisions are made by `State::assign` and `plan`;
+//! this file only schedules and awaits.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::fabric::{Fabric, FabricError, FabricListing};
 use super::ledger::Claim;
 use super::model::PodUid;
-use super::plan::{Blocked, Limits, PkeyJob, Plan, RemovalWhy, build_patch, plan};
+use super::per_fabric::FabricId;
+use super::plan::{Blocked, Limits, Plan, RemovalWhy, build_patch, plan};
 use super::ports::{ClaimOutcome, ClusterEvent, ClusterWriter, EventRecord, PatchOutcome, PodPatch, WriteError};
 use super::retry::Backoffs;
 use super::state::State;
@@ -39,11 +40,32 @@ impl Timing {
     }
 }
 
+#[path = "run_fabric.rs"]
+mod run_fabric;
+
 enum Done {
-    Job { pkey: PKey, remove: Vec<Guid>, why: RemovalWhy, removed: Result<(), FabricError>, adds: Vec<AddDone> },
-    Patch { patch: PodPatch, result: Result<PatchOutcome, WriteError> },
-    Claim { claim: Claim, release: bool, result: Result<ClaimOutcome, WriteError> },
-    List { started: u64, result: Result<FabricListing, FabricError> },
+    Job {
+        fabric: FabricId,
+        pkey: PKey,
+        remove: Vec<Guid>,
+        why: RemovalWhy,
+        removed: Result<(), FabricError>,
+        adds: Vec<AddDone>,
+    },
+    Patch {
+        patch: PodPatch,
+        result: Result<PatchOutcome, WriteError>,
+    },
+    Claim {
+        claim: Claim,
+        release: bool,
+        result: Result<ClaimOutcome, WriteError>,
+    },
+    List {
+        fabric: FabricId,
+        started: u64,
+        result: Result<FabricListing, FabricError>,
+    },
     Event,
 }
 
@@ -55,12 +77,12 @@ struct AddDone {
 
 pub struct Engine {
     pub state: State,
-    fabric: Arc<dyn Fabric>,
+    /// One per fabric, in the order of `state.fabrics`.
+    ports: Vec<run_fabric::Port>,
     writer: Arc<dyn ClusterWriter>,
     timing: Timing,
     stats: Arc<EngineStats>,
     tasks: JoinSet<Done>,
-    pkey_slots: Arc<Semaphore>,
     /// Patches and Events wait here and are started as slots free up, so that a burst of
     /// 100k pods holds 100k small values, not 100k parked tasks.
     patch_queue: VecDeque<PodUid>,
@@ -69,26 +91,22 @@ pub struct Engine {
     claim_queue: VecDeque<(Claim, bool)>,
     event_queue: VecDeque<EventRecord>,
     events_in_flight: usize,
-    busy_pkeys: HashSet<PKey>,
-    backoff_pkeys: Backoffs<PKey>,
+    busy_pkeys: HashSet<(FabricId, PKey)>,
+    backoff_pkeys: Backoffs<(FabricId, PKey)>,
     patching: HashSet<PodUid>,
     backoff_pods: Backoffs<PodUid>,
     claiming: HashSet<PodUid>,
     backoff_claims: Backoffs<PodUid>,
-    list_failures: Backoffs<()>,
-    /// UFM refused the credentials: every UFM request waits.
-    auth_pause: Backoffs<()>,
     window: Option<Instant>,
     /// Since when adds wait for claim writes of the same batch (bounded by the periodic update).
     adds_held_since: Option<Instant>,
-    list_in_flight: bool,
-    next_resync: Instant,
     next_tick: Instant,
     next_gauges: Instant,
     leader: bool,
 }
 
 impl Engine {
+    /// An engine for one fabric (`state` has exactly one: no fabrics file).
     pub fn new(
         state: State,
         fabric: Arc<dyn Fabric>,
@@ -96,19 +114,33 @@ impl Engine {
         timing: Timing,
         stats: Arc<EngineStats>,
     ) -> Engine {
+        Engine::with_fabrics(state, vec![fabric], writer, timing, stats)
+    }
+
+    /// An engine for several fabrics: `fabrics[i]` is the port of `state.fabrics[i]`.
+    ///
+    /// # Panics
+    /// If the numbers differ (a wiring bug, not input).
+    pub fn with_fabrics(
+        state: State,
+        fabrics: Vec<Arc<dyn Fabric>>,
+        writer: Arc<dyn ClusterWriter>,
+        timing: Timing,
+        stats: Arc<EngineStats>,
+    ) -> Engine {
+        assert_eq!(fabrics.len(), state.fabrics.len(), "one Fabric port per configured fabric");
         let now = Instant::now();
+        let ports = fabrics.into_iter().map(|f| run_fabric::Port::new(f, timing.max_parallel_pkeys, now)).collect();
         Engine {
             state,
-            fabric,
+            ports,
             writer,
-            pkey_slots: Arc::new(Semaphore::new(timing.max_parallel_pkeys)),
             patch_queue: VecDeque::new(),
             patches_in_flight: 0,
             claim_queue: VecDeque::new(),
             event_queue: VecDeque::new(),
             events_in_flight: 0,
             next_tick: now + timing.periodic_update,
-            next_resync: now,
             next_gauges: now,
             timing,
             stats,
@@ -119,11 +151,8 @@ impl Engine {
             backoff_pods: Backoffs::new(FIRST_RETRY),
             claiming: HashSet::new(),
             backoff_claims: Backoffs::new(FIRST_RETRY),
-            list_failures: Backoffs::new(FIRST_RETRY),
-            auth_pause: Backoffs::new(FIRST_AUTH_PAUSE),
             window: None,
             adds_held_since: None,
-            list_in_flight: false,
             leader: false,
         }
     }
@@ -177,10 +206,13 @@ impl Engine {
         self.backoff_claims.clear();
         self.event_queue.clear();
         self.events_in_flight = 0;
-        self.list_in_flight = false;
+        let now = Instant::now();
+        for port in &mut self.ports {
+            port.list_in_flight = false;
+            port.next_resync = now;
+        }
         self.state.reset_leader_state();
-        self.stats.set_fabric_reached(false);
-        self.next_resync = Instant::now();
+        self.publish_reached();
     }
 
     fn on_event(&mut self, ev: ClusterEvent) {
@@ -190,7 +222,9 @@ impl Engine {
             // A changed network is new input: a permanent refusal of its pkey is tried again.
             ClusterEvent::NetworkApplied { network: Ok(Some(n)), .. } => {
                 if let Some(p) = n.pkey() {
-                    self.backoff_pkeys.succeeded(&p);
+                    for f in self.state.fabric_ids() {
+                        self.backoff_pkeys.succeeded(&(f, p));
+                    }
                 }
             }
             _ => {}
@@ -202,7 +236,10 @@ impl Engine {
     }
 
     fn next_wake(&self) -> Instant {
-        let mut wake = self.next_tick.min(self.next_resync).min(self.next_gauges);
+        let mut wake = self.next_tick.min(self.next_gauges);
+        for port in &self.ports {
+            wake = wake.min(port.next_resync);
+        }
         if let Some(w) = self.window {
             wake = wake.min(w);
         }
@@ -229,11 +266,13 @@ impl Engine {
             self.state.events.clear();
             self.window = None;
             self.next_tick = now + self.timing.periodic_update;
-            self.next_resync = now + self.timing.resync_interval;
+            for port in &mut self.ports {
+                port.next_resync = now + self.timing.resync_interval;
+            }
             return;
         }
-        if now >= self.next_resync && self.state.caches_synced && !self.list_in_flight && !self.fabric_paused(now) {
-            self.start_list();
+        if self.state.caches_synced {
+            self.start_lists(now);
         }
         let window_closed = self.window.is_some_and(|w| now >= w) || self.batch_full();
         let periodic = now >= self.next_tick;
@@ -265,21 +304,6 @@ impl Engine {
         self.state.dirty_attachments.len() >= self.state.cfg.batch_max_guids
     }
 
-    fn start_list(&mut self) {
-        self.list_in_flight = true;
-        self.stats.lists.inc();
-        let started = self.state.knowledge.list_started();
-        let fabric = self.fabric.clone();
-        self.tasks.spawn(async move { Done::List { started, result: fabric.list().await } });
-        // Quarantined GUIDs are confirmed by a list: come back sooner while any wait.
-        let every = if self.state.awaiting_confirmation() > 0 {
-            self.timing.periodic_update.min(self.timing.resync_interval)
-        } else {
-            self.timing.resync_interval
-        };
-        self.next_resync = Instant::now() + every;
-    }
-
     /// Assigns, plans and launches work. With `only`, plans write-backs and status for those
     /// GUIDs alone (UFM just accepted them); fabric work waits for the batch window.
     fn flush(&mut self, only: Option<&[Guid]>) {
@@ -287,10 +311,11 @@ impl Engine {
             self.state.assign();
         }
         let now = Instant::now();
-        let writes_only = only.is_some() || self.fabric_paused(now);
+        let paused_fabrics = self.paused_fabrics(now);
+        let writes_only = only.is_some() || paused_fabrics.len() == self.ports.len();
         // Asked only when adds may go: a writes-only flush must not use up the end of a hold.
         let hold_adds = !writes_only && self.hold_adds(now);
-        let blocked_pkeys: HashSet<PKey> =
+        let blocked_pkeys: HashSet<(FabricId, PKey)> =
             self.busy_pkeys.iter().chain(self.backoff_pkeys.blocked(now)).copied().collect();
         let blocked_pods = Blocked { busy: &self.patching, backoff: Some(&self.backoff_pods), now };
         let blocked_claims = Blocked { busy: &self.claiming, backoff: Some(&self.backoff_claims), now };
@@ -298,7 +323,14 @@ impl Engine {
             Some(guids) => guids.to_vec(),
             None => self.state.dirty_guids.iter().copied().collect(),
         };
-        let limits = Limits { blocked_pkeys: &blocked_pkeys, blocked_pods, blocked_claims, writes_only, hold_adds };
+        let limits = Limits {
+            blocked_pkeys: &blocked_pkeys,
+            paused_fabrics: &paused_fabrics,
+            blocked_pods,
+            blocked_claims,
+            writes_only,
+            hold_adds,
+        };
         let plan = plan(&self.state, &candidates, &limits);
         self.commit(plan);
         self.emit_events();
@@ -309,8 +341,8 @@ impl Engine {
         self.stats.drift_repairs.add(plan.stale_removals as u64);
         self.stats.breaker_trips.add(plan.breaker.len() as u64);
         for trip in &plan.breaker {
-            tracing::warn!(pkey = %trip.pkey, stale = trip.stale, members = trip.members,
-                "mass removal refused: stale GUIDs exceed the allowed share of the partition");
+            tracing::warn!(fabric = %self.state.fabric(trip.fabric).name, pkey = %trip.pkey, stale = trip.stale,
+                members = trip.members, "mass removal refused: stale GUIDs exceed the allowed share of the partition");
         }
         for claim in plan.write_claims {
             self.launch_claim(claim, false);
@@ -318,8 +350,8 @@ impl Engine {
         for claim in plan.release_claims {
             self.launch_claim(claim, true);
         }
-        for (pkey, job) in plan.jobs {
-            self.launch_job(pkey, job);
+        for ((fabric, pkey), job) in plan.jobs {
+            self.launch_job(fabric, pkey, job);
         }
         for uid in plan.write_pods {
             self.launch_patch(uid);
@@ -331,29 +363,6 @@ impl Engine {
             self.claim_queue.push_back((claim, release));
         }
         self.pump();
-    }
-
-    fn launch_job(&mut self, pkey: PKey, job: PkeyJob) {
-        self.busy_pkeys.insert(pkey);
-        let fabric = self.fabric.clone();
-        let slots = self.pkey_slots.clone();
-        let stats = self.stats.clone();
-        self.tasks.spawn(async move {
-            let _permit = slots.acquire_owned().await;
-            let removed = if job.remove.is_empty() {
-                Ok(())
-            } else {
-                stats.remove_requests.inc();
-                fabric.remove_guids(pkey, &job.remove).await
-            };
-            let mut adds = Vec::with_capacity(job.add.len());
-            for (spec, guids) in job.add {
-                stats.add_requests.inc();
-                let result = fabric.add_guids(&spec, &guids).await;
-                adds.push(AddDone { spec, guids, result });
-            }
-            Done::Job { pkey, remove: job.remove, why: job.why, removed, adds }
-        });
     }
 
     fn launch_patch(&mut self, uid: PodUid) {
@@ -441,10 +450,10 @@ impl Engine {
                 }
                 self.pump();
             }
-            Done::Job { pkey, remove, why, removed, adds } => {
+            Done::Job { fabric, pkey, remove, why, removed, adds } => {
                 let touched: Vec<Guid> =
                     remove.iter().chain(adds.iter().flat_map(|a| a.guids.iter())).copied().collect();
-                self.job_done(pkey, remove, why, removed, adds);
+                self.job_done(fabric, pkey, remove, why, removed, adds);
                 // Accepted GUIDs are written back at once; the pkey's next change waits for
                 // the window, or goes now if nothing else is collecting.
                 if self.window.is_some() {
@@ -453,87 +462,8 @@ impl Engine {
                     self.flush(None);
                 }
             }
-            Done::List { started, result } => self.list_done(started, result),
+            Done::List { fabric, started, result } => self.list_done(fabric, started, result),
         }
-    }
-
-    fn job_done(
-        &mut self,
-        pkey: PKey,
-        remove: Vec<Guid>,
-        why: RemovalWhy,
-        removed: Result<(), FabricError>,
-        adds: Vec<AddDone>,
-    ) {
-        self.busy_pkeys.remove(&pkey);
-        if !remove.is_empty() {
-            // The audit trail: every UFM change once, at info, with its cause and outcome.
-            let outcome = removed.as_ref().map_or_else(|e| e.reason.as_str(), |_| "ok");
-            tracing::info!(pkey = %pkey, guids = remove.len(), owner_gone = why.owner_gone, moved = why.moved,
-                stale = why.stale, outcome, "UFM: remove");
-        }
-        self.state.remove_result(pkey, &remove, removed.as_ref().map(|_| ()));
-        let freed = removed.is_ok() && !remove.is_empty();
-        let mut failed = removed.err();
-        for add in adds {
-            let outcome = add.result.as_ref().map_or_else(|e| e.reason.as_str(), |_| "ok");
-            tracing::info!(pkey = %pkey, guids = add.guids.len(), membership = %add.spec.membership,
-                index0 = add.spec.index0, outcome, "UFM: add for pods");
-            self.state.add_result(&add.spec, &add.guids, add.result.as_ref().map(|_| ()));
-            if let Err(e) = add.result {
-                failed = Some(e);
-            }
-        }
-        match failed {
-            None => {
-                self.backoff_pkeys.succeeded(&pkey);
-                self.fabric_answered();
-            }
-            Some(e) => {
-                self.stats.fabric_failures.inc();
-                self.fabric_failed(&e);
-                let now = Instant::now();
-                let delay = if e.is_permanent() {
-                    // Not retried until a network naming the pkey changes (or after a long pause).
-                    self.backoff_pkeys.refused(pkey, self.timing.cap(false), now)
-                } else {
-                    self.backoff_pkeys.failed(pkey, self.timing.cap(e.is_transient()), now)
-                };
-                tracing::warn!(pkey = %pkey, reason = e.reason.as_str(), class = e.class.as_str(), error = %e,
-                    retry_in_ms = delay.as_millis() as u64, "UFM change failed; retrying");
-            }
-        }
-        if freed && self.state.waits_for_guids() {
-            // Something waits for a GUID: confirm the removal with a listing now rather than at
-            // the next resync, so that reuse follows within a second or two.
-            self.next_resync = self.next_resync.min(Instant::now() + CONFIRM_AFTER);
-        }
-    }
-
-    /// Any UFM answer that is not an auth failure ends the auth pause.
-    fn fabric_answered(&mut self) {
-        if !self.auth_pause.is_empty() {
-            tracing::info!("UFM accepts the credentials again; resuming UFM traffic");
-        }
-        self.auth_pause.succeeded(&());
-        self.stats.set_fabric_auth_failing(false);
-    }
-
-    /// A 401/403 from UFM pauses every UFM request (lists and changes) for a growing time:
-    /// real UFMs lock accounts after repeated failed logins.
-    fn fabric_failed(&mut self, e: &FabricError) {
-        if !e.is_auth() {
-            return;
-        }
-        let pause = self.auth_pause.failed((), self.timing.retry_max, Instant::now());
-        self.stats.set_fabric_auth_failing(true);
-        tracing::warn!(reason = e.reason.as_str(), error = %e, pause_ms = pause.as_millis() as u64,
-            "UFM refuses the credentials; pausing all UFM traffic (check the UFM Secret)");
-        self.next_resync = self.next_resync.max(Instant::now() + pause);
-    }
-
-    fn fabric_paused(&self, now: Instant) -> bool {
-        self.auth_pause.blocks(&(), now)
     }
 
     fn patch_done(&mut self, patch: PodPatch, result: Result<PatchOutcome, WriteError>) {
@@ -572,43 +502,6 @@ impl Engine {
             }
         }
         self.state.claim_result(&claim, result.map_err(|_| ()));
-    }
-
-    fn list_done(&mut self, started: u64, result: Result<FabricListing, FabricError>) {
-        self.list_in_flight = false;
-        match result {
-            Ok(listing) => {
-                self.list_failures.succeeded(&());
-                self.fabric_answered();
-                let first = !self.state.fabric_listed;
-                self.stats.set_fabric_reached(true);
-                let lost = self.state.list_result(started, &listing);
-                self.stats.drift_repairs.add(lost as u64);
-                let g = self.state.gauges();
-                tracing::info!(
-                    partitions = listing.len(),
-                    managed_guids = self.state.knowledge.guids().count(),
-                    lost_readded = lost,
-                    quarantined = g.pool_quarantined,
-                    claims = g.claims,
-                    claims_terminating = g.claims_terminating,
-                    "resync: UFM listed"
-                );
-                if first {
-                    self.window = None;
-                }
-                self.flush(None);
-            }
-            Err(e) => {
-                self.stats.fabric_failures.inc();
-                let delay = self.list_failures.failed((), self.timing.cap(e.is_transient()), Instant::now());
-                tracing::warn!(reason = e.reason.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64,
-                    "listing UFM failed; retrying");
-                self.next_resync = Instant::now() + delay;
-                // An auth failure may push it further out.
-                self.fabric_failed(&e);
-            }
-        }
     }
 }
 

@@ -9,16 +9,20 @@ use super::ledger::{Claim, Migration};
 use super::model::{AttachmentId, PodUid, PodView};
 use super::outcome::Refusal;
 use super::partitions::{AutoResolution, PartitionClaim, resolve};
+use super::per_fabric::{FabricId, FabricSpec, FabricState, range_fabric};
 use super::policy::{Policy, PolicyMode};
 use super::ports::{ClusterEvent, EventObject, EventRecord, EventType, NetworkKind};
-use crate::alloc::{GuidPool, GuidRange, PkeyBudget};
+use crate::alloc::GuidRange;
 use crate::ib::{Guid, PKey, PartitionSpec};
 use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
 
 /// Settings the decision logic needs (no I/O, no timing).
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The pool of the `default` fabric, when `fabrics` is empty.
     pub guid_range: GuidRange,
+    /// The fabrics (issue 17); empty: one fabric named `default` with `guid_range`, every node.
+    pub fabrics: Vec<FabricSpec>,
     pub pkey_capacity: u16,
     pub pkey_reserved_slots: u16,
     pub mass_removal_share: f64,
@@ -34,10 +38,18 @@ pub struct EngineConfig {
     pub pkey_range: Option<crate::alloc::PkeyRange>,
 }
 
+impl EngineConfig {
+    /// The fabrics in force: the configured ones, or the one `default` fabric.
+    pub fn fabric_specs(&self) -> Vec<FabricSpec> {
+        if self.fabrics.is_empty() { vec![FabricSpec::default_fabric(self.guid_range)] } else { self.fabrics.clone() }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
             guid_range: GuidRange::DEFAULT,
+            fabrics: Vec::new(),
             pkey_capacity: crate::alloc::DEFAULT_PKEY_CAPACITY,
             pkey_reserved_slots: crate::alloc::DEFAULT_RESERVED_SLOTS,
             mass_removal_share: 0.5,
@@ -78,6 +90,8 @@ impl Desired {
 /// One GUID in the ledger.
 #[derive(Clone, Debug)]
 pub struct Assignment {
+    /// The fabric whose UFM holds (or is to hold) it.
+    pub fabric: FabricId,
     /// `None` once the owner is gone: the GUID is being removed from the fabric.
     pub owner: Option<AttachmentId>,
     /// The attachment whose claim (ledger object) records this GUID; kept after the owner is
@@ -181,6 +195,8 @@ pub struct State {
     pub named_pkeys: HashMap<PKey, u32>,
     pub pods: HashMap<PodUid, PodView>,
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    /// Node labels as last seen (which fabrics reach a node).
+    pub node_labels: HashMap<String, BTreeMap<String, String>>,
     /// The durable ledger as last seen (watched, and updated by our own writes).
     pub claims: HashMap<PodUid, Claim>,
     /// GUIDs each pod's claim records or is to record (in-memory ledger by pod).
@@ -200,9 +216,10 @@ pub struct State {
     pub unconfirmed_removals: HashSet<Guid>,
     pub by_attachment: HashMap<AttachmentId, Guid>,
     pub standing: HashMap<AttachmentId, Standing>,
-    pub knowledge: Knowledge,
-    pub pool: GuidPool,
-    pub budget: PkeyBudget,
+    /// Per fabric: pool, UFM knowledge, pkey budgets (index = `FabricId`).
+    pub fabrics: Vec<FabricState>,
+    /// The fabrics' routing rules, in the same order.
+    pub routes: Vec<super::fabrics::FabricRoute>,
     pub dirty_attachments: HashSet<AttachmentId>,
     pub dirty_guids: HashSet<Guid>,
     /// Pods whose status annotation should be rewritten.
@@ -210,8 +227,6 @@ pub struct State {
     /// Something freed a resource: re-evaluate attachments waiting for one.
     pub recheck_waiting: bool,
     pub caches_synced: bool,
-    /// The fabric has been listed at least once since this state was built.
-    pub fabric_listed: bool,
     /// Events to emit, de-duplicated by the caller's standing changes.
     pub events: Vec<EventRecord>,
     /// Last Event reason emitted per network object, so network problems are reported once.
@@ -224,14 +239,16 @@ pub struct State {
 
 impl State {
     pub fn new(cfg: EngineConfig) -> State {
-        let pool = GuidPool::new(cfg.guid_range);
-        let budget = PkeyBudget::new(cfg.pkey_capacity, cfg.pkey_reserved_slots);
+        let specs = cfg.fabric_specs();
+        let fabrics = specs.iter().map(|s| FabricState::new(s, cfg.pkey_capacity, cfg.pkey_reserved_slots)).collect();
+        let routes = specs.into_iter().map(|s| s.route).collect();
         State {
             cfg,
             networks: HashMap::new(),
             named_pkeys: HashMap::new(),
             pods: HashMap::new(),
             namespaces: HashMap::new(),
+            node_labels: HashMap::new(),
             claims: HashMap::new(),
             claim_guids: HashMap::new(),
             dirty_claims: HashSet::new(),
@@ -243,15 +260,13 @@ impl State {
             unconfirmed_removals: HashSet::new(),
             by_attachment: HashMap::new(),
             standing: HashMap::new(),
-            knowledge: Knowledge::default(),
-            pool,
-            budget,
+            fabrics,
+            routes,
             dirty_attachments: HashSet::new(),
             dirty_guids: HashSet::new(),
             dirty_status: HashSet::new(),
             recheck_waiting: false,
             caches_synced: false,
-            fabric_listed: false,
             events: Vec::new(),
             network_reported: HashMap::new(),
             partition_claims: HashMap::new(),
@@ -273,13 +288,12 @@ impl State {
         self.forged.clear();
         self.by_attachment.clear();
         self.standing.clear();
-        self.knowledge = Knowledge::default();
-        self.pool = GuidPool::new(self.cfg.guid_range);
         // Node capacities came from watched annotations and stay true across terms.
-        self.budget.clear_usage();
+        for f in &mut self.fabrics {
+            f.reset();
+        }
         self.dirty_guids.clear();
         self.dirty_status.clear();
-        self.fabric_listed = false;
         self.events.clear();
         self.network_reported.clear();
         self.dirty_all();
@@ -297,10 +311,10 @@ impl State {
     /// The levels published as metrics.
     pub fn gauges(&self) -> super::stats::Gauges {
         let mut g = super::stats::Gauges {
-            pool_in_use: self.pool.in_use(),
-            pool_quarantined: self.pool.quarantined() as u64,
-            pool_capacity: self.cfg.guid_range.size(),
-            nodes_at_pkey_limit: self.budget.nodes_at_limit() as u64,
+            pool_in_use: self.fabrics.iter().map(|f| f.pool.in_use()).sum(),
+            pool_quarantined: self.fabrics.iter().map(|f| f.pool.quarantined() as u64).sum(),
+            pool_capacity: self.fabrics.iter().map(|f| f.range.size()).sum(),
+            nodes_at_pkey_limit: self.fabrics.iter().map(|f| f.budget.nodes_at_limit() as u64).sum(),
             claims: self.claims.len() as u64,
             claims_terminating: self.claims.values().filter(|c| c.deleting).count() as u64,
             ..Default::default()
@@ -326,6 +340,55 @@ impl State {
         })
     }
 
+    pub fn fabric(&self, f: FabricId) -> &FabricState {
+        &self.fabrics[f.index()]
+    }
+
+    pub fn fabric_mut(&mut self, f: FabricId) -> &mut FabricState {
+        &mut self.fabrics[f.index()]
+    }
+
+    pub fn fabric_ids(&self) -> impl Iterator<Item = FabricId> + use<> {
+        (0..self.fabrics.len()).filter_map(|i| u16::try_from(i).ok()).map(FabricId)
+    }
+
+    pub fn fabric_named(&self, name: &str) -> Option<FabricId> {
+        self.fabric_ids().find(|f| &*self.fabric(*f).name == name)
+    }
+
+    /// The fabric a GUID belongs to: its assignment's, else the one whose pool holds it, else
+    /// the first.
+    pub fn fabric_of(&self, g: Guid) -> FabricId {
+        match self.ledger.get(&g) {
+            Some(a) => a.fabric,
+            None => range_fabric(&self.fabrics, g).unwrap_or_default(),
+        }
+    }
+
+    /// What the fabric of `g` last listed for it.
+    pub fn knowledge_of(&self, g: Guid) -> &Knowledge {
+        &self.fabric(self.fabric_of(g)).knowledge
+    }
+
+    /// Every fabric was listed in this term.
+    pub fn all_listed(&self) -> bool {
+        self.fabrics.iter().all(|f| f.listed)
+    }
+
+    /// Some fabric was listed in this term (the ledger can be loaded).
+    pub fn any_listed(&self) -> bool {
+        self.fabrics.iter().any(|f| f.listed)
+    }
+
+    /// " on fabric X" for messages, empty for the one `default` fabric (messages unchanged).
+    pub fn on_fabric(&self, f: FabricId) -> String {
+        if self.fabrics.len() == 1 && &*self.fabric(f).name == super::per_fabric::DEFAULT_FABRIC {
+            String::new()
+        } else {
+            format!(" on fabric {}", self.fabric(f).name)
+        }
+    }
+
     /// Whether a pkey may be touched for GUIDs nobody owns: only pkeys a network names.
     pub fn is_named(&self, p: PKey) -> bool {
         self.named_pkeys.contains_key(&p)
@@ -347,11 +410,21 @@ impl State {
                 self.network_reported.remove(&(key.clone(), kind));
                 self.set_network(key, kind, None);
             }
-            ClusterEvent::NodeApplied { name, pkey_capacity } => {
-                self.budget.set_capacity(&name, pkey_capacity);
+            ClusterEvent::NodeApplied { name, labels, pkey_capacity } => {
+                // The agent reports one capacity per node (its smallest port): each fabric's
+                // table on the node gets it.
+                for f in &mut self.fabrics {
+                    f.budget.set_capacity(&name, pkey_capacity);
+                }
                 self.recheck_waiting = true;
+                self.set_node_labels(&name, Some(labels));
             }
-            ClusterEvent::NodeDeleted { name } => self.budget.set_capacity(&name, None),
+            ClusterEvent::NodeDeleted { name } => {
+                for f in &mut self.fabrics {
+                    f.budget.set_capacity(&name, None);
+                }
+                self.set_node_labels(&name, None);
+            }
             ClusterEvent::NamespaceApplied { name, labels } => {
                 if self.namespaces.get(&name) != Some(&labels) {
                     self.namespaces.insert(name.clone(), labels);
@@ -371,6 +444,20 @@ impl State {
                 self.dirty_all();
             }
         }
+    }
+
+    /// A node's labels decide which fabrics reach it: a change re-decides its attachments.
+    fn set_node_labels(&mut self, name: &str, labels: Option<BTreeMap<String, String>>) {
+        if self.node_labels.get(name) == labels.as_ref() {
+            return;
+        }
+        match labels {
+            Some(l) => self.node_labels.insert(name.to_string(), l),
+            None => self.node_labels.remove(name),
+        };
+        let ids: Vec<AttachmentId> =
+            self.pods.values().filter(|p| p.node.as_deref() == Some(name)).flat_map(attachment_ids).collect();
+        self.dirty_attachments.extend(ids);
     }
 
     fn dirty_namespace(&mut self, namespace: &str) {
@@ -539,7 +626,7 @@ impl State {
             a.desired = Desired::Nothing;
             a.written = None;
             if let Some(p) = a.budget_pkey.take() {
-                self.budget.release(&a.node, p);
+                self.fabrics[a.fabric.index()].budget.release(&a.node, p);
             }
         }
         self.recheck_waiting = true;

@@ -45,6 +45,8 @@ pub struct EngineStats {
     caches_synced: AtomicBool,
     fabric_reached: AtomicBool,
     fabric_auth_failing: AtomicBool,
+    /// Fabrics (of several) whose UFM has not answered a listing in this leader term.
+    fabrics_unreached: Mutex<Vec<String>>,
     gauges: Mutex<Gauges>,
 }
 
@@ -111,6 +113,15 @@ impl EngineStats {
 
     pub fn fabric_reached(&self) -> bool {
         self.fabric_reached.load(Ordering::Relaxed)
+    }
+
+    /// The fabrics not listed yet in this term (only when there are several: `/readyz` names them).
+    pub fn set_fabrics_unreached(&self, names: Vec<String>) {
+        *self.fabrics_unreached.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    }
+
+    pub fn fabrics_unreached(&self) -> Vec<String> {
+        self.fabrics_unreached.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_gauges(&self, g: Gauges) {

@@ -9,7 +9,7 @@ use crate::netdef::{
     encode_networks, parse_networks,
 };
 
-pub const STATUS_ANNOTATION: &str = "fabric-sync.io/status";
+pub use crate::wire::keys::STATUS_ANNOTATION;
 
 /// Applies `writes` to the annotation text. Returns the new text, or `AttachmentGone` when an
 /// attachment to write is not in the annotation any more.

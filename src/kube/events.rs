@@ -1,6 +1,8 @@
-//! Kubernetes Events (`events.k8s.io/v1`) for the engine's records, de-duplicated: the same
-//! object, reason and message within [`DEDUP_WINDOW`] bumps the first Event's series count
-//! (a merge patch) instead of creating another object.
+//! Kubernetes Events (`events.k8s.io/v1`), de-duplicated: the same object, reason and message
+//! within [`DEDUP_WINDOW`] bumps the first Event's series count (a merge patch) instead of
+//! creating another object. One path for both binaries: [`EventSender`] does the sending and the
+//! de-duplication; the controller's [`EventPublisher`] turns the engine's records into it, the
+//! node agent (`agent::KubeAgentCluster`) its own reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,9 @@ use serde_json::json;
 
 use super::watch::NetworkUids;
 use super::writer::write_error;
-use crate::engine::{EventRecord, EventType, ObjectKind, Reason, WriteError};
+#[cfg(test)]
+use crate::engine::Reason;
+use crate::engine::{EventRecord, EventType, ObjectKind, WriteError};
 use crate::netdef::{NetworkKey, SMC_API_VERSION};
 
 /// Repeats within this window are counted on the first Event.
@@ -25,16 +29,29 @@ pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
 const CACHE_LIMIT: usize = 4096;
 /// Kubernetes rejects notes above 1 kB.
 const NOTE_LIMIT: usize = 1024;
-/// `reportingController` of every Event.
-pub const REPORTING_CONTROLLER: &str = "fabric-sync.io/controller";
+/// `reportingController` of the controller's Events.
+pub use crate::wire::keys::REPORTING_CONTROLLER;
+/// Where Events about a cluster-scoped object (a Node) are kept, as `kubectl` looks for them.
+const CLUSTER_SCOPED_EVENTS_NAMESPACE: &str = "default";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
-    kind: ObjectKind,
+    kind: String,
     namespace: String,
     name: String,
-    reason: Reason,
+    reason: String,
     message: String,
+}
+
+/// One Event to send: what it is about and what it says.
+#[derive(Clone, Debug)]
+pub struct EventNote<'a> {
+    pub regarding: ObjectReference,
+    pub warning: bool,
+    /// PascalCase and stable: alerts match on it.
+    pub reason: &'a str,
+    pub action: &'a str,
+    pub note: &'a str,
 }
 
 #[derive(Clone, Debug)]
@@ -57,30 +74,37 @@ enum Action {
     },
 }
 
-/// Publishes engine Event records.
-pub struct EventPublisher {
+/// Sends Events, de-duplicated, as one reporting controller and instance.
+pub struct EventSender {
     client: Client,
+    controller: String,
     instance: String,
-    uids: Arc<NetworkUids>,
     cache: Mutex<HashMap<Key, Seen>>,
 }
 
-impl EventPublisher {
-    /// `instance` is `reportingInstance` (this replica's leader identity).
-    pub fn new(client: Client, instance: &str, uids: Arc<NetworkUids>) -> EventPublisher {
-        EventPublisher { client, instance: instance.to_string(), uids, cache: Mutex::new(HashMap::new()) }
+impl EventSender {
+    /// `controller` is `reportingController`, `instance` is `reportingInstance`.
+    pub fn new(client: Client, controller: &str, instance: &str) -> EventSender {
+        EventSender {
+            client,
+            controller: controller.to_string(),
+            instance: instance.to_string(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
-    pub async fn publish(&self, record: &EventRecord) -> Result<(), WriteError> {
+    pub async fn send(&self, e: &EventNote<'_>) -> Result<(), kube::Error> {
+        let r = &e.regarding;
+        let namespace = r.namespace.clone().unwrap_or_else(|| CLUSTER_SCOPED_EVENTS_NAMESPACE.to_string());
         let key = Key {
-            kind: record.object.kind,
-            namespace: record.object.key.namespace.clone(),
-            name: record.object.key.name.clone(),
-            reason: record.reason,
-            message: record.message.clone(),
+            kind: r.kind.clone().unwrap_or_default(),
+            namespace: namespace.clone(),
+            name: r.name.clone().unwrap_or_default(),
+            reason: e.reason.to_string(),
+            message: e.note.to_string(),
         };
         let action = self.decide(&key, Instant::now());
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &key.namespace);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         if let Action::Bump { namespace, name, count } = &action {
             let patch = json!({"series": {"count": count, "lastObservedTime": MicroTime(Timestamp::now())}});
             match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -90,13 +114,13 @@ impl EventPublisher {
                 }
                 // Expired or deleted meanwhile: start a new one.
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(write_error(e)),
+                Err(e) => return Err(e),
             }
         }
-        let event = self.build(record);
-        let created = api.create(&PostParams::default(), &event).await.map_err(write_error)?;
+        let event = self.build(e, &namespace);
+        let created = api.create(&PostParams::default(), &event).await?;
         let name = created.metadata.name.unwrap_or_default();
-        self.remember(key, &record.object.key.namespace, &name, 1);
+        self.remember(key, &namespace, &name, 1);
         Ok(())
     }
 
@@ -118,9 +142,43 @@ impl EventPublisher {
         cache.insert(key, Seen { namespace: namespace.to_string(), name: name.to_string(), count, first });
     }
 
-    fn build(&self, r: &EventRecord) -> Event {
+    fn build(&self, e: &EventNote<'_>, namespace: &str) -> Event {
         let now = Timestamp::now();
-        let o = &r.object;
+        let object = e.regarding.name.as_deref().unwrap_or("event");
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.to_string()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(e.action.to_string()),
+            reason: Some(e.reason.to_string()),
+            note: Some(truncate(e.note, NOTE_LIMIT)),
+            type_: Some(if e.warning { "Warning" } else { "Normal" }.to_string()),
+            regarding: Some(e.regarding.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            series: None::<EventSeries>,
+            ..Event::default()
+        }
+    }
+}
+
+/// Publishes the engine's Event records through an [`EventSender`].
+pub struct EventPublisher {
+    sender: EventSender,
+    uids: Arc<NetworkUids>,
+}
+
+impl EventPublisher {
+    /// `instance` is `reportingInstance` (this replica's leader identity).
+    pub fn new(client: Client, instance: &str, uids: Arc<NetworkUids>) -> EventPublisher {
+        EventPublisher { sender: EventSender::new(client, REPORTING_CONTROLLER, instance), uids }
+    }
+
+    pub async fn publish(&self, record: &EventRecord) -> Result<(), WriteError> {
+        let o = &record.object;
         let uid =
             o.uid.clone().or_else(|| self.uids.get(o.kind.as_str(), &NetworkKey::new(&o.key.namespace, &o.key.name)));
         let api_version = match o.kind {
@@ -128,36 +186,22 @@ impl EventPublisher {
             ObjectKind::NetworkAttachmentDefinition => "k8s.cni.cncf.io/v1",
             ObjectKind::SpiderMultusConfig => SMC_API_VERSION,
         };
-        Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", o.key.name, now.as_nanosecond())),
-                namespace: Some(o.key.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            event_time: Some(MicroTime(now)),
-            action: Some(if o.kind == ObjectKind::Pod { "Configure" } else { "Validate" }.to_string()),
-            reason: Some(r.reason.to_string()),
-            note: Some(truncate(&r.message, NOTE_LIMIT)),
-            type_: Some(
-                match r.event_type {
-                    EventType::Normal => "Normal",
-                    EventType::Warning => "Warning",
-                }
-                .to_string(),
-            ),
-            regarding: Some(ObjectReference {
-                api_version: Some(api_version.to_string()).filter(|v| !v.is_empty()),
-                kind: Some(o.kind.as_str().to_string()),
-                namespace: Some(o.key.namespace.clone()),
-                name: Some(o.key.name.clone()),
-                uid,
-                ..ObjectReference::default()
-            }),
-            reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
-            reporting_instance: Some(self.instance.clone()),
-            series: None::<EventSeries>,
-            ..Event::default()
-        }
+        let regarding = ObjectReference {
+            api_version: Some(api_version.to_string()).filter(|v| !v.is_empty()),
+            kind: Some(o.kind.as_str().to_string()),
+            namespace: Some(o.key.namespace.clone()),
+            name: Some(o.key.name.clone()),
+            uid,
+            ..ObjectReference::default()
+        };
+        let note = EventNote {
+            regarding,
+            warning: record.event_type == EventType::Warning,
+            reason: record.reason.as_str(),
+            action: if o.kind == ObjectKind::Pod { "Configure" } else { "Validate" },
+            note: &record.message,
+        };
+        self.sender.send(&note).await.map_err(write_error)
     }
 }
 
@@ -178,18 +222,18 @@ mod tests {
 
     fn key(message: &str) -> Key {
         Key {
-            kind: ObjectKind::Pod,
+            kind: "Pod".into(),
             namespace: "t".into(),
             name: "p".into(),
-            reason: Reason::InvalidNetwork,
+            reason: Reason::InvalidNetwork.as_str().into(),
             message: message.into(),
         }
     }
 
-    fn publisher() -> EventPublisher {
+    fn publisher() -> EventSender {
         // Never used for requests: only the cache is exercised.
         let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
-        EventPublisher::new(client, "me", Arc::new(NetworkUids::default()))
+        EventSender::new(client, REPORTING_CONTROLLER, "me")
     }
 
     #[tokio::test]

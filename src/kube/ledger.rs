@@ -16,7 +16,7 @@ use crate::engine::{CLAIM_FINALIZER, Claim, ClaimOutcome, ClaimedAttachment, Obj
 use crate::ib::{Guid, PKey};
 use crate::netdef::NetworkKey;
 
-pub const CLAIM_GROUP: &str = "fabric-sync.io";
+pub use crate::wire::keys::GROUP as CLAIM_GROUP;
 pub const CLAIM_VERSION: &str = "v1alpha1";
 pub const CLAIM_KIND: &str = "GuidClaim";
 pub const CLAIM_PLURAL: &str = "guidclaims";
@@ -71,7 +71,9 @@ fn attachment_from_value(a: &Value) -> Option<ClaimedAttachment> {
         .flatten()
         .filter_map(|p| p.as_str()?.parse::<PKey>().ok())
         .collect();
-    Some(ClaimedAttachment { network: NetworkKey::new(ns, name), slot, guid, pkey, former_pkeys })
+    // Absent: the `default` fabric (claims written before issue 17, or without a fabrics file).
+    let fabric = a.get("fabric").and_then(Value::as_str).filter(|f| !f.is_empty()).map(str::to_string);
+    Some(ClaimedAttachment { network: NetworkKey::new(ns, name), slot, guid, pkey, former_pkeys, fabric })
 }
 
 /// The `spec` of a claim.
@@ -90,6 +92,9 @@ pub fn claim_spec(claim: &Claim) -> Value {
             }
             if !a.former_pkeys.is_empty() {
                 v["formerPkeys"] = json!(a.former_pkeys.iter().map(PKey::to_string).collect::<Vec<_>>());
+            }
+            if let Some(f) = &a.fabric {
+                v["fabric"] = json!(f);
             }
             v
         })
@@ -249,6 +254,7 @@ mod tests {
                     guid: "02:00:00:00:00:00:00:2a".parse().unwrap(),
                     pkey: Some("0x1000".parse().unwrap()),
                     former_pkeys: vec!["0xfff".parse().unwrap()],
+                    fabric: Some("storage".into()),
                 },
                 ClaimedAttachment {
                     network: NetworkKey::new("u", "ib2"),
@@ -256,6 +262,7 @@ mod tests {
                     guid: "02:00:00:00:00:00:00:2b".parse().unwrap(),
                     pkey: None,
                     former_pkeys: vec![],
+                    fabric: None,
                 },
             ],
         }

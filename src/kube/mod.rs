@@ -25,7 +25,7 @@ use axum::http::{HeaderValue, header};
 
 pub use cache::{PodBase, WatchCache};
 pub use dry_run::{DRY_RUN_KINDS, DryRunFabric, DryRunLog, DryRunWriter, dry_run_ports};
-pub use events::{DEDUP_WINDOW, EventPublisher, REPORTING_CONTROLLER};
+pub use events::{DEDUP_WINDOW, EventNote, EventPublisher, EventSender, REPORTING_CONTROLLER};
 pub use fenced::{FencedFabric, FencedWriter};
 pub use lease::{Decision, Fence, LeaderElector, LeaseSettings, decide};
 pub use ledger::{
@@ -38,10 +38,7 @@ pub use partition_claims::{
 };
 pub use partitions::{PartitionReconciler, PartitionSettings};
 pub use ratelimit::{RateLimit, limited_client};
-pub use resources::{
-    INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pkey_capacity_from_inventory, pod_view,
-    smc_resource,
-};
+pub use resources::{INVENTORY_ANNOTATION, SlimPod, SlimPodSpec, SlimPodStatus, nad_resource, pod_view, smc_resource};
 pub use snapshot::{Snapshot, SnapshotError, snapshot};
 pub use watch::{NetworkUids, WatchSettings, network_kind_name, spawn_watchers};
 pub use writer::{KubeWriter, MAX_CONFLICT_RETRIES, PodChange, pod_change, pod_change_from};

@@ -17,14 +17,10 @@ use crate::ufm::UfmClient;
 
 pub const PARTITION_CLAIM_KIND: &str = "PartitionClaim";
 pub const PARTITION_CLAIM_PLURAL: &str = "partitionclaims";
-/// Held on a claim until its partition is gone from UFM (or was never ours).
-pub const PARTITION_CLAIM_FINALIZER: &str = "fabric-sync.io/partition-cleanup";
-/// Held on an automatic NAD until its members are removed and its partition released.
-pub const NAD_FINALIZER: &str = "fabric-sync.io/partition";
-/// Output on the NAD: the pkey fabric-sync assigned (the record is the claim, never this).
-pub const ASSIGNED_PKEY_ANNOTATION: &str = "fabric-sync.io/assigned-pkey";
-/// ib-kubernetes' annotation for a partition-aware backend's pkey, for tools that read it.
-pub const IB_KUBERNETES_PKEY_ANNOTATION: &str = "mellanox.infiniband.pkey";
+pub use crate::wire::keys::{
+    ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION, NAD_PARTITION_FINALIZER as NAD_FINALIZER,
+    PARTITION_CLAIM_FINALIZER,
+};
 /// The fabric of the claim (several fabrics: docs/fabrics.md).
 pub const DEFAULT_FABRIC: &str = "default";
 

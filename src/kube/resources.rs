@@ -13,27 +13,7 @@ use serde_json::Value;
 use crate::engine::{ClusterEvent, NetworkKind, PodMeta, PodPhase, PodView, STATUS_ANNOTATION};
 use crate::netdef::{IbNetwork, NETWORKS_ANNOTATION, NetdefError, NetworkKey, parse_nad, parse_smc};
 
-/// The Node annotation the node agent writes (JSON); the controller reads only the pkey capacity.
-pub const INVENTORY_ANNOTATION: &str = "fabric-sync.io/ib-inventory";
-
-/// The pkey-table capacity in a node agent's inventory annotation: the top-level number
-/// `pkey_capacity` (or `min_pkey_capacity`; the smaller wins if both are there). A number in a
-/// string is accepted; anything else, 0, or more than 65535 means "unknown" (the default applies).
-pub fn pkey_capacity_from_inventory(annotation: &str) -> Option<u16> {
-    let v: Value = serde_json::from_str(annotation).ok()?;
-    let read = |field: &str| -> Option<u16> {
-        let n = match v.get(field)? {
-            Value::Number(n) => n.as_u64()?,
-            Value::String(s) => s.trim().parse::<u64>().ok()?,
-            _ => return None,
-        };
-        u16::try_from(n).ok().filter(|n| *n > 0)
-    };
-    match (read("pkey_capacity"), read("min_pkey_capacity")) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
+pub use crate::wire::keys::INVENTORY_ANNOTATION;
 
 /// A pod as the watcher decodes it. Unknown fields are skipped by serde, so a 100k-pod list
 /// never holds containers, volumes or conditions.
@@ -153,17 +133,18 @@ pub fn network_event(kind: NetworkKind, key: NetworkKey, obj: &DynamicObject) ->
     ClusterEvent::NetworkApplied { key, kind, network }
 }
 
-/// `NodeApplied` with the capacity the agent reported, if any.
+/// `NodeApplied` with the node's labels and the capacity the agent reported, if any.
 pub fn node_event<K>(node: &PartialObjectMeta<K>) -> Option<ClusterEvent> {
     let name = node.metadata.name.clone()?;
     let pkey_capacity = annotations(&node.metadata).get(INVENTORY_ANNOTATION).and_then(|a| {
-        let cap = pkey_capacity_from_inventory(a);
+        let cap = crate::wire::inventory::pkey_capacity(a);
         if cap.is_none() {
             tracing::debug!(node = %name, "inventory annotation has no usable pkey_capacity; default applies");
         }
         cap
     });
-    Some(ClusterEvent::NodeApplied { name, pkey_capacity })
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    Some(ClusterEvent::NodeApplied { name, labels, pkey_capacity })
 }
 
 /// `NamespaceApplied` with the namespace's labels (the tenant policy reads them).
@@ -182,19 +163,6 @@ fn annotations(meta: &ObjectMeta) -> &BTreeMap<String, String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn inventory_capacity_is_read_leniently() {
-        assert_eq!(pkey_capacity_from_inventory(r#"{"version":1,"pkey_capacity":128,"hcas":2}"#), Some(128));
-        assert_eq!(pkey_capacity_from_inventory(r#"{"min_pkey_capacity":64}"#), Some(64));
-        assert_eq!(pkey_capacity_from_inventory(r#"{"pkey_capacity":128,"min_pkey_capacity":16}"#), Some(16));
-        assert_eq!(pkey_capacity_from_inventory(r#"{"pkey_capacity":"32"}"#), Some(32));
-        assert_eq!(pkey_capacity_from_inventory(r#"{"pkey_capacity":0}"#), None);
-        assert_eq!(pkey_capacity_from_inventory(r#"{"pkey_capacity":70000}"#), None);
-        assert_eq!(pkey_capacity_from_inventory(r#"{"pkey_capacity":-1}"#), None);
-        assert_eq!(pkey_capacity_from_inventory(r#"{"hcas":2}"#), None);
-        assert_eq!(pkey_capacity_from_inventory("not json"), None);
-    }
 
     #[test]
     fn a_slim_pod_keeps_what_the_engine_needs_and_skips_the_rest() {

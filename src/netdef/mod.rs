@@ -10,7 +10,8 @@ mod smc;
 pub use error::NetdefError;
 pub use nad::{
     ANNOTATION_INDEX0, ANNOTATION_IP_OVER_IB, ANNOTATION_MEMBERSHIP, ANNOTATION_MTU_LIMIT, ANNOTATION_PKEY,
-    ANNOTATION_RATE_LIMIT, ANNOTATION_SERVICE_LEVEL, AUTO_PKEY, AutoPkey, GuidVia, IbNetwork, NetworkSource, parse_nad,
+    ANNOTATION_RATE_LIMIT, ANNOTATION_SERVICE_LEVEL, AUTO_PKEY, AutoPkey, FABRIC_ANNOTATION, GuidVia, IbNetwork,
+    NetworkSource, RESOURCE_ANNOTATION, fabric_hints, parse_nad,
 };
 pub use network_status::{NETWORK_STATUS_ANNOTATION, NetworkStatus, is_pci_address, parse_network_status};
 pub use networks::{

@@ -10,16 +10,14 @@ use crate::ib::{AttributeError, Membership, PKey, PartitionSpec, Qos, shown};
 /// Longest excerpt of a wrongly typed JSON value quoted in a message.
 const VALUE_CHARS: usize = 40;
 
-pub const ANNOTATION_MEMBERSHIP: &str = "fabric-sync.io/membership";
-pub const ANNOTATION_INDEX0: &str = "fabric-sync.io/index0";
-pub const ANNOTATION_IP_OVER_IB: &str = "fabric-sync.io/ip-over-ib";
-pub const ANNOTATION_MTU_LIMIT: &str = "fabric-sync.io/mtu-limit";
-pub const ANNOTATION_SERVICE_LEVEL: &str = "fabric-sync.io/service-level";
-pub const ANNOTATION_RATE_LIMIT: &str = "fabric-sync.io/rate-limit";
-/// `fabric-sync.io/pkey: "auto"`: the network asks fabric-sync for a managed pkey (docs/partitions.md).
-pub const ANNOTATION_PKEY: &str = "fabric-sync.io/pkey";
-/// The only value [`ANNOTATION_PKEY`] takes.
-pub const AUTO_PKEY: &str = "auto";
+pub use crate::wire::keys::ANNOTATION_INDEX0;
+pub use crate::wire::keys::ANNOTATION_IP_OVER_IB;
+pub use crate::wire::keys::ANNOTATION_MEMBERSHIP;
+pub use crate::wire::keys::ANNOTATION_MTU_LIMIT;
+pub use crate::wire::keys::ANNOTATION_PKEY;
+pub use crate::wire::keys::ANNOTATION_RATE_LIMIT;
+pub use crate::wire::keys::ANNOTATION_SERVICE_LEVEL;
+pub use crate::wire::keys::AUTO_PKEY;
 
 const IB_SRIOV: &str = "ib-sriov";
 
@@ -51,6 +49,19 @@ pub struct IbNetwork {
     /// `Some` when the network asks for an automatic pkey (`fabric-sync.io/pkey: auto`); then
     /// `partition` is `None` until the engine resolves the pkey from the partition ledger.
     pub auto: Option<AutoPkey>,
+    /// The annotations that route its attachments to a fabric ([`FABRIC_ANNOTATION`],
+    /// [`RESOURCE_ANNOTATION`]), as the tenant wrote them (issue 17).
+    pub fabric_hints: BTreeMap<String, String>,
+}
+
+pub use crate::wire::keys::{FABRIC_ANNOTATION, RESOURCE_ANNOTATION};
+
+/// The routing annotations of a network object.
+pub fn fabric_hints(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    [FABRIC_ANNOTATION, RESOURCE_ANNOTATION]
+        .into_iter()
+        .filter_map(|k| annotations.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect()
 }
 
 impl IbNetwork {
@@ -194,6 +205,7 @@ pub fn parse_nad(
         guid_via: if capability { GuidVia::RuntimeConfig } else { GuidVia::CniArgs },
         ib_kubernetes_enabled,
         auto,
+        fabric_hints: fabric_hints(annotations),
     }))
 }
 

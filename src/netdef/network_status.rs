@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::NetdefError;
 
-pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+pub use crate::wire::keys::NETWORK_STATUS_ANNOTATION;
 
 /// One attachment as Multus reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]

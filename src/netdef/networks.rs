@@ -8,13 +8,13 @@ use serde_json::{Map, Value};
 use super::{NetdefError, is_dns1123_label, is_dns1123_subdomain};
 use crate::ib::Guid;
 
-pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+pub use crate::wire::keys::NETWORKS_ANNOTATION;
 /// Element field that carries a GUID as CNI runtime config (`capabilities.infinibandGUID`).
 pub const INFINIBAND_GUID: &str = "infiniband-guid";
 pub const CNI_ARG_GUID: &str = "guid";
 pub const CNI_ARG_PKEY: &str = "pkey";
 /// The flag ib-sriov-cni waits for before it programs the VF.
-pub const CNI_ARG_CONFIGURED: &str = "mellanox.infiniband.app";
+pub use crate::wire::keys::CNI_ARG_CONFIGURED;
 pub const CONFIGURED_VALUE: &str = "configured";
 
 const CNI_ARGS: &str = "cni-args";

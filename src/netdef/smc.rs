@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::nad::{auto_pkey, json_excerpt, partition_spec, pkey_not_a_string};
+use super::nad::{RESOURCE_ANNOTATION, auto_pkey, fabric_hints, json_excerpt, partition_spec, pkey_not_a_string};
 use super::{GuidVia, IbNetwork, NetdefError, NetworkKey, NetworkSource};
 
 pub const SMC_API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
@@ -61,7 +61,18 @@ pub fn parse_smc(
         guid_via: GuidVia::CniArgs,
         ib_kubernetes_enabled: enabled,
         auto,
+        fabric_hints: smc_hints(annotations, ib),
     }))
+}
+
+/// The SMC's routing hints: its annotations, and `spec.ibsriov.resourceName` (what Spiderpool
+/// renders into the NAD's resourceName annotation) unless the annotation names one.
+fn smc_hints(annotations: &BTreeMap<String, String>, ib: &Value) -> BTreeMap<String, String> {
+    let mut hints = fabric_hints(annotations);
+    if let Some(res) = ib.get("resourceName").and_then(Value::as_str).filter(|r| !r.trim().is_empty()) {
+        hints.entry(RESOURCE_ANNOTATION.to_string()).or_insert_with(|| res.to_string());
+    }
+    hints
 }
 
 #[cfg(test)]

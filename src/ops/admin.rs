@@ -23,15 +23,21 @@ pub struct AdminState {
 
 /// Ready once caches are synced; the leader also needs UFM to have answered a listing.
 /// A follower is ready when synced: it is a warm standby and should stay in the Service.
-pub fn readiness(stats: &EngineStats) -> Result<(), &'static str> {
+/// With several fabrics, each is a component: the message names those whose UFM has not
+/// answered yet.
+pub fn readiness(stats: &EngineStats) -> Result<(), String> {
     if !stats.caches_synced() {
-        return Err("waiting for the initial lists of pods, networks, nodes and namespaces");
+        return Err("waiting for the initial lists of pods, networks, nodes and namespaces".into());
     }
     if stats.is_leader() && stats.fabric_auth_failing() {
-        return Err("leader: UFM refuses the credentials (401/403); UFM traffic is paused; check the UFM Secret");
+        return Err("leader: UFM refuses the credentials (401/403); UFM traffic is paused; check the UFM Secret".into());
     }
     if stats.is_leader() && !stats.fabric_reached() {
-        return Err("leader: UFM has not answered a listing yet");
+        let unreached = stats.fabrics_unreached();
+        if !unreached.is_empty() {
+            return Err(format!("leader: the UFM of fabric {} has not answered a listing yet", unreached.join(", ")));
+        }
+        return Err("leader: UFM has not answered a listing yet".into());
     }
     Ok(())
 }
@@ -44,13 +50,13 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves `router` (the controller's [`router`] or the agent's) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: AdminState,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

@@ -1,11 +1,14 @@
-//! The controller's Prometheus metrics, all in one registry and all listed in [`METRICS`]:
-//! UFM traffic (fed by the UFM client's observer), pod configure latency and watch health (fed by
-//! the kube adapter), and the engine's counters and levels (copied from `EngineStats` at scrape).
-//! No label ever names a pod or a GUID.
+//! The controller's Prometheus metrics, all declared in [`METRICS`] (name, type, labels, help)
+//! and each counted where it happens: UFM traffic by the UFM client's observer, pod configure
+//! latency, watch health and API budget by the kube adapter (into this registry), the engine's
+//! counters and levels by the engine (into its `EngineStats` atomics, which a scrape reads as they
+//! are: there is no second copy to keep in step). No label ever names a pod or a GUID.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -155,31 +158,7 @@ pub struct Metrics {
     ufm_requests: IntCounterVec,
     ufm_duration: HistogramVec,
     pod_configure: Histogram,
-    attachments: IntGaugeVec,
-    not_configured: IntGaugeVec,
-    refusals: IntCounterVec,
-    pool_used: IntGauge,
-    pool_quarantined: IntGauge,
-    pool_capacity: IntGauge,
-    nodes_at_limit: IntGauge,
-    claims: IntGauge,
-    claims_terminating: IntGauge,
-    ledger_writes: IntCounter,
-    ledger_write_failures: IntCounter,
-    ufm_auth_failing: IntGauge,
-    drift_repairs: IntCounter,
-    breaker_trips: IntCounter,
-    fabric_changes: IntCounterVec,
-    fabric_lists: IntCounter,
-    fabric_failures: IntCounter,
-    patches: IntCounter,
-    patch_failures: IntCounter,
     patch_conflicts: IntCounter,
-    configured: IntCounter,
-    events: IntCounter,
-    leader: IntGauge,
-    caches_synced: IntGauge,
-    fabric_reached: IntGauge,
     watch_errors: IntCounterVec,
     watch_relists: IntCounterVec,
     dry_run_changes: IntCounterVec,
@@ -189,8 +168,6 @@ pub struct Metrics {
     pkey_range_size: IntGauge,
     pkey_range_used: IntGauge,
     partition_ops: IntCounterVec,
-    /// One scrape at a time copies the engine's counters (they are deltas added to ours).
-    scrape: Mutex<()>,
 }
 
 fn help(name: &str) -> &'static str {
@@ -217,49 +194,8 @@ impl Metrics {
                     .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("static metric definition"),
-            attachments: IntGaugeVec::new(opts("fabric_sync_attachments"), &["state"])
-                .expect("static metric definition"),
-            not_configured: IntGaugeVec::new(opts("fabric_sync_attachments_not_configured"), &["reason"])
-                .expect("static metric definition"),
-            refusals: IntCounterVec::new(opts("fabric_sync_refusals_total"), &["reason"])
-                .expect("static metric definition"),
-            pool_used: IntGauge::with_opts(opts("fabric_sync_guid_pool_used")).expect("static metric definition"),
-            pool_quarantined: IntGauge::with_opts(opts("fabric_sync_guid_pool_quarantined"))
-                .expect("static metric definition"),
-            pool_capacity: IntGauge::with_opts(opts("fabric_sync_guid_pool_capacity"))
-                .expect("static metric definition"),
-            nodes_at_limit: IntGauge::with_opts(opts("fabric_sync_nodes_at_pkey_limit"))
-                .expect("static metric definition"),
-            claims: IntGauge::with_opts(opts("fabric_sync_ledger_claims")).expect("static metric definition"),
-            claims_terminating: IntGauge::with_opts(opts("fabric_sync_ledger_claims_terminating"))
-                .expect("static metric definition"),
-            ledger_writes: IntCounter::with_opts(opts("fabric_sync_ledger_writes_total"))
-                .expect("static metric definition"),
-            ledger_write_failures: IntCounter::with_opts(opts("fabric_sync_ledger_write_failures_total"))
-                .expect("static metric definition"),
-            ufm_auth_failing: IntGauge::with_opts(opts("fabric_sync_ufm_auth_failing"))
-                .expect("static metric definition"),
-            drift_repairs: IntCounter::with_opts(opts("fabric_sync_drift_repairs_total"))
-                .expect("static metric definition"),
-            breaker_trips: IntCounter::with_opts(opts("fabric_sync_mass_removals_refused_total"))
-                .expect("static metric definition"),
-            fabric_changes: IntCounterVec::new(opts("fabric_sync_fabric_changes_total"), &["operation"])
-                .expect("static metric definition"),
-            fabric_lists: IntCounter::with_opts(opts("fabric_sync_fabric_lists_total"))
-                .expect("static metric definition"),
-            fabric_failures: IntCounter::with_opts(opts("fabric_sync_fabric_failures_total"))
-                .expect("static metric definition"),
-            patches: IntCounter::with_opts(opts("fabric_sync_pod_patches_total")).expect("static metric definition"),
-            patch_failures: IntCounter::with_opts(opts("fabric_sync_pod_patch_failures_total"))
-                .expect("static metric definition"),
             patch_conflicts: IntCounter::with_opts(opts("fabric_sync_pod_patch_conflicts_total"))
                 .expect("static metric definition"),
-            configured: IntCounter::with_opts(opts("fabric_sync_attachments_configured_total"))
-                .expect("static metric definition"),
-            events: IntCounter::with_opts(opts("fabric_sync_events_total")).expect("static metric definition"),
-            leader: IntGauge::with_opts(opts("fabric_sync_leader")).expect("static metric definition"),
-            caches_synced: IntGauge::with_opts(opts("fabric_sync_caches_synced")).expect("static metric definition"),
-            fabric_reached: IntGauge::with_opts(opts("fabric_sync_fabric_reached")).expect("static metric definition"),
             watch_errors: IntCounterVec::new(opts("fabric_sync_watch_errors_total"), &["resource"])
                 .expect("static metric definition"),
             watch_relists: IntCounterVec::new(opts("fabric_sync_watch_relists_total"), &["resource"])
@@ -278,17 +214,9 @@ impl Metrics {
                 .expect("static metric definition"),
             partition_ops: IntCounterVec::new(opts("fabric_sync_partition_operations_total"), &["operation", "result"])
                 .expect("static metric definition"),
-            scrape: Mutex::new(()),
             registry,
         };
         m.register_all();
-        for r in Reason::ALL {
-            m.refusals.with_label_values(&[r.as_str()]);
-            m.not_configured.with_label_values(&[r.as_str()]);
-        }
-        for op in ["add", "remove"] {
-            m.fabric_changes.with_label_values(&[op]);
-        }
         for kind in crate::kube::DRY_RUN_KINDS {
             m.dry_run_changes.with_label_values(&[kind]);
         }
@@ -303,31 +231,7 @@ impl Metrics {
             Box::new(self.ufm_requests.clone()),
             Box::new(self.ufm_duration.clone()),
             Box::new(self.pod_configure.clone()),
-            Box::new(self.attachments.clone()),
-            Box::new(self.not_configured.clone()),
-            Box::new(self.refusals.clone()),
-            Box::new(self.pool_used.clone()),
-            Box::new(self.pool_quarantined.clone()),
-            Box::new(self.pool_capacity.clone()),
-            Box::new(self.nodes_at_limit.clone()),
-            Box::new(self.claims.clone()),
-            Box::new(self.claims_terminating.clone()),
-            Box::new(self.ledger_writes.clone()),
-            Box::new(self.ledger_write_failures.clone()),
-            Box::new(self.ufm_auth_failing.clone()),
-            Box::new(self.drift_repairs.clone()),
-            Box::new(self.breaker_trips.clone()),
-            Box::new(self.fabric_changes.clone()),
-            Box::new(self.fabric_lists.clone()),
-            Box::new(self.fabric_failures.clone()),
-            Box::new(self.patches.clone()),
-            Box::new(self.patch_failures.clone()),
             Box::new(self.patch_conflicts.clone()),
-            Box::new(self.configured.clone()),
-            Box::new(self.events.clone()),
-            Box::new(self.leader.clone()),
-            Box::new(self.caches_synced.clone()),
-            Box::new(self.fabric_reached.clone()),
             Box::new(self.watch_errors.clone()),
             Box::new(self.watch_relists.clone()),
             Box::new(self.dry_run_changes.clone()),
@@ -339,8 +243,11 @@ impl Metrics {
             Box::new(self.partition_ops.clone()),
         ];
         for c in collectors {
-            // Names are distinct and static: registration cannot collide.
-            let _ = self.registry.register(c);
+            // Names are distinct and static (the_registry_holds_exactly_the_listed_metrics):
+            // a collision is a programming error, reported rather than dropped.
+            if let Err(e) = self.registry.register(c) {
+                tracing::error!(error = %e, "a metric could not be registered");
+            }
         }
     }
 
@@ -400,59 +307,93 @@ impl Metrics {
         self.watch_relists.with_label_values(&[resource]);
     }
 
-    /// Copies the engine's counters and levels, then renders the Prometheus text format.
+    /// The Prometheus text format: this registry's metrics and the engine's, read from `stats`
+    /// as they are now.
     pub fn render(&self, stats: &EngineStats) -> String {
-        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        self.sync_engine(stats);
-        TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+        let mut families = self.registry.gather();
+        families.extend(engine_families(stats));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 
-    fn sync_engine(&self, s: &EngineStats) {
-        advance(&self.drift_repairs, s.drift_repairs.get());
-        advance(&self.breaker_trips, s.breaker_trips.get());
-        advance(&self.fabric_changes.with_label_values(&["add"]), s.add_requests.get());
-        advance(&self.fabric_changes.with_label_values(&["remove"]), s.remove_requests.get());
-        advance(&self.fabric_lists, s.lists.get());
-        advance(&self.fabric_failures, s.fabric_failures.get());
-        advance(&self.patches, s.patches.get());
-        advance(&self.patch_failures, s.patch_failures.get());
-        advance(&self.configured, s.configured.get());
-        advance(&self.events, s.events_emitted.get());
-        for r in Reason::ALL {
-            advance(&self.refusals.with_label_values(&[r.as_str()]), s.refusals(r));
+    /// Names of the metric families a scrape shows.
+    pub fn registered_names(&self) -> Vec<String> {
+        self.registry
+            .gather()
+            .iter()
+            .chain(&engine_families(&EngineStats::default()))
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+}
+
+/// The engine's metrics as `stats` holds them: each family is built at scrape from the value the
+/// engine counted where it happened (the way a Prometheus collector reads an exporter's own
+/// counters), so nothing is copied or kept in step between scrapes.
+fn engine_families(s: &EngineStats) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    let mut counter = |name: &str, v: u64| {
+        if let Ok(c) = IntCounter::with_opts(opts(name)) {
+            c.inc_by(v);
+            out.extend(c.collect());
         }
-        let g = s.gauges();
-        let not_configured: u64 = g.not_configured.values().sum();
-        self.attachments.with_label_values(&["configured"]).set(level(g.configured));
-        self.attachments.with_label_values(&["pending"]).set(level(g.pending));
-        self.attachments.with_label_values(&["not_configured"]).set(level(not_configured));
+    };
+    counter("fabric_sync_drift_repairs_total", s.drift_repairs.get());
+    counter("fabric_sync_mass_removals_refused_total", s.breaker_trips.get());
+    counter("fabric_sync_fabric_lists_total", s.lists.get());
+    counter("fabric_sync_fabric_failures_total", s.fabric_failures.get());
+    counter("fabric_sync_pod_patches_total", s.patches.get());
+    counter("fabric_sync_pod_patch_failures_total", s.patch_failures.get());
+    counter("fabric_sync_attachments_configured_total", s.configured.get());
+    counter("fabric_sync_events_total", s.events_emitted.get());
+    counter("fabric_sync_ledger_writes_total", s.claim_writes.get());
+    counter("fabric_sync_ledger_write_failures_total", s.claim_failures.get());
+    let g = s.gauges();
+    let flag = |b: bool| u64::from(b);
+    let mut gauge = |name: &str, v: u64| {
+        if let Ok(c) = IntGauge::with_opts(opts(name)) {
+            c.set(level(v));
+            out.extend(c.collect());
+        }
+    };
+    gauge("fabric_sync_guid_pool_used", g.pool_in_use);
+    gauge("fabric_sync_guid_pool_quarantined", g.pool_quarantined);
+    gauge("fabric_sync_guid_pool_capacity", g.pool_capacity);
+    gauge("fabric_sync_nodes_at_pkey_limit", g.nodes_at_pkey_limit);
+    gauge("fabric_sync_ledger_claims", g.claims);
+    gauge("fabric_sync_ledger_claims_terminating", g.claims_terminating);
+    gauge("fabric_sync_ufm_auth_failing", flag(s.fabric_auth_failing()));
+    gauge("fabric_sync_leader", flag(s.is_leader()));
+    gauge("fabric_sync_caches_synced", flag(s.caches_synced()));
+    gauge("fabric_sync_fabric_reached", flag(s.fabric_reached()));
+    if let Ok(v) = IntCounterVec::new(opts("fabric_sync_fabric_changes_total"), &["operation"]) {
+        v.with_label_values(&["add"]).inc_by(s.add_requests.get());
+        v.with_label_values(&["remove"]).inc_by(s.remove_requests.get());
+        out.extend(v.collect());
+    }
+    if let Ok(v) = IntCounterVec::new(opts("fabric_sync_refusals_total"), &["reason"]) {
         for r in Reason::ALL {
-            let n = g.not_configured.get(r.as_str()).copied().unwrap_or(0);
-            self.not_configured.with_label_values(&[r.as_str()]).set(level(n));
+            v.with_label_values(&[r.as_str()]).inc_by(s.refusals(r));
+        }
+        out.extend(v.collect());
+    }
+    if let Ok(v) = IntGaugeVec::new(opts("fabric_sync_attachments"), &["state"]) {
+        let not_configured: u64 = g.not_configured.values().sum();
+        v.with_label_values(&["configured"]).set(level(g.configured));
+        v.with_label_values(&["pending"]).set(level(g.pending));
+        v.with_label_values(&["not_configured"]).set(level(not_configured));
+        out.extend(v.collect());
+    }
+    if let Ok(v) = IntGaugeVec::new(opts("fabric_sync_attachments_not_configured"), &["reason"]) {
+        for r in Reason::ALL {
+            v.with_label_values(&[r.as_str()]).set(level(g.not_configured.get(r.as_str()).copied().unwrap_or(0)));
         }
         for (reason, n) in &g.not_configured {
-            self.not_configured.with_label_values(&[reason]).set(level(*n));
+            v.with_label_values(&[reason]).set(level(*n));
         }
-        self.pool_used.set(level(g.pool_in_use));
-        self.pool_quarantined.set(level(g.pool_quarantined));
-        self.pool_capacity.set(level(g.pool_capacity));
-        self.nodes_at_limit.set(level(g.nodes_at_pkey_limit));
-        self.claims.set(level(g.claims));
-        self.claims_terminating.set(level(g.claims_terminating));
-        advance(&self.ledger_writes, s.claim_writes.get());
-        advance(&self.ledger_write_failures, s.claim_failures.get());
-        self.ufm_auth_failing.set(i64::from(s.fabric_auth_failing()));
-        self.leader.set(i64::from(s.is_leader()));
-        self.caches_synced.set(i64::from(s.caches_synced()));
-        self.fabric_reached.set(i64::from(s.fabric_reached()));
+        out.extend(v.collect());
     }
-
-    /// Names of the metric families the registry holds.
-    pub fn registered_names(&self) -> Vec<String> {
-        self.registry.gather().iter().map(|f| f.name().to_string()).collect()
-    }
+    out
 }
 
 impl UfmObserver for Metrics {
@@ -463,13 +404,6 @@ impl UfmObserver for Metrics {
 }
 
 /// Brings a counter up to the engine's monotonic total.
-fn advance(counter: &IntCounter, total: u64) {
-    let current = counter.get();
-    if total > current {
-        counter.inc_by(total - current);
-    }
-}
-
 fn level(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -486,8 +420,6 @@ mod tests {
         m.pod_configured(Duration::from_secs(1));
         m.watch_error("pods");
         m.watch_relist("pods");
-        let stats = EngineStats::default();
-        let _ = m.render(&stats);
         let registered: BTreeSet<String> = m.registered_names().into_iter().collect();
         let listed: BTreeSet<String> = METRICS.iter().map(|x| x.0.to_string()).collect();
         assert_eq!(registered, listed);
@@ -499,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn engine_counters_are_copied_as_monotonic_totals() {
+    fn a_scrape_shows_the_engines_counters_as_they_are_now() {
         let m = Metrics::new();
         let stats = EngineStats::default();
         stats.drift_repairs.inc();
@@ -509,9 +441,21 @@ mod tests {
         let text = m.render(&stats);
         assert!(text.contains("fabric_sync_drift_repairs_total 2"), "{text}");
         assert!(text.contains("fabric_sync_refusals_total{reason=\"PKeyLimitExceeded\"} 1"), "{text}");
+        assert!(text.contains("fabric_sync_refusals_total{reason=\"PoolExhausted\"} 0"), "every reason from 0");
         assert!(text.contains("fabric_sync_leader 1"), "{text}");
-        // A second scrape adds nothing new.
+        // A second scrape counts nothing twice; what happens between scrapes shows at the next.
         let text = m.render(&stats);
         assert!(text.contains("fabric_sync_drift_repairs_total 2"), "{text}");
+        stats.drift_repairs.inc();
+        stats.set_leader(false);
+        let text = m.render(&stats);
+        assert!(text.contains("fabric_sync_drift_repairs_total 3"), "{text}");
+        assert!(text.contains("fabric_sync_leader 0"), "{text}");
+        // Families come out sorted by name, each once, ours and the engine's together.
+        let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
     }
 }

@@ -87,4 +87,21 @@ fn print_summary(r: &Report) {
         i.unresolved_attachments,
         if i.all_zero() && r.converged { "all hold" } else { "VIOLATED" }
     );
+    if r.fabrics.len() > 1 {
+        for f in &r.fabrics {
+            println!(
+                "fabric {}: nodes {} attachments {} configured {} UFM members {} requests add {} remove {} list {} failed {}",
+                f.name,
+                f.nodes,
+                f.attachments,
+                f.configured,
+                f.ufm_members,
+                f.ufm_requests.add,
+                f.ufm_requests.remove,
+                f.ufm_requests.list,
+                f.ufm_requests.failed
+            );
+        }
+        println!("invariants: GUIDs in the wrong fabric's UFM {}", i.guids_in_wrong_fabric);
+    }
 }

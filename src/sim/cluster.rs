@@ -47,6 +47,8 @@ struct Inner {
     pods: BTreeMap<String, SimPod>,
     nads: BTreeMap<NetworkKey, SimNad>,
     nodes: BTreeMap<String, Option<u16>>,
+    /// Node labels (they route attachments to fabrics: `--fabrics N`).
+    node_labels: BTreeMap<String, BTreeMap<String, String>>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// The ledger: pod UID → claim.
     claims: BTreeMap<String, Claim>,
@@ -181,7 +183,8 @@ impl SimCluster {
             out.push(ClusterEvent::NamespaceApplied { name: name.clone(), labels: labels.clone() });
         }
         for (name, cap) in &inner.nodes {
-            out.push(ClusterEvent::NodeApplied { name: name.clone(), pkey_capacity: *cap });
+            let labels = inner.node_labels.get(name).cloned().unwrap_or_default();
+            out.push(ClusterEvent::NodeApplied { name: name.clone(), labels, pkey_capacity: *cap });
         }
         for (key, nad) in &inner.nads {
             out.push(nad_event(key, nad));
@@ -206,8 +209,16 @@ impl SimCluster {
     }
 
     pub async fn set_node(&self, name: &str, pkey_capacity: Option<u16>) {
-        self.lock().nodes.insert(name.to_string(), pkey_capacity);
-        self.send(ClusterEvent::NodeApplied { name: name.to_string(), pkey_capacity }).await;
+        self.set_node_labeled(name, BTreeMap::new(), pkey_capacity).await;
+    }
+
+    pub async fn set_node_labeled(&self, name: &str, labels: BTreeMap<String, String>, pkey_capacity: Option<u16>) {
+        {
+            let mut inner = self.lock();
+            inner.nodes.insert(name.to_string(), pkey_capacity);
+            inner.node_labels.insert(name.to_string(), labels.clone());
+        }
+        self.send(ClusterEvent::NodeApplied { name: name.to_string(), labels, pkey_capacity }).await;
     }
 
     pub async fn apply_nad(&self, namespace: &str, name: &str, annotations: BTreeMap<String, String>, config: &str) {
@@ -298,12 +309,6 @@ impl SimCluster {
         }
     }
 
-    /// Ledger objects: (claims, of which Kubernetes is deleting).
-    pub fn claim_counts(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.claims.len(), inner.claims.values().filter(|c| c.deleting).count())
-    }
-
     /// Every claim (the ledger as the API server holds it).
     pub fn claims(&self) -> Vec<Claim> {
         self.lock().claims.values().cloned().collect()
@@ -366,6 +371,10 @@ impl SimCluster {
 
     pub fn nodes(&self) -> BTreeMap<String, Option<u16>> {
         self.lock().nodes.clone()
+    }
+
+    pub fn node_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.lock().node_labels.clone()
     }
 
     pub fn events(&self) -> Vec<EventRecord> {

@@ -127,7 +127,7 @@ async fn run() -> Result<bool, String> {
     world.seed_foreign(a).map_err(|e| e.to_string())?;
     println!(
         "fabric-sync demo: the real engine and UFM client against an embedded mock UFM at {} (TLS)\n",
-        world.ufm.url()
+        world.ufm().url()
     );
     println!("Tenants (policy: enforce, each tenant may use only its own pkey)");
     for n in networks() {
@@ -160,7 +160,7 @@ async fn run() -> Result<bool, String> {
     let mut lat = super::cluster::latencies_ms(&pods);
     lat.sort_by(f64::total_cmp);
     let p99 = lat.get(((lat.len() as f64 - 1.0) * 0.99) as usize).copied().unwrap_or(0.0);
-    let adds = world.counters.snapshot().add;
+    let adds = world.fabrics[0].counters.snapshot().add;
     println!(
         "   all {BURST} configured in {:.0} ms (p99 {:.0} ms per pod) with {adds} UFM add requests (one per pkey)\n",
         burst_time.as_secs_f64() * 1000.0,
@@ -209,10 +209,10 @@ async fn run() -> Result<bool, String> {
         );
     }
     println!("UFM now:");
-    for (pkey, part) in world.ufm.snapshot() {
+    for (pkey, part) in world.ufm().snapshot() {
         println!("   pkey 0x{pkey:x} {:<14} {} members", part.name, part.members.len());
     }
-    let c = world.counters.snapshot();
+    let c = world.fabrics[0].counters.snapshot();
     let api = world.cluster.counts();
     println!(
         "\nTraffic: UFM add {} remove {} list {} (failed {}); Kubernetes patches {} events {}",
@@ -235,6 +235,8 @@ async fn run() -> Result<bool, String> {
     );
     let mut controller = controller;
     controller.kill(&world.cluster).await;
-    world.ufm.shutdown().await;
+    for f in world.fabrics {
+        f.ufm.shutdown().await;
+    }
     Ok(ok)
 }

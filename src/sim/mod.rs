@@ -4,6 +4,7 @@
 pub mod cli;
 mod cluster;
 pub mod demo;
+mod fabrics;
 mod recording;
 mod report;
 mod scenario;

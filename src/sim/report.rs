@@ -27,6 +27,9 @@ pub struct Invariants {
     pub guids_in_wrong_pkey: u64,
     /// Elements claiming `configured` with a GUID their pod's claim does not record.
     pub forged_markers: u64,
+    /// UFM memberships of a GUID in a fabric other than its attachment's (`--fabrics`): a GUID
+    /// outside that fabric's slice of the range, or claimed for another fabric.
+    pub guids_in_wrong_fabric: u64,
 }
 
 impl Invariants {
@@ -40,7 +43,20 @@ impl Invariants {
             && self.unresolved_attachments == 0
             && self.guids_in_wrong_pkey == 0
             && self.forged_markers == 0
+            && self.guids_in_wrong_fabric == 0
     }
+}
+
+/// One fabric's figures (`--fabrics`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FabricFigures {
+    pub name: String,
+    pub nodes: u64,
+    pub attachments: u64,
+    pub configured: u64,
+    /// Managed-range memberships its UFM holds at the end.
+    pub ufm_members: u64,
+    pub ufm_requests: UfmRequestCounts,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,6 +94,8 @@ pub struct Report {
     pub leader_changes: usize,
     pub breaker_trips: u64,
     pub peak_rss_mb: f64,
+    /// Per fabric, in order (one `default` fabric unless `--fabrics`).
+    pub fabrics: Vec<FabricFigures>,
 }
 
 impl Report {
@@ -92,12 +110,35 @@ impl Report {
     ) -> Report {
         let invariants = check_invariants(world);
         let pods = world.cluster.pods();
+        let node_fabric = node_fabrics(world);
+        let mut figures: Vec<FabricFigures> = world
+            .fabrics
+            .iter()
+            .map(|f| FabricFigures {
+                name: f.name.clone(),
+                nodes: node_fabric.values().filter(|n| world.fabrics[**n].name == f.name).count() as u64,
+                ufm_members: f
+                    .ufm
+                    .snapshot()
+                    .values()
+                    .flat_map(|p| p.members.keys())
+                    .filter(|g| Guid::new(g.value()).is_some_and(|g| world.cfg.guid_range.contains(g)))
+                    .count() as u64,
+                ufm_requests: f.counters.snapshot(),
+                ..FabricFigures::default()
+            })
+            .collect();
         let (mut attachments, mut configured) = (0u64, 0u64);
         let mut refused = Refused::default();
         for p in pods.iter().filter(|p| !p.phase.is_finished()) {
             let Ok(els) = parse_networks(&p.networks) else { continue };
             attachments += els.len() as u64;
-            configured += els.iter().filter(|e| e.is_configured()).count() as u64;
+            let done = els.iter().filter(|e| e.is_configured()).count() as u64;
+            configured += done;
+            if let Some(f) = p.node.as_ref().and_then(|n| node_fabric.get(n)).and_then(|i| figures.get_mut(*i)) {
+                f.attachments += els.len() as u64;
+                f.configured += done;
+            }
             let status: BTreeMap<String, String> =
                 p.status.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
             for v in status.values().filter(|v| v.starts_with("refused:")) {
@@ -133,7 +174,14 @@ impl Report {
             refused,
             latency_ms: Latency { p50: q(0.5), p90: q(0.9), p99: q(0.99), max: q(1.0) },
             wall_ms: (wall.as_secs_f64() * 1000.0).round(),
-            ufm_requests: world.counters.snapshot(),
+            ufm_requests: figures.iter().fold(UfmRequestCounts::default(), |mut sum, f| {
+                sum.add += f.ufm_requests.add;
+                sum.remove += f.ufm_requests.remove;
+                sum.list += f.ufm_requests.list;
+                sum.other += f.ufm_requests.other;
+                sum.failed += f.ufm_requests.failed;
+                sum
+            }),
             api_requests: world.cluster.counts(),
             invariants,
             converged,
@@ -141,11 +189,26 @@ impl Report {
             leader_changes,
             breaker_trips: stats.breaker_trips.get(),
             peak_rss_mb: peak_rss_mb(),
+            fabrics: std::mem::take(&mut figures),
         }
     }
 }
 
-/// Compares the cluster's annotations with the mock UFM's table.
+/// Node → the index of the fabric its label puts it on (every node on fabric 0 when there is one).
+fn node_fabrics(world: &World) -> HashMap<String, usize> {
+    let label = super::fabrics::SIM_FABRIC_LABEL;
+    world
+        .cluster
+        .node_labels()
+        .into_iter()
+        .map(|(node, labels)| {
+            let i = world.fabrics.iter().position(|f| labels.get(label) == Some(&f.name)).unwrap_or(0);
+            (node, i)
+        })
+        .collect()
+}
+
+/// Compares the cluster's annotations with the mock UFMs' tables.
 pub(super) fn check_invariants(world: &World) -> Invariants {
     let range = world.cfg.guid_range;
     // Networks now: key → pkey; every pkey any network names.
@@ -158,8 +221,9 @@ pub(super) fn check_invariants(world: &World) -> Invariants {
     let managed: HashSet<PKey> = network_pkey.values().flatten().copied().collect();
     let mut inv =
         Invariants { configured_before_fabric: world.cluster.configured_before_fabric(), ..Default::default() };
-    // Desired memberships from live, configured attachments.
-    let mut desired: HashSet<(PKey, Guid)> = HashSet::new();
+    let node_fabric = node_fabrics(world);
+    // Desired memberships from live, configured attachments: (fabric, pkey, GUID).
+    let mut desired: HashSet<(usize, PKey, Guid)> = HashSet::new();
     let mut seen: HashSet<Guid> = HashSet::new();
     let mut node_pkeys: HashMap<String, BTreeSet<PKey>> = HashMap::new();
     world.cluster.with_pods(|pods| {
@@ -198,7 +262,8 @@ pub(super) fn check_invariants(world: &World) -> Invariants {
                         // Configured for an old pkey: the move is not finished.
                         inv.unresolved_attachments += 1;
                     }
-                    desired.insert((*pk, g));
+                    let f = p.node.as_ref().and_then(|n| node_fabric.get(n)).copied().unwrap_or(0);
+                    desired.insert((f, *pk, g));
                     if let Some(n) = &p.node {
                         node_pkeys.entry(n.clone()).or_default().insert(*pk);
                     }
@@ -215,46 +280,50 @@ pub(super) fn check_invariants(world: &World) -> Invariants {
             inv.nodes_over_pkey_limit += 1;
         }
     }
-    // What UFM holds in the managed range, on pkeys a network names.
-    let mut actual: HashSet<(PKey, Guid)> = HashSet::new();
-    let table = world.ufm.snapshot();
-    let mut foreign_outside_ok = false;
-    let mut foreign_inside_ok = false;
-    for (raw_pkey, part) in &table {
-        let Some(pkey) = PKey::new(*raw_pkey) else { continue };
-        for raw in part.members.keys() {
-            let v = raw.value();
-            if v == FOREIGN_OUTSIDE && pkey == world.foreign_managed {
-                foreign_outside_ok = true;
-            }
-            if v == FOREIGN_INSIDE && *raw_pkey == FOREIGN_PKEY {
-                foreign_inside_ok = true;
-            }
-            let Some(g) = Guid::new(v) else { continue };
-            if range.contains(g) && managed.contains(&pkey) {
-                actual.insert((pkey, g));
-            }
-        }
-    }
-    // The ledger: every claimed GUID and the network it is claimed for.
-    let mut claimed: HashMap<Guid, NetworkKey> = HashMap::new();
+    // The ledger: every claimed GUID, the network and the fabric it is claimed for.
+    let mut claimed: HashMap<Guid, (NetworkKey, String)> = HashMap::new();
     let mut claims_by_pod: HashMap<String, HashSet<Guid>> = HashMap::new();
     for c in world.cluster.claims() {
         for a in &c.attachments {
-            claimed.insert(a.guid, a.network.clone());
+            let fabric = a.fabric.clone().unwrap_or_else(|| crate::engine::DEFAULT_FABRIC.to_string());
+            claimed.insert(a.guid, (a.network.clone(), fabric));
             claims_by_pod.entry(c.pod_uid.to_string()).or_default().insert(a.guid);
         }
     }
-    for (raw_pkey, part) in &table {
-        let Some(pkey) = PKey::new(*raw_pkey) else { continue };
-        for raw in part.members.keys() {
-            let Some(g) = Guid::new(raw.value()) else { continue };
-            if let Some(net) = claimed.get(&g) {
-                if network_pkey.get(net).copied().flatten() != Some(pkey) {
-                    inv.guids_in_wrong_pkey += 1;
+    // What each UFM holds in the managed range, on pkeys a network names.
+    let mut actual: HashSet<(usize, PKey, Guid)> = HashSet::new();
+    let mut foreign_outside_ok = true;
+    let mut foreign_inside_ok = false;
+    for (i, fabric) in world.fabrics.iter().enumerate() {
+        let table = fabric.ufm.snapshot();
+        let mut outside_here = false;
+        for (raw_pkey, part) in &table {
+            let Some(pkey) = PKey::new(*raw_pkey) else { continue };
+            for raw in part.members.keys() {
+                let v = raw.value();
+                if v == FOREIGN_OUTSIDE && pkey == world.foreign_managed {
+                    outside_here = true;
+                }
+                if v == FOREIGN_INSIDE && *raw_pkey == FOREIGN_PKEY {
+                    foreign_inside_ok = true;
+                }
+                let Some(g) = Guid::new(v) else { continue };
+                if range.contains(g) && managed.contains(&pkey) {
+                    actual.insert((i, pkey, g));
+                }
+                if let Some((net, claimed_fabric)) = claimed.get(&g) {
+                    if network_pkey.get(net).copied().flatten() != Some(pkey) {
+                        inv.guids_in_wrong_pkey += 1;
+                    }
+                    if *claimed_fabric != fabric.name {
+                        inv.guids_in_wrong_fabric += 1;
+                    }
+                } else if range.contains(g) && !fabric.range.contains(g) {
+                    inv.guids_in_wrong_fabric += 1;
                 }
             }
         }
+        foreign_outside_ok &= outside_here;
     }
     world.cluster.with_pods(|pods| {
         for p in pods.filter(|p| !p.phase.is_finished()) {
@@ -269,7 +338,7 @@ pub(super) fn check_invariants(world: &World) -> Invariants {
     });
     inv.stale_in_fabric = actual.difference(&desired).count() as u64;
     inv.missing_in_fabric = desired.difference(&actual).count() as u64;
-    inv.foreign_guids_touched = world.fabric.foreign_requests()
+    inv.foreign_guids_touched = world.fabrics.iter().map(|f| f.fabric.foreign_requests()).sum::<u64>()
         + u64::from(!foreign_outside_ok)
         + u64::from(!foreign_inside_ok)
         + u64::from(seen.contains(&Guid::new(FOREIGN_INSIDE).unwrap_or(Guid::MAX)));

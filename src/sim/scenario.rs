@@ -10,13 +10,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::cluster::SimCluster;
-use super::recording::{Accepted, RecordingFabric};
+use super::fabrics::{SimFabric, fabric_name, fabric_specs, node_labels};
+use super::recording::Accepted;
 use super::report::{Report, check_invariants};
 use crate::alloc::GuidRange;
-use crate::config::{UfmArgs, UfmSettings};
 use crate::engine::{Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::ib::PKey;
-use crate::ufm::{UfmClient, UfmCounters};
 
 /// UFM fault profiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -69,6 +68,10 @@ pub struct Scenario {
     /// Give up converging after this long.
     #[arg(long, default_value_t = 120)]
     pub timeout_s: u64,
+    /// InfiniBand fabrics, each with its own in-process mock UFM and a slice of the GUID
+    /// range; nodes are split among them by the `fabric-sync.io/fabric` label (issue 17).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub fabrics: u16,
 }
 
 impl Default for Scenario {
@@ -86,6 +89,7 @@ impl Default for Scenario {
             seed: 1,
             batch_window_ms: 20,
             timeout_s: 120,
+            fabrics: 1,
         }
     }
 }
@@ -133,7 +137,7 @@ pub(super) struct Controller {
 impl Controller {
     pub(super) async fn start(
         cluster: &Arc<SimCluster>,
-        fabric: Arc<dyn Fabric>,
+        fabrics: Vec<Arc<dyn Fabric>>,
         cfg: EngineConfig,
         timing: Timing,
         leader: bool,
@@ -141,7 +145,7 @@ impl Controller {
         let (tx, rx) = mpsc::channel(8192);
         let (leader_tx, leader_rx) = watch::channel(leader);
         let stats = Arc::new(EngineStats::default());
-        let engine = Engine::new(State::new(cfg), fabric, cluster.clone(), timing, stats.clone());
+        let engine = Engine::with_fabrics(State::new(cfg), fabrics, cluster.clone(), timing, stats.clone());
         let handle = tokio::spawn(engine.run(rx, leader_rx));
         let watch_id = cluster.connect(tx).await;
         Controller { handle: Some(handle), stats, leader: leader_tx, watch_id }
@@ -164,61 +168,26 @@ impl Controller {
 
 /// Everything a run holds.
 pub(super) struct World {
-    pub ufm: mock_ufm::MockUfm,
+    /// One per fabric (one `default` fabric unless `--fabrics`).
+    pub fabrics: Vec<SimFabric>,
     pub cluster: Arc<SimCluster>,
-    pub fabric: Arc<RecordingFabric>,
-    pub counters: Arc<UfmCounters>,
     pub cfg: EngineConfig,
     pub timing: Timing,
     /// The managed pkey holding the seeded GUID from outside the range.
     pub foreign_managed: PKey,
-    /// The mounted UFM Secret the client reads its token from.
-    secret_dir: SecretDir,
-    token: std::sync::Mutex<String>,
 }
 
 impl World {
-    pub(super) async fn new(s: &Scenario, cfg: EngineConfig, conflict_rate: f64) -> Result<World, SimError> {
+    pub(super) async fn new(s: &Scenario, mut cfg: EngineConfig, conflict_rate: f64) -> Result<World, SimError> {
         crate::install_crypto_provider();
-        let password = format!("sim-{:x}", rand::random::<u64>());
-        let mut faults = Vec::new();
-        if s.ufm_latency_ms > 0 {
-            faults.push(mock_ufm::FaultRule::latency(Duration::from_millis(s.ufm_latency_ms)));
-        }
-        let ufm = mock_ufm::MockUfm::start(mock_ufm::Config {
-            password: password.clone(),
-            faults,
-            fault_seed: Some(s.seed),
-            log_capacity: 64,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| SimError::MockUfm(e.to_string()))?;
-        // Credentials come the way a cluster mounts them: a Secret directory the client re-reads.
-        let token = ufm.issue_token();
-        let secret_dir = SecretDir::new().map_err(|e| SimError::Scenario(format!("secret directory: {e}")))?;
-        secret_dir.write("UFM_TOKEN", &token).map_err(|e| SimError::Scenario(format!("secret directory: {e}")))?;
-        let args = UfmArgs {
-            sm_plugin: "ufm".into(),
-            address: Some("127.0.0.1".into()),
-            port: Some(ufm.addr().port().to_string()),
-            scheme: Some("https".into()),
-            certificate: ufm.ca_pem(),
-            secret_dir: Some(secret_dir.path.clone()),
-            connect_timeout: "2s".into(),
-            request_timeout: "1500ms".into(),
-            max_attempts: "3".into(),
-            ..UfmArgs::default()
-        };
-        let settings = UfmSettings::from_args(&args).map_err(|e| SimError::Client(e.to_string()))?;
-        let _ = password;
-        let client = UfmClient::new(&settings)
-            .map_err(|e| SimError::Client(e.to_string()))?
-            .with_retry_delays(Duration::from_millis(20), Duration::from_millis(200));
-        let counters = client.counters();
-        let client: Arc<dyn Fabric> = Arc::new(client);
+        let n = usize::from(s.fabrics.max(1));
+        cfg.fabrics = fabric_specs(n, cfg.guid_range);
         let accepted = Arc::new(Accepted::default());
-        let fabric = Arc::new(RecordingFabric::new(client.clone(), cfg.guid_range, accepted.clone()));
+        let mut fabrics = Vec::with_capacity(n);
+        for (i, spec) in cfg.fabric_specs().into_iter().enumerate() {
+            let seed = s.seed.wrapping_add(i as u64);
+            fabrics.push(SimFabric::start(s, fabric_name(i, n), spec.guid_range, accepted.clone(), seed).await?);
+        }
         let cluster = Arc::new(SimCluster::new(Duration::from_millis(s.api_latency_ms), accepted, conflict_rate));
         let timing = Timing {
             batch_window: Duration::from_millis(s.batch_window_ms.max(1)),
@@ -228,31 +197,30 @@ impl World {
             patch_concurrency: 64,
             retry_max: Duration::from_secs(2),
         };
-        Ok(World {
-            ufm,
-            cluster,
-            fabric,
-            counters,
-            cfg,
-            timing,
-            foreign_managed: PKey::DEFAULT,
-            secret_dir,
-            token: std::sync::Mutex::new(token),
-        })
+        Ok(World { fabrics, cluster, cfg, timing, foreign_managed: PKey::DEFAULT })
     }
 
-    /// Starts a token rotation as an operator might, badly: a new token is issued and the old
-    /// one revoked at once, while the mounted Secret still holds the old one. Requests get 401s
-    /// until [`World::finish_rotation`] writes the new token and the client re-reads it.
-    pub(super) fn begin_rotation(&self) -> String {
-        let fresh = self.ufm.issue_token();
-        let old = std::mem::replace(&mut *self.token.lock().unwrap_or_else(|p| p.into_inner()), fresh.clone());
-        self.ufm.revoke_token(&old);
-        fresh
+    /// The first (or only) fabric's mock UFM.
+    pub(super) fn ufm(&self) -> &mock_ufm::MockUfm {
+        &self.fabrics[0].ufm
     }
 
-    pub(super) fn finish_rotation(&self, token: &str) -> Result<(), SimError> {
-        self.secret_dir.write("UFM_TOKEN", token).map_err(|e| SimError::Scenario(format!("secret directory: {e}")))
+    /// Node `n`, labelled onto fabric `n % fabrics`.
+    pub(super) async fn add_node(&self, n: usize, pkey_capacity: Option<u16>) {
+        let labels = node_labels(n, self.fabrics.len());
+        self.cluster.set_node_labeled(&format!("node-{n}"), labels, pkey_capacity).await;
+    }
+
+    /// Starts a token rotation on every UFM (see [`SimFabric::begin_rotation`]).
+    pub(super) fn begin_rotation(&self) -> Vec<String> {
+        self.fabrics.iter().map(SimFabric::begin_rotation).collect()
+    }
+
+    pub(super) fn finish_rotation(&self, tokens: &[String]) -> Result<(), SimError> {
+        for (f, t) in self.fabrics.iter().zip(tokens) {
+            f.finish_rotation(t)?;
+        }
+        Ok(())
     }
 
     /// A new controller, leading.
@@ -262,24 +230,33 @@ impl World {
 
     /// A new controller, leading or a warm follower.
     pub(super) async fn controller_as(&self, leader: bool) -> Controller {
-        Controller::start(&self.cluster, self.fabric.clone(), self.cfg.clone(), self.timing.clone(), leader).await
+        let ports: Vec<Arc<dyn Fabric>> = self.fabrics.iter().map(|f| f.fabric.clone() as Arc<dyn Fabric>).collect();
+        Controller::start(&self.cluster, ports, self.cfg.clone(), self.timing.clone(), leader).await
     }
 
-    /// Seeds memberships fabric-sync must leave alone (straight into the mock's table).
+    /// Seeds memberships fabric-sync must leave alone (straight into the mocks' tables): the
+    /// GUID outside the range into every UFM, the one inside into the UFM whose slice holds it.
     pub(super) fn seed_foreign(&mut self, managed: PKey) -> Result<(), SimError> {
         self.foreign_managed = managed;
         use mock_ufm::{Guid as MGuid, Member, Membership as MMembership, Mutation, PKey as MPKey};
         let err = |e: mock_ufm::state::StateError| SimError::MockUfm(e.to_string());
         let member = Member { membership: MMembership::Full, index0: false };
-        for (pkey, guid) in [(managed.value(), FOREIGN_OUTSIDE), (FOREIGN_PKEY, FOREIGN_INSIDE)] {
-            self.ufm
-                .apply(Mutation::AddGuids {
-                    pkey: MPKey::new(pkey).map_err(err)?,
-                    members: vec![(MGuid::new(guid).map_err(err)?, member)],
-                    ip_over_ib: None,
-                    name: None,
-                })
-                .map_err(err)?;
+        let inside = crate::ib::Guid::new(FOREIGN_INSIDE);
+        let seeds = self.fabrics.iter().flat_map(|f| {
+            let mut s = vec![(&f.ufm, managed.value(), FOREIGN_OUTSIDE)];
+            if inside.is_some_and(|g| f.range.contains(g)) {
+                s.push((&f.ufm, FOREIGN_PKEY, FOREIGN_INSIDE));
+            }
+            s
+        });
+        for (ufm, pkey, guid) in seeds {
+            ufm.apply(Mutation::AddGuids {
+                pkey: MPKey::new(pkey).map_err(err)?,
+                members: vec![(MGuid::new(guid).map_err(err)?, member)],
+                ip_over_ib: None,
+                name: None,
+            })
+            .map_err(err)?;
         }
         Ok(())
     }
@@ -330,7 +307,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
         world.cluster.set_namespace(&format!("tenant-{t}"), BTreeMap::new()).await;
     }
     for n in 0..s.nodes {
-        world.cluster.set_node(&format!("node-{n}"), None).await;
+        world.add_node(n, None).await;
     }
     for i in 0..s.pkeys.max(1) {
         let (ns, name) = network_of(i);
@@ -446,11 +423,13 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
             tokio::time::sleep(Duration::from_millis(400)).await;
             world.finish_rotation(&fresh)?;
         }
-        world.ufm.clear_faults();
-        world.ufm.update_settings(|st| st.apply_delay_ms = 0);
-        world.ufm.apply_pending();
-        if s.ufm_latency_ms > 0 {
-            world.ufm.add_fault(mock_ufm::FaultRule::latency(Duration::from_millis(s.ufm_latency_ms)));
+        for f in &world.fabrics {
+            f.ufm.clear_faults();
+            f.ufm.update_settings(|st| st.apply_delay_ms = 0);
+            f.ufm.apply_pending();
+            if s.ufm_latency_ms > 0 {
+                f.ufm.add_fault(mock_ufm::FaultRule::latency(Duration::from_millis(s.ufm_latency_ms)));
+            }
         }
         progress(Progress::Phase("converge"));
         converged = world.converge(Duration::from_secs(s.timeout_s), progress).await;
@@ -461,7 +440,9 @@ pub async fn run(s: &Scenario, progress: &mut dyn FnMut(Progress)) -> Result<Rep
     if let Some(mut f) = follower {
         f.kill(&world.cluster).await;
     }
-    world.ufm.shutdown().await;
+    for f in world.fabrics {
+        f.ufm.shutdown().await;
+    }
     Ok(report)
 }
 
@@ -533,54 +514,28 @@ async fn create_pod(world: &World, s: &Scenario, i: usize) {
 fn install_faults(world: &World, s: &Scenario) {
     use mock_ufm::FaultRule;
     let writes = "/resources/pkeys";
-    match s.faults {
-        FaultProfile::None => {}
-        FaultProfile::Flaky => {
-            world.ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
+    for (i, f) in world.fabrics.iter().enumerate() {
+        let ufm = &f.ufm;
+        match s.faults {
+            FaultProfile::None => {}
+            FaultProfile::Flaky => {
+                ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
+            }
+            FaultProfile::Outage => {
+                ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
+            }
+            FaultProfile::Chaos => {
+                // UFM applies through OpenSM: changes show up in listings only later.
+                ufm.update_settings(|st| st.apply_delay_ms = 100);
+                ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
+                ufm.add_fault(FaultRule::hang().with_probability(0.02).path(writes));
+                ufm.add_fault(FaultRule::reset().with_probability(0.02).path(writes));
+                ufm.add_fault(FaultRule::unauthorized_next(3));
+                // With several fabrics, every other one is in outage while the rest go on.
+                if i % 2 == 0 {
+                    ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
+                }
+            }
         }
-        FaultProfile::Outage => {
-            world.ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
-        }
-        FaultProfile::Chaos => {
-            // UFM applies through OpenSM: changes show up in listings only later.
-            world.ufm.update_settings(|st| st.apply_delay_ms = 100);
-            world.ufm.add_fault(FaultRule::error_rate(0.2, &[500, 502, 503]).path(writes));
-            world.ufm.add_fault(FaultRule::hang().with_probability(0.02).path(writes));
-            world.ufm.add_fault(FaultRule::reset().with_probability(0.02).path(writes));
-            world.ufm.add_fault(FaultRule::unauthorized_next(3));
-            world.ufm.add_fault(FaultRule::outage(Duration::from_millis(s.outage_ms)));
-        }
-    }
-}
-
-/// A private temporary directory holding UFM Secret files; removed when dropped.
-struct SecretDir {
-    path: std::path::PathBuf,
-}
-
-impl SecretDir {
-    fn new() -> std::io::Result<SecretDir> {
-        let path =
-            std::env::temp_dir().join(format!("fabric-sync-sim-{}-{:x}", std::process::id(), rand::random::<u64>()));
-        std::fs::create_dir(&path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(SecretDir { path })
-    }
-
-    /// Replaces a file atomically, as the kubelet swaps a Secret volume.
-    fn write(&self, key: &str, value: &str) -> std::io::Result<()> {
-        let tmp = self.path.join(format!(".{key}.tmp"));
-        std::fs::write(&tmp, value)?;
-        std::fs::rename(&tmp, self.path.join(key))
-    }
-}
-
-impl Drop for SecretDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -69,12 +69,30 @@ impl Fabric for NoopFabric {
     }
 }
 
-/// The fabric `DAEMON_SM_PLUGIN` asks for: a [`UfmClient`] or the [`NoopFabric`].
-pub fn from_settings(settings: &UfmSettings) -> Result<Arc<dyn Fabric>, UfmError> {
+/// The UFM client `DAEMON_SM_PLUGIN` asks for, reporting to `observer`; `None` for `noop`.
+/// The settings' warnings are logged either way (the client logs its own).
+pub fn client_from_settings(
+    settings: &UfmSettings,
+    observer: Arc<dyn UfmObserver>,
+) -> Result<Option<Arc<UfmClient>>, UfmError> {
     match settings.plugin {
-        SmPlugin::Noop => Ok(Arc::new(NoopFabric)),
-        SmPlugin::Ufm => Ok(Arc::new(UfmClient::new(settings)?)),
+        SmPlugin::Noop => {
+            for w in &settings.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(None)
+        }
+        SmPlugin::Ufm => Ok(Some(Arc::new(UfmClient::new(settings)?.with_observer(observer)))),
     }
+}
+
+/// The fabric `DAEMON_SM_PLUGIN` asks for: a [`UfmClient`] reporting to `observer`, or the
+/// [`NoopFabric`].
+pub fn from_settings(settings: &UfmSettings, observer: Arc<dyn UfmObserver>) -> Result<Arc<dyn Fabric>, UfmError> {
+    Ok(match client_from_settings(settings, observer)? {
+        Some(client) => client,
+        None => Arc::new(NoopFabric),
+    })
 }
 
 #[cfg(test)]
@@ -99,7 +117,7 @@ mod tests {
     #[tokio::test]
     async fn noop_accepts_everything_and_lists_nothing() {
         let s = UfmSettings::from_args(&args("noop")).unwrap();
-        let f = from_settings(&s).unwrap();
+        let f = from_settings(&s, Arc::new(NoopObserver)).unwrap();
         let pkey = PKey::new(5).unwrap();
         f.add_guids(&PartitionSpec::new(pkey), &[Guid::MIN]).await.unwrap();
         f.remove_guids(pkey, &[Guid::MIN]).await.unwrap();
@@ -112,7 +130,7 @@ mod tests {
         crate::install_crypto_provider();
         let mut a = args("ufm");
         a.port = Some("1".into());
-        let f = from_settings(&UfmSettings::from_args(&a).unwrap()).unwrap();
+        let f = from_settings(&UfmSettings::from_args(&a).unwrap(), Arc::new(NoopObserver)).unwrap();
         let e = f.check().await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
         assert_eq!(e.reason, crate::engine::FabricReason::UfmUnreachable);

@@ -420,6 +420,7 @@ pub fn claim_of(pod: &AgentPod, node: &str, guid: &str, pkey: Option<u16>) -> Cl
             guid: guid.parse::<Guid>().expect("guid"),
             pkey: pkey.and_then(PKey::new),
             former_pkeys: vec![],
+            fabric: None,
         }],
     }
 }

@@ -278,7 +278,9 @@ impl Running {
         let admin = listener.local_addr().expect("admin address");
         let state = AdminState { stats: stats.clone(), metrics: metrics.clone() };
         let admin_task = tokio::spawn(async move {
-            let _ = fabric_sync::ops::serve(listener, state, std::future::pending()).await;
+            fabric_sync::ops::serve(listener, fabric_sync::ops::router(state), std::future::pending())
+                .await
+                .expect("the admin server serves");
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller.run(async move {

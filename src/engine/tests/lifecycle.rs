@@ -80,7 +80,7 @@ fn pod_deleted_before_its_add_ends_clean_without_a_fabric_call() {
     w.converge();
     assert_eq!((w.adds, w.removes), (0, 0));
     assert!(w.state.ledger.is_empty());
-    assert_eq!(w.state.pool.in_use(), 0);
+    assert_eq!(w.state.fabrics[0].pool.in_use(), 0);
 }
 
 #[test]
@@ -95,12 +95,12 @@ fn finished_and_deleted_pods_leave_the_fabric_and_guids_wait_for_confirmation() 
     w.delete("u2");
     w.converge();
     assert!(w.members("0x10").is_empty());
-    assert!(w.state.pool.is_quarantined(g1), "quarantined until a list confirms");
+    assert!(w.state.fabrics[0].pool.is_quarantined(g1), "quarantined until a list confirms");
     assert_eq!(w.state.awaiting_confirmation(), 2, "both removals wait for a listing");
     w.list();
-    assert!(!w.state.pool.is_quarantined(g1));
+    assert!(!w.state.fabrics[0].pool.is_quarantined(g1));
     assert_eq!(w.state.awaiting_confirmation(), 0);
-    assert_eq!(w.state.pool.in_use(), 0);
+    assert_eq!(w.state.fabrics[0].pool.in_use(), 0);
 }
 
 #[test]
@@ -117,8 +117,14 @@ fn ufm_down_during_removes_keeps_guids_out_of_reach_until_confirmed() {
     // A new pod must not get g1 while UFM may still hold it.
     w.pod("u2", "n1", "a");
     w.step();
-    assert!(w.state.pool.is_allocated(g1) || w.state.ledger.contains_key(&g1));
-    assert_ne!(w.state.by_attachment.values().find(|&&x| x != g1), None);
+    assert!(
+        w.state.fabrics[0].pool.is_allocated(g1) && w.state.ledger.contains_key(&g1),
+        "g1 is held until UFM confirms"
+    );
+    let u2: Vec<_> =
+        w.state.by_attachment.iter().filter(|(id, _)| id.pod == PodUid::new("u2")).map(|(_, g)| *g).collect();
+    assert_eq!(u2.len(), 1, "u2 got a GUID");
+    assert_ne!(u2[0], g1, "and not the one UFM may still hold");
     w.fabric_down = false;
     w.converge();
     w.list();
@@ -204,7 +210,7 @@ fn pool_exhaustion_refuses_without_guid_zero_then_recovers() {
 #[test]
 fn node_pkey_budget_is_enforced_with_the_numbers() {
     let mut w = World::default();
-    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), pkey_capacity: Some(3) });
+    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: Some(3) });
     for (i, p) in ["0x1", "0x2", "0x3"].iter().enumerate() {
         w.ib_nad(&format!("n{i}"), p);
         w.pod(&format!("u{i}"), "n1", &format!("n{i}"));
@@ -213,7 +219,7 @@ fn node_pkey_budget_is_enforced_with_the_numbers() {
     assert_eq!(w.standing("u2", "n2"), Some(Reason::PKeyLimitExceeded));
     let ev = w.events.iter().find(|e| e.reason == Reason::PKeyLimitExceeded).unwrap();
     assert!(ev.message.contains("2 distinct pkeys"), "{}", ev.message);
-    assert_eq!(w.state.budget.nodes_over_limit(), 0);
+    assert_eq!(w.state.fabrics[0].budget.nodes_over_limit(), 0);
     // A pod on a pkey the node already holds still fits.
     w.pod("u9", "n1", "n0");
     w.converge();

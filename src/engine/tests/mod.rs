@@ -1,5 +1,6 @@
 //! The engine's scenario tests, on the in-memory world of `world.rs`.
 
+mod fabrics;
 mod lifecycle;
 mod recovery;
 mod world;

@@ -31,7 +31,10 @@ fn restart_rebuilds_from_annotations_without_reallocating_and_cleans_up_deletion
     assert_eq!(fresh.adds, 0, "nothing re-added");
     assert_eq!(fresh.patches, 0, "nothing re-written");
     assert_eq!(fresh.members("0x10"), before[..3].iter().copied().collect());
-    assert!(fresh.state.pool.is_quarantined(before[3]) || fresh.state.pool.in_use() == 3);
+    // u3's GUID, found in UFM with no pod, was removed and waits out its quarantine: not free,
+    // not anyone's.
+    assert!(fresh.state.fabrics[0].pool.is_quarantined(before[3]));
+    assert!(!fresh.state.fabrics[0].pool.is_allocated(before[3]) && !fresh.state.ledger.contains_key(&before[3]));
     assert_eq!((0..3).map(|i| fresh.guid_of(&format!("u{i}"), 0)).collect::<Vec<_>>(), before[..3]);
 }
 
@@ -61,7 +64,7 @@ fn foreign_guids_and_unnamed_pkeys_are_never_touched() {
     assert!(w.members("0x10").contains(&outside));
     assert!(w.members("0x99").contains(&g(5)));
     assert_ne!(w.guid_of("u1", 0), g(5), "a GUID UFM lists is never handed out");
-    assert!(w.state.pool.is_quarantined(g(5)));
+    assert!(w.state.fabrics[0].pool.is_quarantined(g(5)));
     // Kept from the pool, but nothing of ours waits on it: no fast relisting for it.
     assert_eq!(w.state.awaiting_confirmation(), 0);
 }
@@ -113,8 +116,10 @@ fn invalid_network_is_refused_with_an_event_on_the_nad() {
             .iter()
             .any(|e| e.object.kind == ObjectKind::NetworkAttachmentDefinition && e.reason == Reason::InvalidNetwork)
     );
-    let status = w.state.pods.values().next().map(|p| p.key.clone());
-    assert!(status.is_some());
+    // The pod is told why, and gets no GUID for a network it cannot use.
+    let status = w.pods["u1"].status.get("t/bad").cloned().unwrap_or_default();
+    assert!(status.starts_with("refused: InvalidNetwork"), "{status:?}");
+    assert!(!w.pods["u1"].annotation.contains("guid"), "{}", w.pods["u1"].annotation);
 }
 
 #[test]
@@ -210,13 +215,13 @@ fn security_policy_warn_mode_configures_but_reports() {
 #[test]
 fn node_capacity_learned_as_a_follower_survives_becoming_leader() {
     let mut w = World::default();
-    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), pkey_capacity: Some(2) });
+    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: Some(2) });
     w.state.reset_leader_state(); // a new leader term
     w.ib_nad("a", "0x1");
     w.ib_nad("b", "0x2");
     w.pod("u1", "n1", "a");
     w.pod("u2", "n1", "b");
     w.converge();
-    assert_eq!(w.state.budget.capacity("n1"), 2);
+    assert_eq!(w.state.fabrics[0].budget.capacity("n1"), 2);
     assert_eq!(w.standing("u2", "b"), Some(Reason::PKeyLimitExceeded));
 }

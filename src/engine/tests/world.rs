@@ -18,12 +18,18 @@ pub(super) struct TestPod {
     /// The networks annotation, as the engine's patches leave it.
     pub(super) annotation: String,
     pub(super) phase: PodPhase,
+    /// The status annotation the engine's last patch wrote: attachment label → state.
+    pub(super) status: BTreeMap<String, String>,
 }
 
 pub(super) struct World {
     pub(super) state: State,
-    /// The "UFM": pkey → members.
+    /// The "UFM" (of the first fabric): pkey → members.
     pub(super) fabric: BTreeMap<PKey, BTreeSet<Guid>>,
+    /// The other fabrics' "UFMs" (multi-fabric tests).
+    pub(super) other_ufms: BTreeMap<FabricId, BTreeMap<PKey, BTreeSet<Guid>>>,
+    /// Fabrics whose UFM is down (besides `fabric_down` for all).
+    pub(super) down: BTreeSet<FabricId>,
     /// The "API server": uid → pod.
     pub(super) pods: BTreeMap<String, TestPod>,
     /// The "API server"'s ledger: pod uid → claim (garbage-collected with the pod).
@@ -51,6 +57,8 @@ impl World {
         World {
             state,
             fabric: BTreeMap::new(),
+            other_ufms: BTreeMap::new(),
+            down: BTreeSet::new(),
             pods: BTreeMap::new(),
             claims: BTreeMap::new(),
             claim_writes: 0,
@@ -92,6 +100,7 @@ impl World {
                 node: Some(node.into()),
                 annotation: annotation.into(),
                 phase: PodPhase::Pending,
+                status: BTreeMap::new(),
             },
         );
         self.echo(uid);
@@ -135,19 +144,34 @@ impl World {
         self.echo(uid);
     }
 
-    pub(super) fn listing(&self) -> FabricListing {
-        self.fabric
-            .iter()
+    pub(super) fn ufm(&self, f: FabricId) -> Option<&BTreeMap<PKey, BTreeSet<Guid>>> {
+        if f == FabricId::default() { Some(&self.fabric) } else { self.other_ufms.get(&f) }
+    }
+
+    pub(super) fn ufm_mut(&mut self, f: FabricId) -> &mut BTreeMap<PKey, BTreeSet<Guid>> {
+        if f == FabricId::default() { &mut self.fabric } else { self.other_ufms.entry(f).or_default() }
+    }
+
+    pub(super) fn listing_of(&self, f: FabricId) -> FabricListing {
+        self.ufm(f)
+            .into_iter()
+            .flatten()
             .map(|(p, gs)| {
                 (*p, gs.iter().map(|&guid| FabricMember { guid, membership: Membership::Full, index0: true }).collect())
             })
             .collect()
     }
 
+    /// Every fabric whose UFM is up answers a listing.
     pub(super) fn list(&mut self) {
-        let started = self.state.knowledge.list_started();
-        let listing = self.listing();
-        self.state.list_result(started, &listing);
+        for f in self.state.fabric_ids() {
+            if self.fabric_down || self.down.contains(&f) {
+                continue;
+            }
+            let started = self.state.fabric(f).knowledge.list_started();
+            let listing = self.listing_of(f);
+            self.state.list_result(f, started, &listing);
+        }
     }
 
     /// One flush: assign, plan, commit, run jobs and patches. Returns the plan.
@@ -156,11 +180,13 @@ impl World {
         let candidates: Vec<Guid> = self.state.dirty_guids.iter().copied().collect();
         let none_p = Default::default();
         let none_u = Default::default();
+        let none_f = Default::default();
         let plan = plan(
             &self.state,
             &candidates,
             &Limits {
                 blocked_pkeys: &none_p,
+                paused_fabrics: &none_f,
                 blocked_pods: Blocked::only(&none_u),
                 blocked_claims: Blocked::only(&none_u),
                 writes_only: false,
@@ -184,29 +210,31 @@ impl World {
         }
         self.events.append(&mut self.state.events);
         let err = FabricError::new(ErrorClass::Transient, FabricReason::UfmUnavailable, "UFM is down");
-        for (&pkey, job) in &plan.jobs {
+        for (&(f, pkey), job) in &plan.jobs {
+            let down = self.fabric_down || self.down.contains(&f);
             if !job.remove.is_empty() {
                 self.removes += 1;
-                if self.fabric_down {
-                    self.state.remove_result(pkey, &job.remove, Err(&err));
+                if down {
+                    self.state.remove_result(f, pkey, &job.remove, Err(&err));
                 } else {
-                    let set = self.fabric.entry(pkey).or_default();
+                    let ufm = self.ufm_mut(f);
+                    let set = ufm.entry(pkey).or_default();
                     for x in &job.remove {
                         set.remove(x);
                     }
                     if set.is_empty() {
-                        self.fabric.remove(&pkey);
+                        ufm.remove(&pkey);
                     }
-                    self.state.remove_result(pkey, &job.remove, Ok(()));
+                    self.state.remove_result(f, pkey, &job.remove, Ok(()));
                 }
             }
             for (spec, guids) in &job.add {
                 self.adds += 1;
-                if self.fabric_down {
-                    self.state.add_result(spec, guids, Err(&err));
+                if down {
+                    self.state.add_result(f, spec, guids, Err(&err));
                 } else {
-                    self.fabric.entry(pkey).or_default().extend(guids.iter().copied());
-                    self.state.add_result(spec, guids, Ok(()));
+                    self.ufm_mut(f).entry(pkey).or_default().extend(guids.iter().copied());
+                    self.state.add_result(f, spec, guids, Ok(()));
                 }
             }
         }
@@ -225,6 +253,7 @@ impl World {
         match apply_writes(&pod.namespace, &pod.annotation, &patch.writes).unwrap() {
             Ok(text) => {
                 pod.annotation = text;
+                pod.status = patch.status.clone();
                 PatchOutcome::Patched
             }
             Err(o) => o,
@@ -233,7 +262,7 @@ impl World {
 
     /// Steps until a plan does nothing (bounded).
     pub(super) fn converge(&mut self) {
-        if !self.state.fabric_listed {
+        if !self.state.all_listed() {
             self.list();
         }
         for _ in 0..20 {
