@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, parse_duration};
-use crate::alloc::{DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, GuidRange, PkeyRange};
+use crate::alloc::{DEFAULT_PKEY_CAPACITY, DEFAULT_RESERVED_SLOTS, GuidRange, PKEY_RANGE_SETTING, PkeyRange};
 use crate::engine::{EngineConfig, Policy, PolicyError, Timing};
 use crate::ib::Guid;
 
@@ -255,10 +255,12 @@ impl EngineSettings {
         }
         let pkey_range = match a.pkey_range.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(text) => Some(
-                PkeyRange::parse(text)
-                    .map_err(|e| ConfigError::new("FABRIC_SYNC_PKEY_RANGE", "pkey-range", e.to_string()))?,
-            ),
+            Some(text) => Some(PkeyRange::parse(text).map_err(|e| {
+                // The range's own message names the setting too; say it once.
+                let detail = e.to_string();
+                let detail = detail.strip_prefix(&format!("{PKEY_RANGE_SETTING}: ")).unwrap_or(&detail).to_string();
+                ConfigError::new("FABRIC_SYNC_PKEY_RANGE", "pkey-range", detail)
+            })?),
         };
         Ok(EngineSettings {
             pkey_range,
