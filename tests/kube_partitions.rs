@@ -443,3 +443,36 @@ async fn the_shipped_auto_pkey_example_gets_a_named_partition_in_ufm() {
     println!("pod element: {}", element(&env, "tenant-a", "ib-auto-client"));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ufm_failing_the_create_and_the_delete_is_retried_without_a_second_pkey_or_a_leak() {
+    use mock_ufm::FaultRule;
+    let env = Env::new().await;
+    // Every create fails (503, retried by the client, then by the next pass) until cleared.
+    env.ufm.add_fault(FaultRule::error_rate(1.0, &[503]).method("POST").path("/resources/pkeys/add"));
+    auto_nad(&env, "t", "ib-auto");
+    let c = start(&env, "ctrl-1", "0x1800-0x180f", None).await;
+    eventually("create attempted", || {
+        env.ufm.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/resources/pkeys/add")).count()
+            >= 3
+    })
+    .await;
+    assert_eq!(claim_phase(&env, "pkey-0x1800").as_deref(), Some("Allocated"));
+    assert!(nad_annotation(&env, "t", "ib-auto", ASSIGNED).is_none(), "not before UFM has it");
+    env.ufm.clear_faults();
+    eventually("Created", || claim_phase(&env, "pkey-0x1800").as_deref() == Some("Created")).await;
+    assert_eq!(partition_claims(&env).len(), 1, "the same pkey, not a second one");
+    assert_eq!(ufm_partitions(&env, 0x1800, 0x180f).len(), 1);
+
+    // The delete fails too: the NAD and the claim wait, nothing is leaked once UFM answers.
+    env.ufm.add_fault(FaultRule::error_rate(1.0, &[503]).method("DELETE").path("/resources/pkeys/"));
+    env.api.delete(Res::Nads, "t", "ib-auto");
+    eventually("delete attempted", || env.ufm.requests().iter().any(|r| r.method == "DELETE")).await;
+    assert!(env.api.get(Res::Nads, "t", "ib-auto").is_some(), "held while UFM still has the partition");
+    assert_eq!(partition_claims(&env).len(), 1);
+    env.ufm.clear_faults();
+    eventually("released", || env.api.get(Res::Nads, "t", "ib-auto").is_none()).await;
+    assert!(ufm_partitions(&env, 0x1800, 0x180f).is_empty());
+    assert!(partition_claims(&env).is_empty());
+    c.stop().await;
+}
