@@ -201,6 +201,13 @@ impl PartitionReconciler {
             }
         }
 
+        // A refusal told for a network that is no longer an automatic one is withdrawn.
+        let gone: Vec<NetworkKey> =
+            memory.refused.keys().filter(|k| !autos.iter().any(|n| n.live() && &n.key == *k)).cloned().collect();
+        for key in gone {
+            self.refuse(memory, &key, None).await;
+        }
+
         // 2. Allocated claims get their partition in UFM (created, or adopted by its exact name).
         let allocated: Vec<StoredClaim> = book
             .values()
