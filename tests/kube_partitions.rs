@@ -476,3 +476,39 @@ async fn ufm_failing_the_create_and_the_delete_is_retried_without_a_second_pkey_
     assert!(partition_claims(&env).is_empty());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_release_all_also_deletes_our_partitions_and_frees_the_nads() {
+    let env = Env::new().await;
+    auto_nad(&env, "t", "ib-used");
+    auto_nad(&env, "t", "ib-empty");
+    pod_in(&env, "t", "p1", "ib-used");
+    let c = start(&env, "ctrl-1", "0x1900-0x190f", None).await;
+    eventually("p1 configured", || configured_pkey(&env, "t", "p1").is_some()).await;
+    eventually("both annotated", || nad_annotation(&env, "t", "ib-empty", ASSIGNED).is_some()).await;
+    c.stop().await;
+    // Someone else's partition in the range is not ours to delete.
+    env.ufm
+        .apply(mock_ufm::Mutation::CreateEmpty {
+            pkey: mock_ufm::PKey::new(0x190f).expect("pkey"),
+            ip_over_ib: true,
+            qos: Default::default(),
+            name: Some("theirs".into()),
+        })
+        .expect("seeded");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = fabric_sync_binary(&env, dir.path());
+    cmd.args(["ledger", "release", "--all"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("joined").expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("released 2 PartitionClaims"), "{stdout}");
+    assert_eq!(ufm_partitions(&env, 0x1900, 0x190f), vec![(0x190f, "theirs".to_string(), 0)], "{stdout}");
+    assert!(partition_claims(&env).is_empty());
+    for nad in ["ib-used", "ib-empty"] {
+        assert!(!nad_finalizers(&env, "t", nad).contains(&NAD_FINALIZER.to_string()));
+        env.api.delete(Res::Nads, "t", nad);
+        assert!(env.api.get(Res::Nads, "t", nad).is_none(), "nothing holds {nad}");
+    }
+}

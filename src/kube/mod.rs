@@ -11,6 +11,7 @@ mod ledger;
 pub mod node_status;
 mod partition_book;
 mod partition_claims;
+mod partition_release;
 mod partitions;
 pub mod ratelimit;
 pub mod release;

@@ -1,7 +1,8 @@
 //! `fabric-sync ledger release --all`: the documented way out. With the controller scaled to
 //! 0, it removes every GUID the ledger records from UFM (from each pkey a claim names), then
 //! drops every claim's finalizer and deletes the claims, so that uninstalling never strands a
-//! namespace in `Terminating`. A claim whose UFM removal failed keeps its finalizer.
+//! namespace in `Terminating`. A claim whose UFM removal failed keeps its finalizer. Then the
+//! automatic partitions go too (partition_release.rs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use kube::api::{Api, DynamicObject, ListParams};
 
 use super::ledger::{claim_from_object, claim_resource, release_claim};
+use super::partition_release::release_partitions;
 use crate::config::{SmPlugin, UfmArgs, UfmSettings};
 use crate::engine::{Claim, Fabric};
 use crate::ib::{Guid, PKey};
@@ -63,10 +65,10 @@ async fn run(cmd: LedgerCmd) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let fabric: Box<dyn Fabric> = match settings.plugin {
-        SmPlugin::Noop => Box::new(NoopFabric),
+    let ufm_client = match settings.plugin {
+        SmPlugin::Noop => None,
         SmPlugin::Ufm => match UfmClient::new(&settings) {
-            Ok(c) => Box::new(c),
+            Ok(c) => Some(std::sync::Arc::new(c)),
             Err(e) => {
                 eprintln!("fabric-sync ledger release: {e}");
                 return ExitCode::from(2);
@@ -82,6 +84,10 @@ async fn run(cmd: LedgerCmd) -> ExitCode {
             eprintln!("fabric-sync ledger release: {e}");
             return ExitCode::from(2);
         }
+    };
+    let fabric: std::sync::Arc<dyn Fabric> = match &ufm_client {
+        Some(c) => c.clone(),
+        None => std::sync::Arc::new(NoopFabric),
     };
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &claim_resource());
     let claims: Vec<Claim> = match api.list(&ListParams::default()).await {
@@ -99,6 +105,11 @@ async fn run(cmd: LedgerCmd) -> ExitCode {
             println!("would remove {} GUIDs from pkey {p}", gs.len());
         }
         println!("would release {} claims", claims.len());
+        let p = release_partitions(&client, ufm_client.as_deref(), true).await;
+        println!(
+            "would release {} PartitionClaims and the finalizer of {} NetworkAttachmentDefinitions",
+            p.claims_released, p.nads_released
+        );
         return ExitCode::SUCCESS;
     }
     let mut failed_pkeys = Vec::new();
@@ -128,7 +139,13 @@ async fn run(cmd: LedgerCmd) -> ExitCode {
         }
     }
     println!("released {released} claims; {kept} kept (their UFM removal or release failed)");
-    if kept == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let p = release_partitions(&client, ufm_client.as_deref(), false).await;
+    println!(
+        "released {} PartitionClaims ({} partitions deleted from UFM, {} left there) and the finalizer of {} \
+         NetworkAttachmentDefinitions",
+        p.claims_released, p.deleted, p.left_in_ufm, p.nads_released
+    );
+    if kept == 0 && p.failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Every (pkey, GUID) membership the claims record, by pkey.
