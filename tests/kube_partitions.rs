@@ -394,6 +394,12 @@ async fn without_a_range_an_auto_network_is_refused_naming_the_setting() {
     let c = env.controller("ctrl-off", UfmAuth::Basic).await;
     eventually("refused", || status_of(&env, "t", "p1").contains("AutoPkeyUnavailable")).await;
     assert!(status_of(&env, "t", "p1").contains("FABRIC_SYNC_PKEY_RANGE"));
+    eventually("NAD Event", || {
+        events_about(&env.api, "NetworkAttachmentDefinition", "ib-auto")
+            .iter()
+            .any(|e| e.get("reason").and_then(Value::as_str) == Some("AutoPkeyUnavailable"))
+    })
+    .await;
     assert!(configured_pkey(&env, "t", "p1").is_none());
     c.stop().await;
 }
@@ -511,4 +517,58 @@ async fn ledger_release_all_also_deletes_our_partitions_and_frees_the_nads() {
         env.api.delete(Res::Nads, "t", nad);
         assert!(env.api.get(Res::Nads, "t", nad).is_none(), "nothing holds {nad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_pkey_inside_the_managed_range_is_refused_on_the_pod_and_the_nad() {
+    let env = Env::new().await;
+    env.nad("ib-fixed", "0x1a05", false);
+    env.pod("p1", "ib-fixed", &[]);
+    let c = start(&env, "ctrl-1", "0x1a00-0x1a0f", None).await;
+    eventually("refused", || status_of(&env, "t", "p1").contains("PkeyReserved")).await;
+    assert!(status_of(&env, "t", "p1").contains("0x1a00-0x1a0f"), "{}", status_of(&env, "t", "p1"));
+    eventually("NAD Event", || {
+        events_about(&env.api, "NetworkAttachmentDefinition", "ib-fixed")
+            .iter()
+            .any(|e| e.get("reason").and_then(Value::as_str) == Some("PkeyReserved"))
+    })
+    .await;
+    assert!(env.members(0x1a05).is_empty());
+    // An automatic network never gets the tenant's pkey, even though UFM has no such partition.
+    auto_nad(&env, "t", "ib-auto");
+    eventually("auto annotated", || nad_annotation(&env, "t", "ib-auto", ASSIGNED).is_some()).await;
+    assert_ne!(nad_annotation(&env, "t", "ib-auto", ASSIGNED).as_deref(), Some("0x1a05"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_claim_for_one_network_is_released_and_never_gets_a_partition() {
+    let env = Env::new().await;
+    auto_nad(&env, "t", "ib-auto");
+    // As two writers in a leader handover could leave it: two claims for one network.
+    for (pkey, phase) in [("0x1b00", "Created"), ("0x1b01", "Allocated")] {
+        let hex = &pkey[2..];
+        env.api.create(
+            Res::PartitionClaims,
+            json!({"metadata": {"name": format!("pkey-0x{hex}"), "finalizers": ["fabric-sync.io/partition-cleanup"]},
+                   "spec": {"pkey": pkey, "scope": {"network": "t/ib-auto"}, "partitionName": format!("fs_t_ib_auto_{hex}"),
+                            "fabric": "default"},
+                   "status": {"phase": phase, "createdInUfm": phase == "Created"}}),
+        );
+    }
+    env.ufm
+        .apply(mock_ufm::Mutation::CreateEmpty {
+            pkey: mock_ufm::PKey::new(0x1b00).expect("pkey"),
+            ip_over_ib: true,
+            qos: Default::default(),
+            name: Some("fs_t_ib_auto_1b00".into()),
+        })
+        .expect("seeded");
+    pod_in(&env, "t", "p1", "ib-auto");
+    let c = start(&env, "ctrl-1", "0x1b00-0x1b0f", None).await;
+    eventually("p1 configured", || configured_pkey(&env, "t", "p1").as_deref() == Some("0x1b00")).await;
+    eventually("the second claim released", || partition_claims(&env).len() == 1).await;
+    assert_eq!(partition_claims(&env)[0].0, "pkey-0x1b00");
+    assert_eq!(ufm_partitions(&env, 0x1b00, 0x1b0f).iter().map(|p| p.0).collect::<Vec<_>>(), vec![0x1b00]);
+    c.stop().await;
 }

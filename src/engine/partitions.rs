@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
+use super::model::ObjectKey;
 use super::outcome::{Reason, Refusal};
+use super::ports::{EventObject, EventRecord, EventType, NetworkKind, ObjectKind};
 use super::state::{NetworkDefs, State};
 use crate::alloc::{PKEY_RANGE_SETTING, PkeyRange};
 use crate::ib::PKey;
@@ -165,6 +167,38 @@ impl State {
         }
         let after = self.networks.get(key).and_then(NetworkDefs::named_pkey);
         self.network_changed(key, before, after);
+        self.report_auto(key);
+    }
+
+    /// One Warning Event on the network object per refusal that is the network's fault (feature
+    /// off, a fixed pkey in the range); exhaustion is reported by the adapter, which decides it.
+    pub(super) fn report_auto(&mut self, key: &NetworkKey) {
+        let Some(defs) = self.networks.get(key) else {
+            self.auto_reported.remove(key);
+            return;
+        };
+        let kind = if defs.nad.is_some() { NetworkKind::Nad } else { NetworkKind::SpiderMultusConfig };
+        let refusal = match &defs.auto {
+            Some(AutoResolution::Refused(r)) if r.reason != Reason::PkeyRangeExhausted => r.clone(),
+            _ => {
+                self.auto_reported.remove(key);
+                return;
+            }
+        };
+        if self.auto_reported.get(key) == Some(&refusal.message) {
+            return;
+        }
+        self.auto_reported.insert(key.clone(), refusal.message.clone());
+        self.events.push(EventRecord {
+            object: EventObject {
+                kind: ObjectKind::of_network(kind),
+                key: ObjectKey { namespace: key.namespace.to_string(), name: key.name.to_string() },
+                uid: None,
+            },
+            event_type: EventType::Warning,
+            reason: refusal.reason,
+            message: refusal.message,
+        });
     }
 
     pub(super) fn partition_claim_applied(&mut self, claim: PartitionClaim) {

@@ -235,6 +235,8 @@ pub struct State {
     pub partition_claims: HashMap<String, PartitionClaim>,
     /// Automatic networks the adapter could not give a pkey (range exhausted), with why.
     pub partition_refusals: HashMap<NetworkKey, String>,
+    /// Last automatic-partition refusal reported on each network object (reported once).
+    pub(super) auto_reported: HashMap<NetworkKey, String>,
 }
 
 impl State {
@@ -271,6 +273,7 @@ impl State {
             network_reported: HashMap::new(),
             partition_claims: HashMap::new(),
             partition_refusals: HashMap::new(),
+            auto_reported: HashMap::new(),
         }
     }
 
@@ -296,6 +299,7 @@ impl State {
         self.dirty_status.clear();
         self.events.clear();
         self.network_reported.clear();
+        self.auto_reported.clear();
         self.dirty_all();
     }
 
@@ -547,6 +551,7 @@ impl State {
         }
         let after = self.networks.get(&key).and_then(NetworkDefs::named_pkey);
         self.network_changed(&key, before, after);
+        self.report_auto(&key);
     }
 
     /// The bookkeeping after a network changed: the pkeys networks name, and its attachments.
@@ -583,6 +588,11 @@ impl State {
         invalid.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         for (key, kind, e) in invalid {
             self.report_network(&key, kind, Some(&e));
+        }
+        let mut keys: Vec<NetworkKey> = self.networks.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            self.report_auto(&key);
         }
     }
 

@@ -96,6 +96,16 @@ pub(super) fn covering<'a>(book: &'a BTreeMap<String, StoredClaim>, key: &Networ
         .or_else(|| book.values().filter(live).find(|c| c.claim.scope == ns))
 }
 
+/// Whether a live claim with the same scope and a lower name exists (that one is used).
+pub(super) fn duplicate(book: &BTreeMap<String, StoredClaim>, c: &StoredClaim) -> bool {
+    book.values().any(|o| {
+        o.claim.scope == c.claim.scope
+            && o.claim.name < c.claim.name
+            && !o.claim.deleting
+            && o.claim.phase != PartitionPhase::Deleting
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +161,10 @@ mod tests {
         assert_eq!(covering(&only_ns, &key).map(|c| c.claim.pkey.value()), Some(0x1001));
         assert!(covering(&only_ns, &NetworkKey::new("u", "ib")).is_none());
         assert!(in_scope(&PartitionScope::Namespace("t".into()), &key));
+        let mut second = stored(0x1003, PartitionPhase::Allocated);
+        second.claim.name = "pkey-0x1003".into();
+        let mut two = BTreeMap::from([("pkey-0x1002".to_string(), stored(0x1002, PartitionPhase::Created))]);
+        two.insert("pkey-0x1003".into(), second.clone());
+        assert!(duplicate(&two, &second) && !duplicate(&two, &two["pkey-0x1002"]));
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::lease::Fence;
-use super::partition_book::{Memory, Store, covering, in_scope};
+use super::partition_book::{Memory, Store, covering, duplicate, in_scope};
 use super::partition_claims::{
     ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION, NAD_FINALIZER, PartitionFabric, StoredClaim,
     UfmPartitionInfo, claim_object, partition_claim_resource, stored_claim,
@@ -94,6 +94,7 @@ impl PartitionReconciler {
         let mut claims = pin!(claims.default_backoff());
         let (mut nad_store, mut claim_store) = (Store::default(), Store::default());
         let mut memory = Memory::default();
+        let mut leading = *leader.borrow();
         let mut tick = tokio::time::interval(self.settings.resync);
         self.metrics.pkey_range(self.settings.range.len(), 0);
         tracing::info!(range = %self.settings.range, "automatic partitions on");
@@ -112,8 +113,13 @@ impl PartitionReconciler {
                     if changed.is_err() {
                         return;
                     }
-                    // A new term starts from what the watches say.
-                    memory = Memory::default();
+                    // A new term starts from what the watches say (the channel also repeats
+                    // `true` on every renewal: only a change of leadership counts).
+                    let now = *leader.borrow_and_update();
+                    if now != leading {
+                        leading = now;
+                        memory = Memory::default();
+                    }
                 }
             }
             if self.tx.is_closed() {
@@ -211,7 +217,7 @@ impl PartitionReconciler {
         // 2. Allocated claims get their partition in UFM (created, or adopted by its exact name).
         let allocated: Vec<StoredClaim> = book
             .values()
-            .filter(|c| c.claim.phase == PartitionPhase::Allocated && !c.claim.deleting)
+            .filter(|c| c.claim.phase == PartitionPhase::Allocated && !c.claim.deleting && !duplicate(&book, c))
             .cloned()
             .collect();
         for c in allocated {
@@ -291,9 +297,14 @@ impl PartitionReconciler {
             self.release_nad(nad).await?;
         }
         // Claims nothing is in scope of any more (namespace emptied, NAD gone without us).
+        // And a second claim for one scope (two writers in a leader handover): the engine and this
+        // reconciler use the lowest-named one; the other is released like an orphan.
         let orphans: Vec<StoredClaim> = book
             .values()
-            .filter(|c| !autos.iter().any(|n| (n.live() || n.holds_finalizer) && in_scope(&c.claim.scope, &n.key)))
+            .filter(|c| {
+                duplicate(&book, c)
+                    || !autos.iter().any(|n| (n.live() || n.holds_finalizer) && in_scope(&c.claim.scope, &n.key))
+            })
             .cloned()
             .collect();
         for c in orphans {
