@@ -35,7 +35,7 @@ pub use ledger::{
 pub use partition_claims::{
     ASSIGNED_PKEY_ANNOTATION, IB_KUBERNETES_PKEY_ANNOTATION, NAD_FINALIZER, PARTITION_CLAIM_FINALIZER,
     PARTITION_CLAIM_KIND, PARTITION_CLAIM_PLURAL, PartitionFabric, StoredClaim, UfmPartitionInfo,
-    partition_claim_resource, stored_claim,
+    claim_object as partition_claim_object, partition_claim_resource, stored_claim,
 };
 pub use partitions::{PartitionReconciler, PartitionSettings};
 pub use ratelimit::{RateLimit, limited_client};

@@ -84,7 +84,8 @@ pub fn claim_object(pkey: PKey, scope: &PartitionScope, partition_name: &str) ->
     obj.metadata.labels =
         Some(BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "fabric-sync".to_string())]));
     obj.data = json!({
-        "spec": {"pkey": pkey.to_string(), "scope": scope, "partitionName": partition_name, "fabric": DEFAULT_FABRIC},
+        // Four hex digits, as in the name (the CRD's pattern and its name rule).
+        "spec": {"pkey": format!("0x{:04x}", pkey.value()), "scope": scope, "partitionName": partition_name, "fabric": DEFAULT_FABRIC},
         "status": {"phase": PartitionPhase::Allocated.as_str(), "createdInUfm": false}
     });
     obj

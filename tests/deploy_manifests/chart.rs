@@ -219,6 +219,8 @@ fn helm_chart_ships_the_ledger_crd_and_the_admission_policies_of_the_base() {
     // Helm installs crds/ as they are: the base's CRD, byte for byte.
     let crd = read(&format!("{CHART}/crds/guidclaims.fabric-sync.io.yaml"));
     assert_eq!(crd, read(&format!("{BASE}/guidclaim-crd.yaml")), "crds/ and the base's CRD");
+    let crd = read(&format!("{CHART}/crds/partitionclaims.fabric-sync.io.yaml"));
+    assert_eq!(crd, read(&format!("{BASE}/partitionclaim-crd.yaml")), "crds/ and the base's PartitionClaim CRD");
     let chart = yaml(&format!("{CHART}/Chart.yaml"));
     assert_eq!(chart["kubeVersion"], ">=1.30.0-0", "admissionregistration.k8s.io/v1 policies need Kubernetes 1.30");
 

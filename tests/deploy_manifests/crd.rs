@@ -298,3 +298,42 @@ fn ledger_crd_accepts_the_documented_claim_and_refuses_broken_ones() {
         assert!(r.iter().any(|m| m.contains(&format!("spec.{field} is immutable"))), "{field}: {r:?}");
     }
 }
+
+#[test]
+fn partition_claim_crd_accepts_what_the_controller_writes_and_refuses_a_claim_not_named_after_its_pkey() {
+    let crd: CustomResourceDefinition = typed(BASE, &yaml(&format!("{BASE}/partitionclaim-crd.yaml")));
+    assert_eq!(crd.spec.scope, "Cluster");
+    assert!(crd.metadata.labels.unwrap_or_default().keys().all(|k| !k.contains("aggregate-to")), "no aggregation");
+    let schema = crd.spec.versions[0].schema.clone().and_then(|s| s.open_api_v3_schema).expect("schema");
+    let check = |v: &Value| {
+        let mut out = Vec::new();
+        refusals(&schema, v, None, "", &mut out);
+        out
+    };
+    use fabric_sync::engine::PartitionScope;
+    use fabric_sync::ib::PKey;
+    use fabric_sync::netdef::NetworkKey;
+    for (p, scope) in [
+        (0x0010, PartitionScope::Network(NetworkKey::new("tenant-a", "ib-auto"))),
+        (0x1000, PartitionScope::Namespace("team-c".into())),
+        (0x7ffe, PartitionScope::Network(NetworkKey::new("t", "n"))),
+    ] {
+        let obj = fabric_sync::kube::partition_claim_object(PKey::new(p).unwrap(), &scope, "fs_x");
+        let v = serde_json::to_value(&obj).unwrap();
+        assert!(check(&v).is_empty(), "{v}: {:?}", check(&v));
+        let mut renamed = v.clone();
+        renamed["metadata"]["name"] = Value::String("pkey-0x0001".into());
+        assert!(check(&renamed).iter().any(|r| r.contains("named after its pkey")), "{:?}", check(&renamed));
+    }
+    let obj = fabric_sync::kube::partition_claim_object(
+        PKey::new(0x10).unwrap(),
+        &PartitionScope::Namespace("t".into()),
+        "x",
+    );
+    let mut v = serde_json::to_value(&obj).unwrap();
+    v["spec"]["pkey"] = Value::String("0x10".into());
+    assert!(!check(&v).is_empty(), "an unpadded pkey is refused");
+    v["spec"]["pkey"] = Value::String("0x0010".into());
+    v["spec"]["scope"] = serde_json::json!({"network": "t/n", "namespace": "t"});
+    assert!(!check(&v).is_empty(), "one scope, not both");
+}
