@@ -572,3 +572,20 @@ async fn a_second_claim_for_one_network_is_released_and_never_gets_a_partition()
     assert_eq!(ufm_partitions(&env, 0x1b00, 0x1b0f).iter().map(|p| p.0).collect::<Vec<_>>(), vec![0x1b00]);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_someone_deletes_is_cleaned_up_and_its_network_gets_another_pkey() {
+    let env = Env::new().await;
+    auto_nad(&env, "t", "ib-auto");
+    pod_in(&env, "t", "p1", "ib-auto");
+    let c = start(&env, "ctrl-1", "0x1c00-0x1c0f", None).await;
+    eventually("p1 configured", || configured_pkey(&env, "t", "p1").as_deref() == Some("0x1c00")).await;
+    // An admin deletes the claim: its finalizer holds it until the partition is cleaned up.
+    env.api.delete(Res::PartitionClaims, "", "pkey-0x1c00");
+    eventually("moved to another pkey", || configured_pkey(&env, "t", "p1").as_deref() == Some("0x1c01")).await;
+    eventually("the deleted claim is gone", || env.api.get(Res::PartitionClaims, "", "pkey-0x1c00").is_none()).await;
+    eventually("its partition is gone", || ufm_partitions(&env, 0x1c00, 0x1c00).is_empty()).await;
+    assert_eq!(env.members(0x1c01), vec![guid_of(&env, "t", "p1")]);
+    assert_eq!(nad_annotation(&env, "t", "ib-auto", ASSIGNED).as_deref(), Some("0x1c01"));
+    c.stop().await;
+}

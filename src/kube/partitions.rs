@@ -298,11 +298,14 @@ impl PartitionReconciler {
         }
         // Claims nothing is in scope of any more (namespace emptied, NAD gone without us).
         // And a second claim for one scope (two writers in a leader handover): the engine and this
-        // reconciler use the lowest-named one; the other is released like an orphan.
+        // reconciler use the lowest-named one; the other is released like an orphan, as is a
+        // claim someone deleted.
         let orphans: Vec<StoredClaim> = book
             .values()
             .filter(|c| {
-                duplicate(&book, c)
+                // Someone deleted it: the engine no longer uses it, the network gets another.
+                c.claim.deleting
+                    || duplicate(&book, c)
                     || !autos.iter().any(|n| (n.live() || n.holds_finalizer) && in_scope(&c.claim.scope, &n.key))
             })
             .cloned()
