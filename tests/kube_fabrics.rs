@@ -351,3 +351,41 @@ async fn a_nad_moved_to_another_fabric_moves_its_members_and_a_node_off_the_fabr
     assert!(!storage.members(0x20).contains(&old), "the compute GUID never went to storage");
     stop(child).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_reports_per_fabric_and_a_guid_both_fabrics_ufms_list() {
+    let (compute, storage) = (Env::new().await, Env::new().await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = two_fabric_file(dir.path(), &compute, &storage);
+    // A GUID of compute's pool that someone also put into storage's UFM.
+    seed_pkey(&compute.ufm, 0x30, "0200000010000005");
+    seed_pkey(&storage.ufm, 0x30, "0200000010000005");
+    let mut cmd = bare_binary();
+    cmd.args(["audit", "--json", "--fabrics-file"])
+        .arg(&file)
+        .env("KUBECONFIG", kubeconfig_file(dir.path(), &compute.api.url()));
+    let out =
+        tokio::task::spawn_blocking(move || cmd.stdin(Stdio::null()).output()).await.expect("joined").expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON ({e}): {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "a finding: {stdout}");
+    let hazards = report["hazards"].as_array().expect("hazards");
+    let twice: Vec<&serde_json::Value> = hazards.iter().filter(|h| h["kind"] == "GuidInTwoFabrics").collect();
+    assert_eq!(twice.len(), 1, "{hazards:?}");
+    assert!(twice[0]["object"].as_str().is_some_and(|o| o.contains("02:00:00:00:10:00:00:05")), "{twice:?}");
+    assert!(twice[0]["message"].as_str().is_some_and(|m| m.contains("compute, storage")), "{twice:?}");
+    // Rows are per (fabric, pkey), of each fabric's own pool: the copy in storage's UFM is outside
+    // storage's pool, so it is not storage's to repair; it is the finding above.
+    let fabrics: Vec<&str> = report["pkeys"]
+        .as_array()
+        .expect("pkeys")
+        .iter()
+        .filter(|r| r["pkey"] == "0x30")
+        .filter_map(|r| r["fabric"].as_str())
+        .collect();
+    assert_eq!(fabrics, vec!["compute"], "{stdout}");
+    // Nothing was written to either UFM.
+    assert_eq!(compute.members(0x30), vec!["0200000010000005".to_string()]);
+    assert_eq!(storage.members(0x30), vec!["0200000010000005".to_string()]);
+}
