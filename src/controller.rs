@@ -248,7 +248,7 @@ fn fabric_ports(fabrics: &FabricsSettings, metrics: &Arc<Metrics>) -> Result<Vec
             }
             // UfmClient::new logs the settings' warnings itself.
             SmPlugin::Ufm => match UfmClient::new(&f.ufm) {
-                Ok(c) => Arc::new(c.with_observer(metrics.clone())),
+                Ok(c) => Arc::new(c.with_observer(metrics.ufm_observer(&f.name))),
                 Err(e) if fabrics.file.is_some() => return Err(format!("fabric {:?}: {e}", f.name)),
                 Err(e) => return Err(e.to_string()),
             },
