@@ -15,7 +15,7 @@ use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, FabricsSettings, KubeApiArgs,
     KubeApiSettings, SmPlugin, UfmArgs, UfmSettings,
 };
-use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, FabricRoute, FabricSpec, State, Timing};
+use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
     EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, RateLimit,
     WatchCache, WatchSettings, client_config, limited_client, spawn_watchers,
@@ -212,27 +212,11 @@ impl ControllerCmd {
         // The fabrics' own pools replace GUID_POOL_RANGE_* (the same value without a fabrics file).
         engine.guid_range = first.guid_range;
         let mut engine_config = engine.engine_config().map_err(|e| e.to_string())?;
-        engine_config.fabrics = engine_fabrics(&fabrics);
+        engine_config.fabrics = fabrics.engine_specs();
         let controller = ControllerSettings::from_args(&self.controller, &hostname()).map_err(|e| e.to_string())?;
         let kube_api = KubeApiSettings::from_args(&self.kube_api).map_err(|e| e.to_string())?;
         Ok(Settings { ufm, fabrics, engine, engine_config, controller, kube_api })
     }
-}
-
-/// The engine's view of the fabrics: routing rules and pools, in the file's order.
-fn engine_fabrics(fabrics: &FabricsSettings) -> Vec<FabricSpec> {
-    fabrics
-        .fabrics
-        .iter()
-        .map(|f| FabricSpec {
-            route: FabricRoute {
-                name: f.name.clone(),
-                node_selector: f.node_selector.clone(),
-                resource_names: f.resource_names.clone(),
-            },
-            guid_range: f.guid_range,
-        })
-        .collect()
 }
 
 /// One `Fabric` port per fabric, each built from its own UFM settings (its secret directory).

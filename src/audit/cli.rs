@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::{Options, TlsFacts, analyze, render_text};
 use crate::config::{EngineArgs, EngineSettings, FabricsSettings, SmPlugin, UfmArgs, UfmScheme, UfmSettings};
 use crate::engine::FabricListing;
-use crate::engine::{FabricRoute, FabricSpec};
 use crate::ufm::{UfmClient, to_fabric_listing};
 
 /// `fabric-sync audit`
@@ -71,18 +70,7 @@ async fn run(cmd: AuditCmd) -> ExitCode {
         },
     };
     if cmd.fabrics_file.is_some() {
-        engine.fabrics = fabrics
-            .fabrics
-            .iter()
-            .map(|f| FabricSpec {
-                route: FabricRoute {
-                    name: f.name.clone(),
-                    node_selector: f.node_selector.clone(),
-                    resource_names: f.resource_names.clone(),
-                },
-                guid_range: f.guid_range,
-            })
-            .collect();
+        engine.fabrics = fabrics.engine_specs();
     }
     let mut all: Vec<UfmSettings> = fabrics.fabrics.iter().map(|f| f.ufm.clone()).collect();
     if all.iter().any(|s| s.plugin == SmPlugin::Noop) {
