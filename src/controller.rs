@@ -15,7 +15,7 @@ use crate::config::{
     ConfigError, ControllerArgs, ControllerSettings, EngineArgs, EngineSettings, FabricsSettings, KubeApiArgs,
     KubeApiSettings, SmPlugin, UfmArgs, UfmSettings,
 };
-use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, FabricRoute, FabricSpec, State, Timing};
+use crate::engine::{ClusterWriter, Engine, EngineConfig, EngineStats, Fabric, State, Timing};
 use crate::kube::{
     EventPublisher, FencedFabric, FencedWriter, KubeWriter, LeaderElector, LeaseSettings, NetworkUids, PartitionFabric,
     PartitionReconciler, PartitionSettings, RateLimit, WatchCache, WatchSettings, client_config, limited_client,
@@ -247,7 +247,7 @@ impl ControllerCmd {
         // The fabrics' own pools replace GUID_POOL_RANGE_* (the same value without a fabrics file).
         engine.guid_range = first.guid_range;
         let mut engine_config = engine.engine_config().map_err(|e| e.to_string())?;
-        engine_config.fabrics = engine_fabrics(&fabrics);
+        engine_config.fabrics = fabrics.engine_specs();
         if engine.pkey_range.is_some() && ufm.plugin == SmPlugin::Noop {
             return Err("FABRIC_SYNC_PKEY_RANGE (--pkey-range): automatic partitions are created in UFM; \
                         DAEMON_SM_PLUGIN=noop has none: unset the range or use DAEMON_SM_PLUGIN=ufm"
@@ -265,22 +265,6 @@ impl ControllerCmd {
     }
 }
 
-/// The engine's view of the fabrics: routing rules and pools, in the file's order.
-fn engine_fabrics(fabrics: &FabricsSettings) -> Vec<FabricSpec> {
-    fabrics
-        .fabrics
-        .iter()
-        .map(|f| FabricSpec {
-            route: FabricRoute {
-                name: f.name.clone(),
-                node_selector: f.node_selector.clone(),
-                resource_names: f.resource_names.clone(),
-            },
-            guid_range: f.guid_range,
-        })
-        .collect()
-}
-
 /// One `Fabric` port per fabric, each built from its own UFM settings (its secret directory).
 /// One fabric port per fabric of the file (or the one `default` fabric), built the one way
 /// (`ufm::client_from_settings`), and its UFM client (`None` for `noop`).
@@ -291,7 +275,7 @@ fn fabric_ports(fabrics: &FabricsSettings, metrics: &Arc<Metrics>) -> Result<Fab
     let mut clients = Vec::with_capacity(fabrics.fabrics.len());
     for f in &fabrics.fabrics {
         let _fabric = tracing::info_span!("fabric", fabric = %f.name).entered();
-        let client = match crate::ufm::client_from_settings(&f.ufm, metrics.clone()) {
+        let client = match crate::ufm::client_from_settings(&f.ufm, metrics.ufm_observer(&f.name)) {
             Ok(c) => c,
             Err(e) if fabrics.file.is_some() => return Err(format!("fabric {:?}: {e}", f.name)),
             Err(e) => return Err(e.to_string()),

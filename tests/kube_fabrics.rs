@@ -250,9 +250,9 @@ fn guid_of(env: &Env, pod: &str) -> Option<String> {
     Some(g.replace(':', ""))
 }
 
-fn start_controller(env: &Env, dir: &std::path::Path, file: &std::path::Path) -> Child {
+fn start_controller(env: &Env, dir: &std::path::Path, file: &std::path::Path) -> (Child, std::net::SocketAddr) {
     let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
-    bare_binary()
+    let child = bare_binary()
         .args(["controller", "--fabrics-file"])
         .arg(file)
         .env("KUBECONFIG", kubeconfig_file(dir, &env.api.url()))
@@ -264,7 +264,13 @@ fn start_controller(env: &Env, dir: &std::path::Path, file: &std::path::Path) ->
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("the binary starts")
+        .expect("the binary starts");
+    (child, admin)
+}
+
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{admin}{path}")).await.expect("admin server answers");
+    (r.status().as_u16(), r.text().await.expect("body"))
 }
 
 async fn stop(mut child: Child) {
@@ -284,9 +290,22 @@ async fn pods_land_in_their_fabrics_ufm_only_and_one_ufm_down_does_not_stop_the_
     storage.ufm.add_fault(mock_ufm::FaultRule::outage(Duration::from_secs(3600)));
     pod_on(&compute, "pa", "c1", "ib-a");
     pod_on(&compute, "pb", "s1", "ib-a");
-    let child = start_controller(&compute, dir.path(), &file);
+    let (child, admin) = start_controller(&compute, dir.path(), &file);
     eventually("the compute pod is configured while storage is down", || compute.configured_element("pa").is_some())
         .await;
+    // /readyz names the fabric whose UFM has not answered; the metrics carry the fabric.
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("fabric storage") && !body.contains("compute"), "{body}");
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        sum_samples(&metrics, "fabric_sync_ufm_requests_total", &[r#"fabric="compute""#, r#"code="200""#]) > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        sum_samples(&metrics, "fabric_sync_ufm_requests_total", &[r#"fabric="storage""#, r#"code="200""#]) == 0.0,
+        "storage answered nothing"
+    );
     let ga = guid_of(&compute, "pa").expect("pa's GUID");
     assert!(ga.starts_with("0200000010"), "from the compute pool: {ga}");
     assert_eq!(compute.members(0x10), vec![ga.clone()]);
@@ -299,6 +318,8 @@ async fn pods_land_in_their_fabrics_ufm_only_and_one_ufm_down_does_not_stop_the_
     assert!(gb.starts_with("0200000020"), "from the storage pool: {gb}");
     assert_eq!(storage.members(0x10), vec![gb]);
     assert_eq!(compute.members(0x10), vec![ga], "compute never got pb's GUID");
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "every fabric answered: {body}");
     // The ledger records each attachment's fabric.
     let fabrics: Vec<String> = compute
         .claims()
@@ -318,7 +339,7 @@ async fn a_nad_moved_to_another_fabric_moves_its_members_and_a_node_off_the_fabr
     pod_on(&compute, "pm", "both", "ib-m");
     // A tenant names compute for a pod whose node is cabled to storage only: refused.
     pod_on(&compute, "px", "s1", "ib-m");
-    let child = start_controller(&compute, dir.path(), &file);
+    let (child, _) = start_controller(&compute, dir.path(), &file);
     eventually("the pod is configured in compute", || compute.configured_element("pm").is_some()).await;
     let old = guid_of(&compute, "pm").expect("GUID");
     assert_eq!(compute.members(0x20), vec![old.clone()]);
@@ -350,4 +371,42 @@ async fn a_nad_moved_to_another_fabric_moves_its_members_and_a_node_off_the_fabr
     assert!(compute.members(0x20).is_empty(), "nothing is left in compute");
     assert!(!storage.members(0x20).contains(&old), "the compute GUID never went to storage");
     stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_reports_per_fabric_and_a_guid_both_fabrics_ufms_list() {
+    let (compute, storage) = (Env::new().await, Env::new().await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = two_fabric_file(dir.path(), &compute, &storage);
+    // A GUID of compute's pool that someone also put into storage's UFM.
+    seed_pkey(&compute.ufm, 0x30, "0200000010000005");
+    seed_pkey(&storage.ufm, 0x30, "0200000010000005");
+    let mut cmd = bare_binary();
+    cmd.args(["audit", "--json", "--fabrics-file"])
+        .arg(&file)
+        .env("KUBECONFIG", kubeconfig_file(dir.path(), &compute.api.url()));
+    let out =
+        tokio::task::spawn_blocking(move || cmd.stdin(Stdio::null()).output()).await.expect("joined").expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON ({e}): {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "a finding: {stdout}");
+    let hazards = report["hazards"].as_array().expect("hazards");
+    let twice: Vec<&serde_json::Value> = hazards.iter().filter(|h| h["kind"] == "GuidInTwoFabrics").collect();
+    assert_eq!(twice.len(), 1, "{hazards:?}");
+    assert!(twice[0]["object"].as_str().is_some_and(|o| o.contains("02:00:00:00:10:00:00:05")), "{twice:?}");
+    assert!(twice[0]["message"].as_str().is_some_and(|m| m.contains("compute, storage")), "{twice:?}");
+    // Rows are per (fabric, pkey), of each fabric's own pool: the copy in storage's UFM is outside
+    // storage's pool, so it is not storage's to repair; it is the finding above.
+    let fabrics: Vec<&str> = report["pkeys"]
+        .as_array()
+        .expect("pkeys")
+        .iter()
+        .filter(|r| r["pkey"] == "0x30")
+        .filter_map(|r| r["fabric"].as_str())
+        .collect();
+    assert_eq!(fabrics, vec!["compute"], "{stdout}");
+    // Nothing was written to either UFM.
+    assert_eq!(compute.members(0x30), vec!["0200000010000005".to_string()]);
+    assert_eq!(storage.members(0x30), vec!["0200000010000005".to_string()]);
 }

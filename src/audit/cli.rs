@@ -1,6 +1,7 @@
-//! `fabric-sync audit`: reads the cluster once (kube/snapshot.rs) and lists UFM once, with the
-//! controller's own settings (kubeconfig, UFM Secret, engine flags), then prints the report.
-//! No leadership, no write. Exit 0 clean, 1 drift or hazards, 2 could not look.
+//! `fabric-sync audit`: reads the cluster once (kube/snapshot.rs) and lists each fabric's UFM
+//! once, with the controller's own settings (kubeconfig, UFM Secret or fabrics file, engine
+//! flags), then prints the report. No leadership, no write. Exit 0 clean, 1 drift or hazards,
+//! 2 could not look.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{Options, TlsFacts, analyze, render_text};
-use crate::config::{EngineArgs, EngineSettings, SmPlugin, UfmArgs, UfmScheme, UfmSettings};
+use crate::config::{EngineArgs, EngineSettings, FabricsSettings, SmPlugin, UfmArgs, UfmScheme, UfmSettings};
 use crate::engine::FabricListing;
 use crate::ufm::{UfmClient, to_fabric_listing};
 
@@ -28,6 +29,10 @@ pub struct AuditCmd {
     pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     pub ufm: UfmArgs,
+    /// The controller's fabrics file (docs/fabrics.md): every fabric's UFM is listed and the
+    /// report is per fabric (a GUID two fabrics' UFMs list is a finding).
+    #[arg(long = "fabrics-file", env = "FABRIC_SYNC_FABRICS_FILE")]
+    pub fabrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -47,26 +52,38 @@ fn fail(reason: &str) -> ExitCode {
 }
 
 async fn run(cmd: AuditCmd) -> ExitCode {
-    let engine = match EngineSettings::from_args(&cmd.engine)
+    let mut engine = match EngineSettings::from_args(&cmd.engine)
         .map_err(|e| e.to_string())
         .and_then(|s| s.engine_config().map_err(|e| e.to_string()))
     {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let mut settings = match UfmSettings::from_args(&cmd.ufm) {
-        Ok(s) => s,
-        Err(e) => return fail(&e.to_string()),
+    let fabrics = match &cmd.fabrics_file {
+        Some(path) => match FabricsSettings::from_file(path, &cmd.ufm) {
+            Ok(f) => f,
+            Err(e) => return fail(&e.to_string()),
+        },
+        None => match UfmSettings::from_args(&cmd.ufm) {
+            Ok(s) => FabricsSettings::single(s, engine.guid_range),
+            Err(e) => return fail(&e.to_string()),
+        },
     };
-    if settings.plugin == SmPlugin::Noop {
+    if cmd.fabrics_file.is_some() {
+        engine.fabrics = fabrics.engine_specs();
+    }
+    let mut all: Vec<UfmSettings> = fabrics.fabrics.iter().map(|f| f.ufm.clone()).collect();
+    if all.iter().any(|s| s.plugin == SmPlugin::Noop) {
         return fail("DAEMON_SM_PLUGIN=noop: there is no UFM to compare the cluster with");
     }
-    // A person is waiting: one retry at most.
-    settings.max_attempts = settings.max_attempts.min(2);
+    for s in &mut all {
+        // A person is waiting: one retry at most.
+        s.max_attempts = s.max_attempts.min(2);
+    }
     let tls = TlsFacts {
-        https: settings.scheme == UfmScheme::Https,
-        ca_configured: settings.ca_pem.is_some(),
-        insecure_skip_verify: settings.insecure_skip_verify,
+        https: all.iter().all(|s| s.scheme == UfmScheme::Https),
+        ca_configured: all.iter().all(|s| s.ca_pem.is_some()),
+        insecure_skip_verify: all.iter().any(|s| s.insecure_skip_verify),
     };
     let client = match crate::kube::client_config(cmd.kubeconfig.as_deref(), "audit").await.and_then(|c| {
         kube::Client::try_from(c)
@@ -87,11 +104,17 @@ async fn run(cmd: AuditCmd) -> ExitCode {
     for absent in &snapshot.absent {
         eprintln!("fabric-sync audit: the API server does not serve {absent} (CRD not installed); read as empty");
     }
-    let listing = match list_ufm(&settings).await {
-        Ok(l) => l,
-        Err(e) => return fail(&format!("UFM at {}: {e}", settings.base_url())),
-    };
-    let report = analyze(engine, snapshot.events, &listing, &tls, Options { migration: cmd.migration });
+    let mut listings = Vec::with_capacity(all.len());
+    for (f, settings) in fabrics.fabrics.iter().zip(&all) {
+        match list_ufm(settings).await {
+            Ok(l) => listings.push(l),
+            Err(e) if cmd.fabrics_file.is_some() => {
+                return fail(&format!("UFM of fabric {} at {}: {e}", f.name, settings.base_url()));
+            }
+            Err(e) => return fail(&format!("UFM at {}: {e}", settings.base_url())),
+        }
+    }
+    let report = analyze(engine, snapshot.events, &listings, &tls, Options { migration: cmd.migration });
     if cmd.json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),

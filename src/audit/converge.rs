@@ -69,14 +69,22 @@ impl Changes {
 /// suffice (claim, add, write-back, removal confirmed, claim released).
 const MAX_ROUNDS: usize = 24;
 
-/// Feeds `listing` to `state` (as the first UFM listing of a leader term) and runs the plan to
-/// its end. `state` must have seen the cluster (`CachesSynced` included).
-pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
-    let mut fabric: FabricListing = listing.clone();
-    // The audit reads one UFM: the first (or only) fabric's.
-    let f = FabricId::default();
-    let started = state.fabric(f).knowledge.list_started();
-    state.list_result(f, started, &fabric);
+/// Feeds `listings` (one per fabric, in the state's order; a fabric without one is not listed)
+/// to `state` as the first UFM listings of a leader term and runs the plan to its end. `state`
+/// must have seen the cluster (`CachesSynced` included).
+pub fn converge(state: &mut State, listings: &[FabricListing]) -> Changes {
+    let mut fabrics: Vec<FabricListing> = listings.to_vec();
+    let list_all = |state: &mut State, fabrics: &[FabricListing]| {
+        for (i, listing) in fabrics.iter().enumerate() {
+            let Ok(i) = u16::try_from(i) else { continue };
+            let f = FabricId(i);
+            if f.index() < state.fabrics.len() {
+                let started = state.fabric(f).knowledge.list_started();
+                state.list_result(f, started, listing);
+            }
+        }
+    };
+    list_all(state, &fabrics);
     let mut out = Changes::default();
     let none_p = Default::default();
     let none_u = Default::default();
@@ -125,6 +133,7 @@ pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
             state.apply(ClusterEvent::ClaimDeleted { pod_uid: claim.pod_uid.clone() });
         }
         for (&(jf, pkey), job) in &p.jobs {
+            let Some(fabric) = fabrics.get_mut(jf.index()) else { continue };
             if !job.remove.is_empty() {
                 if let Some(members) = fabric.get_mut(&pkey) {
                     members.retain(|m| !job.remove.contains(&m.guid));
@@ -154,8 +163,7 @@ pub fn converge(state: &mut State, listing: &FabricListing) -> Changes {
         }
         out.events.append(&mut state.events);
         // A listing after the round confirms its removals (quarantine, claims released next).
-        let started = state.fabric(f).knowledge.list_started();
-        state.list_result(f, started, &fabric);
+        list_all(state, &fabrics);
         if idle {
             out.settled = true;
             break;

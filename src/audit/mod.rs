@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use converge::{Changes, RemovalCause, converge};
 pub use render::render_text;
 
-use crate::engine::{ClusterEvent, Desired, EngineConfig, FabricListing, Standing, State};
+use crate::engine::{ClusterEvent, Desired, EngineConfig, FabricId, FabricListing, Standing, State};
 use crate::ib::{Guid, PKey, PKeyError};
 use crate::netdef::{IbNetwork, NetdefError, NetworkKey};
 
@@ -66,6 +66,8 @@ pub struct Counts {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PkeyRow {
+    /// The fabric whose UFM holds the partition (`default` without a fabrics file).
+    pub fabric: String,
     pub pkey: String,
     pub networks: Vec<String>,
     pub expected: usize,
@@ -157,15 +159,15 @@ pub struct Options {
 }
 
 /// Builds the engine's state from `events` (a snapshot ending in `CachesSynced`) and the UFM
-/// `listing`, runs the plan to its end and reports.
+/// `listings` (one per fabric of `cfg`, in order), runs the plan to its end and reports, per
+/// fabric and pkey.
 pub fn analyze(
     cfg: EngineConfig,
     events: Vec<ClusterEvent>,
-    listing: &FabricListing,
+    listings: &[FabricListing],
     tls: &TlsFacts,
     opts: Options,
 ) -> Report {
-    let range = cfg.guid_range;
     let mut state = State::new(cfg);
     let mut node_names: BTreeSet<String> = BTreeSet::new();
     let mut claims = 0;
@@ -180,9 +182,11 @@ pub fn analyze(
         state.apply(ev);
     }
     let hazards_before = network_hazards(&state);
-    let pkey_range = partitions::range_row(&state, listing);
-    let changes = converge(&mut state, listing);
+    // Automatic partitions run on one fabric only (the controller refuses a range with several).
+    let pkey_range = listings.first().and_then(|l| partitions::range_row(&state, l));
+    let changes = converge(&mut state, listings);
     let mut hazards = hazards_before;
+    hazards.extend(cross_fabric_hazards(&state, listings));
 
     let counts = Counts {
         pods: state.pods.len(),
@@ -190,11 +194,12 @@ pub fn analyze(
         networks: state.networks.len(),
         nodes: node_names.len(),
         claims,
-        ufm_partitions: listing.len(),
+        ufm_partitions: listings.iter().map(|l| l.len()).sum(),
     };
 
-    // Per pkey: expected (final plan), in UFM (now), stale (removed), missing (added), foreign.
-    let mut expected: BTreeMap<PKey, BTreeSet<Guid>> = BTreeMap::new();
+    // Per (fabric, pkey): expected (final plan), in UFM (now), stale (removed), missing
+    // (added), foreign. A GUID belongs to one fabric (pools do not overlap).
+    let mut expected: BTreeMap<(FabricId, PKey), BTreeSet<Guid>> = BTreeMap::new();
     let mut left_alone: BTreeSet<Guid> = BTreeSet::new();
     for (g, a) in &state.ledger {
         if a.owner.is_none() {
@@ -202,7 +207,7 @@ pub fn analyze(
         }
         match a.desired {
             Desired::Member(spec) => {
-                expected.entry(spec.pkey).or_default().insert(*g);
+                expected.entry((a.fabric, spec.pkey)).or_default().insert(*g);
             }
             Desired::LeaveAlone => {
                 left_alone.insert(*g);
@@ -210,11 +215,14 @@ pub fn analyze(
             _ => {}
         }
     }
-    let mut in_ufm: BTreeMap<PKey, BTreeSet<Guid>> = BTreeMap::new();
-    for (p, members) in listing {
-        let set: BTreeSet<Guid> = members.iter().map(|m| m.guid).filter(|g| range.contains(*g)).collect();
-        if !set.is_empty() {
-            in_ufm.insert(*p, set);
+    let mut in_ufm: BTreeMap<(FabricId, PKey), BTreeSet<Guid>> = BTreeMap::new();
+    for (f, listing) in state.fabric_ids().zip(listings) {
+        let range = state.fabric(f).range;
+        for (p, members) in listing {
+            let set: BTreeSet<Guid> = members.iter().map(|m| m.guid).filter(|g| range.contains(*g)).collect();
+            if !set.is_empty() {
+                in_ufm.insert((f, *p), set);
+            }
         }
     }
     let mut named: BTreeMap<PKey, Vec<String>> = BTreeMap::new();
@@ -223,17 +231,32 @@ pub fn analyze(
             named.entry(p).or_default().push(key.to_string());
         }
     }
-    let mut pkeys: BTreeSet<PKey> = named.keys().copied().collect();
+    // A pkey a network names is shown for the first fabric (one row) unless UFM or the plan
+    // puts it on others; rows are per (fabric, pkey).
+    let first = FabricId::default();
+    let mut pkeys: BTreeSet<(FabricId, PKey)> = named.keys().map(|p| (first, *p)).collect();
     pkeys.extend(in_ufm.keys().copied());
-    pkeys.extend(changes.adds.iter().map(|(p, _)| *p));
-    pkeys.extend(changes.removes.keys().map(|(p, _)| *p));
+    pkeys.extend(expected.keys().copied());
+    pkeys.extend(changes.adds.iter().map(|(p, g)| (state.fabric_of(*g), *p)));
+    pkeys.extend(changes.removes.keys().map(|(p, g)| (state.fabric_of(*g), *p)));
+    if state.fabrics.len() > 1 {
+        // A named pkey nothing puts on the first fabric is not a row of its own there.
+        pkeys.retain(|(f, p)| {
+            *f != first
+                || in_ufm.contains_key(&(*f, *p))
+                || expected.contains_key(&(*f, *p))
+                || !pkeys_elsewhere(&in_ufm, &expected, *p)
+        });
+    }
     let empty = BTreeSet::new();
     let mut rows = Vec::new();
-    for p in pkeys {
-        let e = expected.get(&p).unwrap_or(&empty);
-        let u = in_ufm.get(&p).unwrap_or(&empty);
-        let stale = changes.removes.keys().filter(|(q, _)| *q == p).count();
-        let missing = changes.adds.iter().filter(|(q, _)| *q == p).count();
+    for (f, p) in pkeys {
+        let on = state.on_fabric(f);
+        let here = |g: &Guid| state.fabric_of(*g) == f;
+        let e = expected.get(&(f, p)).unwrap_or(&empty);
+        let u = in_ufm.get(&(f, p)).unwrap_or(&empty);
+        let stale = changes.removes.keys().filter(|(q, g)| *q == p && here(g)).count();
+        let missing = changes.adds.iter().filter(|(q, g)| *q == p && here(g)).count();
         let foreign: Vec<Guid> = u
             .iter()
             .filter(|g| !e.contains(g) && !left_alone.contains(g) && !changes.removes.contains_key(&(p, **g)))
@@ -241,13 +264,13 @@ pub fn analyze(
             .copied()
             .collect();
         let unexplained_removed =
-            changes.removes.iter().filter(|((q, _), c)| *q == p && **c == RemovalCause::Stale).count();
+            changes.removes.iter().filter(|((q, g), c)| *q == p && here(g) && **c == RemovalCause::Stale).count();
         if unexplained_removed > 0 {
             hazards.push(Hazard {
                 kind: "UnexplainedGuids".into(),
-                object: format!("pkey {p}"),
+                object: format!("pkey {p}{on}"),
                 message: format!(
-                    "{unexplained_removed} GUID(s) of the managed range are in UFM in pkey {p} and no pod or claim explains them: the controller removes them at its first listing"
+                    "{unexplained_removed} GUID(s) of the managed range are in UFM in pkey {p}{on} and no pod or claim explains them: the controller removes them at its first listing"
                 ),
                 fix: "if another system assigns GUIDs in this range, narrow GUID_POOL_RANGE_START/END so that the ranges do not overlap before starting; otherwise nothing to do".into(),
             });
@@ -255,15 +278,16 @@ pub fn analyze(
         if !foreign.is_empty() {
             hazards.push(Hazard {
                 kind: "UnexplainedGuids".into(),
-                object: format!("pkey {p}"),
+                object: format!("pkey {p}{on}"),
                 message: format!(
-                    "{} GUID(s) of the managed range are in UFM in pkey {p}, which no network names: never touched, and never handed out while UFM lists them",
+                    "{} GUID(s) of the managed range are in UFM in pkey {p}{on}, which no network names: never touched, and never handed out while UFM lists them",
                     foreign.len()
                 ),
                 fix: "remove them with `fabric-sync ufm remove` if nothing uses them, or narrow GUID_POOL_RANGE_START/END".into(),
             });
         }
         rows.push(PkeyRow {
+            fabric: state.fabric(f).name.to_string(),
             pkey: p.to_string(),
             networks: named.get(&p).cloned().unwrap_or_default(),
             expected: e.len(),
@@ -331,7 +355,8 @@ pub fn analyze(
             NodeRow {
                 node: n.clone(),
                 pkeys_wanted: w,
-                pkeys_granted: state.fabrics[0].budget.used(n),
+                // Each fabric has its own pkey table on the node: the fullest counts.
+                pkeys_granted: state.fabrics.iter().map(|f| f.budget.used(n)).max().unwrap_or(0),
                 limit,
                 capacity: state.fabrics[0].budget.capacity(n),
                 over: w > limit,
@@ -369,7 +394,12 @@ pub fn analyze(
 
     let g = state.gauges();
     let pool = PoolRow {
-        range: format!("{}..{}", range.start(), range.end()),
+        range: state
+            .fabrics
+            .iter()
+            .map(|f| format!("{}..{}", f.range.start(), f.range.end()))
+            .collect::<Vec<_>>()
+            .join(", "),
         capacity: g.pool_capacity,
         in_use: g.pool_in_use,
         quarantined: g.pool_quarantined,
@@ -443,6 +473,46 @@ pub fn analyze(
 }
 
 /// `namespace/name` of a pod (or of the pod its claim names), else its UID.
+/// Whether `p` has members or expected members on a fabric other than the first.
+fn pkeys_elsewhere(
+    in_ufm: &BTreeMap<(FabricId, PKey), BTreeSet<Guid>>,
+    expected: &BTreeMap<(FabricId, PKey), BTreeSet<Guid>>,
+    p: PKey,
+) -> bool {
+    in_ufm.keys().chain(expected.keys()).any(|(f, q)| *q == p && *f != FabricId::default())
+}
+
+/// A GUID that two fabrics' UFMs list (issue 17): one of them holds a GUID it should not (a
+/// copied pool, a second controller, a hand edit). Reported, never repaired automatically.
+fn cross_fabric_hazards(state: &State, listings: &[FabricListing]) -> Vec<Hazard> {
+    let mut seen: BTreeMap<Guid, BTreeSet<String>> = BTreeMap::new();
+    for (f, listing) in state.fabric_ids().zip(listings) {
+        for m in listing.values().flatten() {
+            seen.entry(m.guid).or_default().insert(state.fabric(f).name.to_string());
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, fabrics)| fabrics.len() > 1)
+        .map(|(g, fabrics)| {
+            let names: Vec<String> = fabrics.into_iter().collect();
+            let owner = state
+                .fabrics
+                .iter()
+                .find(|f| f.range.contains(g))
+                .map_or_else(|| "none of the fabrics' pools holds it".to_string(), |f| format!("its pool's: {}", f.name));
+            Hazard {
+                kind: "GuidInTwoFabrics".into(),
+                object: format!("GUID {g}"),
+                message: format!(
+                    "GUID {g} is listed by the UFMs of fabrics {}: a GUID may be in one fabric only ({owner})",
+                    names.join(", ")
+                ),
+                fix: "remove it from the other fabric's UFM (`fabric-sync ufm remove <pkey> <guid> --fabrics-file <file> --fabric <name>`) after checking who put it there; make sure no two fabrics' guidPools overlap and no other controller manages them".into(),
+            }
+        })
+        .collect()
+}
+
 fn pod_name(state: &State, uid: &crate::engine::PodUid) -> String {
     state
         .pods

@@ -26,10 +26,12 @@ pub fn render_text(r: &Report, owners: bool) -> String {
 
     section(&mut o, "Partitions (managed GUID range only)");
     let mut rows = vec![row(&["PKEY", "NETWORKS", "EXPECTED", "IN UFM", "STALE", "MISSING", "FOREIGN"])];
+    let several = r.pkeys.iter().any(|p| p.fabric != r.pkeys[0].fabric);
     for p in &r.pkeys {
         let nets = if p.networks.is_empty() { "-".to_string() } else { p.networks.join(",") };
         rows.push(vec![
-            p.pkey.clone(),
+            // With several fabrics the pkey is shown as fabric/pkey (one partition per fabric).
+            if several { format!("{}/{}", p.fabric, p.pkey) } else { p.pkey.clone() },
             nets,
             p.expected.to_string(),
             p.in_ufm.to_string(),

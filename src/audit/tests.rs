@@ -73,7 +73,7 @@ fn listing(guids: &[Guid]) -> FabricListing {
 }
 
 fn run(events: Vec<ClusterEvent>, l: &FabricListing) -> Report {
-    analyze(EngineConfig::default(), events, l, &TlsFacts::default(), Options::default())
+    analyze(EngineConfig::default(), events, std::slice::from_ref(l), &TlsFacts::default(), Options::default())
 }
 
 #[test]
@@ -109,5 +109,37 @@ fn a_running_pod_never_configured_is_refused_not_planned() {
     let r = run(cluster(false, false), &listing(&[]));
     assert!(r.plan.adds.is_empty());
     assert_eq!(r.not_configured.get("StartedUnconfigured").map(Vec::len), Some(1), "{:?}", r.not_configured);
+    assert!(!r.clean);
+}
+
+#[test]
+fn with_two_fabrics_rows_are_per_fabric_and_a_guid_both_ufms_list_is_reported() {
+    use crate::alloc::GuidRange;
+    use crate::engine::{FabricRoute, FabricSpec};
+    let route = |name: &str, selector: &[(&str, &str)]| FabricRoute {
+        name: name.into(),
+        node_selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        resource_names: Vec::new(),
+    };
+    let cfg = EngineConfig {
+        fabrics: vec![
+            FabricSpec { route: route("compute", &[]), guid_range: GuidRange::new(g(0), g(99)).unwrap() },
+            FabricSpec { route: route("storage", &[("x", "y")]), guid_range: GuidRange::new(g(100), g(199)).unwrap() },
+        ],
+        ..EngineConfig::default()
+    };
+    // Compute holds the pod's GUID; storage lists the same GUID (copied there) and one of its own
+    // pool that nothing explains.
+    let listings = [listing(&[g(1)]), listing(&[g(1), g(150)])];
+    let r = analyze(cfg, cluster(true, true), &listings, &TlsFacts::default(), Options::default());
+    let twice: Vec<&Hazard> = r.hazards.iter().filter(|h| h.kind == "GuidInTwoFabrics").collect();
+    assert_eq!(twice.len(), 1, "{:?}", r.hazards);
+    assert!(twice[0].object.contains(&g(1).to_string()) && twice[0].message.contains("compute, storage"));
+    let row = |f: &str| r.pkeys.iter().find(|p| p.fabric == f && p.pkey == "0x10").unwrap_or_else(|| panic!("{f}"));
+    assert_eq!((row("compute").expected, row("compute").in_ufm, row("compute").stale), (1, 1, 0));
+    // Storage's own stray GUID is drift repaired there; the copied compute GUID is outside its pool
+    // and never touched by the plan (only reported).
+    assert_eq!((row("storage").expected, row("storage").in_ufm, row("storage").stale), (0, 1, 1));
+    assert_eq!(r.plan.removes, vec![("0x10".to_string(), g(150).to_string(), RemovalCause::Stale)]);
     assert!(!r.clean);
 }

@@ -95,6 +95,21 @@ impl FabricsSettings {
         FabricsSettings { fabrics: vec![fabric], file: None }
     }
 
+    /// The engine's view of the fabrics: routing rules and pools, in the file's order.
+    pub fn engine_specs(&self) -> Vec<crate::engine::FabricSpec> {
+        self.fabrics
+            .iter()
+            .map(|f| crate::engine::FabricSpec {
+                route: crate::engine::FabricRoute {
+                    name: f.name.clone(),
+                    node_selector: f.node_selector.clone(),
+                    resource_names: f.resource_names.clone(),
+                },
+                guid_range: f.guid_range,
+            })
+            .collect()
+    }
+
     /// Reads and validates a fabrics file. `base` gives the UFM settings the file does not set
     /// per fabric (timeouts, attempts, batch size); its single-UFM connection settings must be
     /// unset, or the error names the conflict.

@@ -442,7 +442,10 @@ impl State {
         }
         match standing {
             None => {
-                self.standing.remove(id);
+                // A quiet standing was never written: its end changes no status annotation.
+                if matches!(self.standing.remove(id), None | Some(Standing::Quiet(_))) {
+                    return;
+                }
             }
             Some(s) => {
                 if let (Standing::Refused(r), Some(pod)) = (&s, self.pods.get(&id.pod)) {

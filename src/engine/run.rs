@@ -455,8 +455,13 @@ impl Engine {
                     remove.iter().chain(adds.iter().flat_map(|a| a.guids.iter())).copied().collect();
                 self.job_done(fabric, pkey, remove, why, removed, adds);
                 // Accepted GUIDs are written back at once; the pkey's next change waits for
-                // the window, or goes now if nothing else is collecting.
+                // the window, or goes now if nothing else is collecting. While other jobs are
+                // still out (several fabrics answer one after another), a window opens instead,
+                // so that their answers share one full plan rather than one each.
                 if self.window.is_some() {
+                    self.flush(Some(&touched));
+                } else if self.ports.len() > 1 && !self.busy_pkeys.is_empty() {
+                    self.window = Some(Instant::now() + self.timing.batch_window);
                     self.flush(Some(&touched));
                 } else {
                     self.flush(None);

@@ -459,6 +459,12 @@ impl State {
             Some(l) => self.node_labels.insert(name.to_string(), l),
             None => self.node_labels.remove(name),
         };
+        // Before the caches are synced `CachesSynced` re-decides everything anyway, and with no
+        // node selector (one `default` fabric) labels decide nothing: a scan of every pod per
+        // node would cost nodes × pods at start.
+        if !self.caches_synced || self.routes.iter().all(|r| r.node_selector.is_empty()) {
+            return;
+        }
         let ids: Vec<AttachmentId> =
             self.pods.values().filter(|p| p.node.as_deref() == Some(name)).flat_map(attachment_ids).collect();
         self.dirty_attachments.extend(ids);

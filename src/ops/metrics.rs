@@ -38,10 +38,10 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     (
         "fabric_sync_ufm_requests_total",
         "counter",
-        "operation, code",
-        "UFM HTTP attempts (retries count one each) by operation and HTTP status or failure kind",
+        "fabric, operation, code",
+        "UFM HTTP attempts (retries count one each) by fabric, operation and HTTP status or failure kind",
     ),
-    ("fabric_sync_ufm_request_duration_seconds", "histogram", "operation, code", "UFM HTTP attempt duration"),
+    ("fabric_sync_ufm_request_duration_seconds", "histogram", "fabric, operation, code", "UFM HTTP attempt duration"),
     (
         "fabric_sync_pod_configure_duration_seconds",
         "histogram",
@@ -182,11 +182,11 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
         let m = Metrics {
-            ufm_requests: IntCounterVec::new(opts("fabric_sync_ufm_requests_total"), &["operation", "code"])
+            ufm_requests: IntCounterVec::new(opts("fabric_sync_ufm_requests_total"), &["fabric", "operation", "code"])
                 .expect("static metric definition"),
             ufm_duration: HistogramVec::new(
                 HistogramOpts::from(opts("fabric_sync_ufm_request_duration_seconds")).buckets(UFM_BUCKETS.to_vec()),
-                &["operation", "code"],
+                &["fabric", "operation", "code"],
             )
             .expect("static metric definition"),
             pod_configure: Histogram::with_opts(
@@ -396,10 +396,33 @@ fn engine_families(s: &EngineStats) -> Vec<MetricFamily> {
     out
 }
 
+impl Metrics {
+    /// The observer of one fabric's UFM client: its requests carry `fabric="<name>"`.
+    pub fn ufm_observer(self: &Arc<Self>, fabric: &str) -> Arc<dyn UfmObserver> {
+        Arc::new(FabricUfmObserver { metrics: self.clone(), fabric: fabric.to_string() })
+    }
+
+    fn ufm_request(&self, fabric: &str, op: &str, status: &str, elapsed: Duration) {
+        self.ufm_requests.with_label_values(&[fabric, op, status]).inc();
+        self.ufm_duration.with_label_values(&[fabric, op, status]).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Without a fabric name (one UFM, `fabric-sync ufm`, tests): `fabric="default"`.
 impl UfmObserver for Metrics {
     fn request_done(&self, op: &'static str, status: &str, elapsed: Duration) {
-        self.ufm_requests.with_label_values(&[op, status]).inc();
-        self.ufm_duration.with_label_values(&[op, status]).observe(elapsed.as_secs_f64());
+        self.ufm_request(crate::engine::DEFAULT_FABRIC, op, status, elapsed);
+    }
+}
+
+struct FabricUfmObserver {
+    metrics: Arc<Metrics>,
+    fabric: String,
+}
+
+impl UfmObserver for FabricUfmObserver {
+    fn request_done(&self, op: &'static str, status: &str, elapsed: Duration) {
+        self.metrics.ufm_request(&self.fabric, op, status, elapsed);
     }
 }
 

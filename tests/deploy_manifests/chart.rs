@@ -115,7 +115,7 @@ fn helm_chart_renders_the_settings_of_the_kustomize_base() {
     let mut kustomize: BTreeSet<String> = BTreeSet::new();
     kustomize.extend(env_names(container(pod_spec(&base_controller()), "controller")));
     kustomize.extend(env_names(container(ds_pod_spec(&base_agent()), "agent")));
-    for dir in ["agent-program", "partitions", "tenant-policy", "ufm-client-cert"] {
+    for dir in ["agent-program", "partitions", "tenant-policy", "ufm-client-cert", "fabrics"] {
         for file in yaml_files(&format!("deploy/kustomize/components/{dir}")) {
             if let Some(spec) = yaml_docs(&file).first().and_then(|d| d.pointer("/spec/template/spec")) {
                 let spec: PodSpec = typed(&file, spec);

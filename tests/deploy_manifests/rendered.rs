@@ -274,3 +274,61 @@ fn in_every_overlay_the_policies_trust_exactly_the_controller_deployments_servic
     let identity = check_controller_identity("namePrefix blue- over the migration overlay", &docs);
     assert_eq!(identity, ("team-x".to_string(), "blue-fabric-sync-controller".to_string()));
 }
+
+#[test]
+fn the_fabrics_component_mounts_the_fabrics_file_and_one_secret_per_fabric_and_drops_the_single_ufm() {
+    // The base with the component, as an overlay that lists it renders it.
+    let dir = tempfile::tempdir().unwrap();
+    let up = std::fs::canonicalize(dir.path()).unwrap().components().count() - 1;
+    let rel = |p: &str| {
+        let target = std::fs::canonicalize(root().join(p)).unwrap();
+        format!("{}{}", "../".repeat(up), target.to_string_lossy().trim_start_matches('/'))
+    };
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "namespace: fabric-sync\nresources:\n  - {}\ncomponents:\n  - {}\n",
+            rel("deploy/kustomize/base"),
+            rel("deploy/kustomize/components/fabrics")
+        ),
+    )
+    .unwrap();
+    let docs = kubectl_kustomize(dir.path());
+    let d: Deployment = pick("base + fabrics", &docs, "Deployment", "fabric-sync-controller");
+    let spec = pod_spec(&d);
+    let c = container(spec, "controller");
+    let file = env_value(c, "FABRIC_SYNC_FABRICS_FILE").expect("FABRIC_SYNC_FABRICS_FILE is set");
+    // The single-UFM settings conflict with a fabrics file: none of them reaches the controller.
+    assert_eq!(env_value(c, "UFM_SECRET_DIR"), None);
+    let env_from = c.env_from.clone().unwrap_or_default();
+    assert!(env_from.iter().all(|e| e.secret_ref.is_none()), "no Secret as env: {env_from:?}");
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    let mounted = |path: &str| {
+        let m = mounts.iter().find(|m| path.starts_with(&m.mount_path))?;
+        volumes.iter().find(|v| v.name == m.name).cloned()
+    };
+    // The file is mounted from the generated ConfigMap (its hashed name).
+    let cm_volume = mounted(&file).expect("the fabrics file is mounted");
+    let cm_name = cm_volume.config_map.expect("from a ConfigMap").name;
+    assert!(cm_name.starts_with("fabric-sync-fabrics-"), "{cm_name}");
+    let cm = docs
+        .iter()
+        .find(|x| str_at(x, "/kind") == "ConfigMap" && str_at(x, "/metadata/name") == cm_name)
+        .expect("the generated ConfigMap");
+    let name = file.rsplit('/').next().unwrap();
+    let text = cm["data"][name].as_str().expect("the fabrics file in the ConfigMap");
+    let parsed: Value = serde_norway::from_str(text).unwrap();
+    let fabrics = parsed["fabrics"].as_array().expect("fabrics:");
+    assert!(fabrics.len() >= 2);
+    // Every fabric's secretDir is a Secret of its own, mounted read-only.
+    let mut secrets = BTreeSet::new();
+    for f in fabrics {
+        let secret_dir = f["ufm"]["secretDir"].as_str().expect("secretDir");
+        let v = mounted(secret_dir).unwrap_or_else(|| panic!("{secret_dir} is mounted"));
+        let secret = v.secret.and_then(|s| s.secret_name).unwrap_or_else(|| panic!("{secret_dir}: from a Secret"));
+        assert!(secrets.insert(secret), "one Secret per fabric");
+    }
+    assert!(mounts.iter().all(|m| m.read_only == Some(true)), "{mounts:?}");
+    assert!(!volumes.iter().any(|v| v.name == "ufm-secret"), "the single UFM Secret is not mounted");
+}

@@ -188,3 +188,53 @@ fn a_removal_waits_for_its_own_fabrics_listing_before_the_guid_is_reused() {
     w.list();
     assert!(!w.state.fabric(COMPUTE).pool.is_quarantined(g1), "compute's listing confirms it");
 }
+
+#[test]
+fn a_nodes_pkey_budget_is_per_fabric() {
+    let mut w = two_fabrics();
+    // Capacity 2 minus 1 reserved slot: one pkey per table, and "both" has one table per fabric.
+    w.state.apply(ClusterEvent::NodeApplied {
+        name: "both".into(),
+        labels: labels(&[("ib.compute", "true"), ("ib.storage", "true")]),
+        pkey_capacity: Some(2),
+    });
+    w.nad_on("c-a", "0x10", Some("compute"));
+    w.nad_on("c-b", "0x11", Some("compute"));
+    w.nad_on("s-a", "0x20", Some("storage"));
+    w.pod("p1", "both", "c-a");
+    w.pod("p2", "both", "s-a");
+    w.pod("p3", "both", "c-b");
+    w.converge();
+    assert_eq!(w.standing("p1", "c-a"), None, "compute's table has room");
+    assert_eq!(w.standing("p2", "s-a"), None, "storage's table is another table");
+    assert_eq!(w.standing("p3", "c-b"), Some(Reason::PKeyLimitExceeded), "compute's table is full");
+    assert_eq!(w.ufm_members(COMPUTE, "0x10").len(), 1);
+    assert_eq!(w.ufm_members(STORAGE, "0x20").len(), 1);
+    assert!(w.ufm_members(COMPUTE, "0x11").is_empty());
+}
+
+#[test]
+fn a_new_leader_rebuilds_each_attachment_on_its_recorded_fabric_even_with_one_ufm_down() {
+    let mut w = two_fabrics();
+    w.ib_nad("ib", "0x10");
+    w.pod("a", "c1", "ib");
+    w.pod("b", "s1", "ib");
+    w.converge();
+    let (ga, gb) = (w.guid_of("a", 0), w.guid_of("b", 0));
+    // A new leader term: everything only a leader holds is gone; storage's UFM is down.
+    w.state.reset_leader_state();
+    w.down.insert(STORAGE);
+    let (adds, patches, claim_writes) = (w.adds, w.patches, w.claim_writes);
+    w.converge();
+    assert_eq!((w.adds, w.patches, w.claim_writes), (adds, patches, claim_writes), "nothing re-sent or rewritten");
+    assert_eq!(w.state.fabric_of(ga), COMPUTE);
+    assert_eq!(w.state.fabric_of(gb), STORAGE, "from the claim, while storage is not listed yet");
+    assert!(w.state.fabric(STORAGE).pool.is_allocated(gb), "reserved in its own pool before any new GUID");
+    assert_eq!(w.ufm_members(STORAGE, "0x10"), vec![gb], "storage's member untouched while it is down");
+    w.down.clear();
+    w.list();
+    w.converge();
+    assert_eq!((w.adds, w.patches), (adds, patches), "still nothing to do");
+    assert_eq!(w.ufm_members(COMPUTE, "0x10"), vec![ga]);
+    assert_eq!(w.ufm_members(STORAGE, "0x10"), vec![gb]);
+}
