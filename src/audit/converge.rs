@@ -78,7 +78,7 @@ pub fn converge(state: &mut State, listings: &[FabricListing]) -> Changes {
         for (i, listing) in fabrics.iter().enumerate() {
             let Ok(i) = u16::try_from(i) else { continue };
             let f = FabricId(i);
-            if f.index() < state.fabrics.len() {
+            if f.index() < state.fabrics().len() {
                 let started = state.fabric(f).knowledge.list_started();
                 state.list_result(f, started, listing);
             }
@@ -91,7 +91,7 @@ pub fn converge(state: &mut State, listings: &[FabricListing]) -> Changes {
     let none_f = Default::default();
     for _ in 0..MAX_ROUNDS {
         state.assign();
-        let candidates: Vec<Guid> = state.dirty_guids.iter().copied().collect();
+        let candidates: Vec<Guid> = state.dirty_guids().collect();
         let limits = Limits {
             blocked_pkeys: &none_p,
             paused_fabrics: &none_f,
@@ -103,7 +103,7 @@ pub fn converge(state: &mut State, listings: &[FabricListing]) -> Changes {
         let p = plan(state, &candidates, &limits);
         for ((_, pkey), job) in &p.jobs {
             for &g in &job.remove {
-                let cause = match state.ledger.get(&g) {
+                let cause = match state.ledger().get(&g) {
                     None => RemovalCause::Stale,
                     Some(a) if a.owner.is_none() => RemovalCause::OwnerGone,
                     Some(_) => RemovalCause::Moved,
@@ -124,7 +124,7 @@ pub fn converge(state: &mut State, listings: &[FabricListing]) -> Changes {
         for claim in &p.write_claims {
             out.claim_writes.insert(claim.pod_uid.clone(), claim.pod.clone());
             state.claim_result(claim, Ok(ClaimOutcome::Written));
-            let deleting = !state.pods.contains_key(&claim.pod_uid);
+            let deleting = !state.pods().contains_key(&claim.pod_uid);
             state.apply(ClusterEvent::ClaimApplied(crate::engine::Claim { deleting, ..claim.clone() }));
         }
         for claim in &p.release_claims {
@@ -161,7 +161,7 @@ pub fn converge(state: &mut State, listings: &[FabricListing]) -> Changes {
             }
             state.patch_result(&patch, Ok(PatchOutcome::Patched));
         }
-        out.events.append(&mut state.events);
+        out.events.extend(state.take_events());
         // A listing after the round confirms its removals (quarantine, claims released next).
         list_all(state, &fabrics);
         if idle {

@@ -189,9 +189,9 @@ pub fn analyze(
     hazards.extend(cross_fabric_hazards(&state, listings));
 
     let counts = Counts {
-        pods: state.pods.len(),
-        attachments: state.pods.values().map(|p| p.attachments.as_ref().map_or(0, Vec::len)).sum(),
-        networks: state.networks.len(),
+        pods: state.pods().len(),
+        attachments: state.pods().values().map(|p| p.attachments.as_ref().map_or(0, Vec::len)).sum(),
+        networks: state.networks().len(),
         nodes: node_names.len(),
         claims,
         ufm_partitions: listings.iter().map(|l| l.len()).sum(),
@@ -201,7 +201,7 @@ pub fn analyze(
     // (added), foreign. A GUID belongs to one fabric (pools do not overlap).
     let mut expected: BTreeMap<(FabricId, PKey), BTreeSet<Guid>> = BTreeMap::new();
     let mut left_alone: BTreeSet<Guid> = BTreeSet::new();
-    for (g, a) in &state.ledger {
+    for (g, a) in state.ledger() {
         if a.owner.is_none() {
             continue;
         }
@@ -239,7 +239,7 @@ pub fn analyze(
     pkeys.extend(expected.keys().copied());
     pkeys.extend(changes.adds.iter().map(|(p, g)| (state.fabric_of(*g), *p)));
     pkeys.extend(changes.removes.keys().map(|(p, g)| (state.fabric_of(*g), *p)));
-    if state.fabrics.len() > 1 {
+    if state.fabrics().len() > 1 {
         // A named pkey nothing puts on the first fabric is not a row of its own there.
         pkeys.retain(|(f, p)| {
             *f != first
@@ -260,7 +260,7 @@ pub fn analyze(
         let foreign: Vec<Guid> = u
             .iter()
             .filter(|g| !e.contains(g) && !left_alone.contains(g) && !changes.removes.contains_key(&(p, **g)))
-            .filter(|g| !state.ledger.contains_key(g))
+            .filter(|g| !state.ledger().contains_key(g))
             .copied()
             .collect();
         let unexplained_removed =
@@ -311,7 +311,7 @@ pub fn analyze(
     // Attachments refused or waiting, and markers.
     let mut not_configured: BTreeMap<String, Vec<AttachmentIssue>> = BTreeMap::new();
     let mut markers = Vec::new();
-    let mut standing: Vec<_> = state.standing.iter().collect();
+    let mut standing: Vec<_> = state.standing().iter().collect();
     standing.sort_by(|a, b| a.0.cmp(b.0));
     for (id, s) in standing {
         let r = s.refusal();
@@ -321,7 +321,7 @@ pub fn analyze(
             reason: r.reason.to_string(),
             message: r.message.clone(),
         };
-        if state.forged.contains(id) {
+        if state.forged().contains(id) {
             markers.push(issue.clone());
         }
         if matches!(s, Standing::Refused(_) | Standing::Waiting(_)) {
@@ -331,14 +331,14 @@ pub fn analyze(
 
     // Nodes: distinct pkeys asked for against the budget.
     let mut wanted: HashMap<String, BTreeSet<PKey>> = HashMap::new();
-    for pod in state.pods.values() {
+    for pod in state.pods().values() {
         let (Some(node), Ok(list)) = (&pod.node, &pod.attachments) else { continue };
         node_names.insert(node.to_string());
         if pod.phase.is_finished() || pod.host_network {
             continue;
         }
         for r in list {
-            let Some(net) = state.networks.get(&r.network).and_then(|d| readable(d.nad.as_ref().or(d.smc.as_ref())))
+            let Some(net) = state.networks().get(&r.network).and_then(|d| readable(d.nad.as_ref().or(d.smc.as_ref())))
             else {
                 continue;
             };
@@ -351,14 +351,14 @@ pub fn analyze(
         .iter()
         .map(|n| {
             let w = wanted.get(n).map_or(0, BTreeSet::len);
-            let limit = state.fabrics[0].budget.limit(n);
+            let limit = state.fabrics()[0].budget.limit(n);
             NodeRow {
                 node: n.clone(),
                 pkeys_wanted: w,
                 // Each fabric has its own pkey table on the node: the fullest counts.
-                pkeys_granted: state.fabrics.iter().map(|f| f.budget.used(n)).max().unwrap_or(0),
+                pkeys_granted: state.fabrics().iter().map(|f| f.budget.used(n)).max().unwrap_or(0),
                 limit,
-                capacity: state.fabrics[0].budget.capacity(n),
+                capacity: state.fabrics()[0].budget.capacity(n),
                 over: w > limit,
             }
         })
@@ -395,7 +395,7 @@ pub fn analyze(
     let g = state.gauges();
     let pool = PoolRow {
         range: state
-            .fabrics
+            .fabrics()
             .iter()
             .map(|f| format!("{}..{}", f.range.start(), f.range.end()))
             .collect::<Vec<_>>()
@@ -407,7 +407,7 @@ pub fn analyze(
     };
 
     let mut owners: Vec<OwnerRow> = state
-        .ledger
+        .ledger()
         .iter()
         .filter_map(|(g, a)| {
             let id = a.owner.as_ref().or(a.claimed.as_ref())?;
@@ -450,7 +450,7 @@ pub fn analyze(
         status_updates: changes.status_writes.len(),
         events,
     };
-    let migration = state.migration.as_ref().map(|m| MigrationRow {
+    let migration = state.migration().map(|m| MigrationRow {
         adopted: m.adopted,
         left_alone: m.left_alone,
         conflicts: m.conflicts,
@@ -496,7 +496,7 @@ fn cross_fabric_hazards(state: &State, listings: &[FabricListing]) -> Vec<Hazard
         .map(|(g, fabrics)| {
             let names: Vec<String> = fabrics.into_iter().collect();
             let owner = state
-                .fabrics
+                .fabrics()
                 .iter()
                 .find(|f| f.range.contains(g))
                 .map_or_else(|| "none of the fabrics' pools holds it".to_string(), |f| format!("its pool's: {}", f.name));
@@ -515,10 +515,10 @@ fn cross_fabric_hazards(state: &State, listings: &[FabricListing]) -> Vec<Hazard
 
 fn pod_name(state: &State, uid: &crate::engine::PodUid) -> String {
     state
-        .pods
+        .pods()
         .get(uid)
         .map(|p| p.key.to_string())
-        .or_else(|| state.claims.get(uid).map(|c| c.pod.to_string()))
+        .or_else(|| state.claims().get(uid).map(|c| c.pod.to_string()))
         .unwrap_or_else(|| uid.to_string())
 }
 
@@ -532,7 +532,7 @@ fn readable(def: Option<&Result<Option<IbNetwork>, NetdefError>>) -> Option<&IbN
 /// Networks the engine reads (the NAD wins over the SMC it was rendered from).
 fn readable_networks(state: &State) -> Vec<(&NetworkKey, &IbNetwork)> {
     let mut out: Vec<_> = state
-        .networks
+        .networks()
         .iter()
         .filter_map(|(k, d)| readable(d.nad.as_ref().or(d.smc.as_ref())).map(|n| (k, n)))
         .collect();
@@ -544,10 +544,10 @@ fn readable_networks(state: &State) -> Vec<(&NetworkKey, &IbNetwork)> {
 /// by more than one network, and pods configured (by ib-kubernetes) on networks that do not read.
 fn network_hazards(state: &State) -> Vec<Hazard> {
     let mut out = Vec::new();
-    let mut keys: Vec<&NetworkKey> = state.networks.keys().collect();
+    let mut keys: Vec<&NetworkKey> = state.networks().keys().collect();
     keys.sort();
     for key in keys {
-        let defs = &state.networks[key];
+        let defs = &state.networks()[key];
         for (kind, def) in [("NetworkAttachmentDefinition", &defs.nad), ("SpiderMultusConfig", &defs.smc)] {
             let Some(Err(e)) = def else { continue };
             let bare = matches!(e, NetdefError::PKey { source: PKeyError::MissingHexPrefix { .. }, .. });
@@ -581,13 +581,13 @@ fn network_hazards(state: &State) -> Vec<Hazard> {
             fix: "give each tenant's network its own pkey unless sharing the partition is intended".into(),
         });
     }
-    let mut pods: Vec<_> = state.pods.values().collect();
+    let mut pods: Vec<_> = state.pods().values().collect();
     pods.sort_by(|a, b| a.key.cmp(&b.key));
     for pod in pods {
         let Ok(list) = &pod.attachments else { continue };
         for r in list.iter().filter(|r| r.configured) {
             let invalid = state
-                .networks
+                .networks()
                 .get(&r.network)
                 .is_some_and(|d| matches!(d.nad.as_ref().or(d.smc.as_ref()), Some(Err(_))));
             if invalid {

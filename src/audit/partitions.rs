@@ -24,22 +24,22 @@ pub struct PkeyRangeRow {
 
 /// `None` when automatic partitions are off (`--pkey-range` unset).
 pub fn range_row(state: &State, listing: &FabricListing) -> Option<PkeyRangeRow> {
-    let range = state.cfg.pkey_range?;
-    let claims: Vec<_> = state.partition_claims.values().filter(|c| range.contains(c.pkey)).collect();
+    let range = state.config().pkey_range?;
+    let claims: Vec<_> = state.partition_claims().values().filter(|c| range.contains(c.pkey)).collect();
     let claimed: BTreeSet<u16> = claims.iter().map(|c| c.pkey.value()).collect();
     let unclaimed: BTreeSet<u16> =
         listing.keys().filter(|p| range.contains(**p)).map(|p| p.value()).filter(|p| !claimed.contains(p)).collect();
     let taken: BTreeSet<u16> = claimed.union(&unclaimed).copied().collect();
     let free = range.len() - range.used(&taken);
     let mut waiting: Vec<(String, String)> = state
-        .networks
+        .networks()
         .iter()
         .filter_map(|(k, d)| match d.effective() {
             // The controller's exhaustion refusal is not stored: the audit tells it from the range.
             Effective::Waiting(r)
                 if r.reason == Reason::PartitionPending
                     && free == 0
-                    && covering_claim(&state.partition_claims, k).is_none() =>
+                    && covering_claim(state.partition_claims(), k).is_none() =>
             {
                 Some((
                     k.to_string(),

@@ -15,10 +15,12 @@ mod per_fabric;
 mod plan;
 mod policy;
 mod ports;
+mod records;
 mod results;
 mod retry;
 mod run;
 mod state;
+mod state_view;
 mod stats;
 mod writeback;
 

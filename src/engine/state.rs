@@ -7,14 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::knowledge::Knowledge;
 use super::ledger::{Claim, Migration};
 use super::model::{AttachmentId, PodUid, PodView};
-use super::outcome::Refusal;
-use super::partitions::{AutoResolution, PartitionClaim, resolve};
+use super::partitions::{PartitionClaim, resolve};
 use super::per_fabric::{FabricId, FabricSpec, FabricState, range_fabric};
 use super::policy::{Policy, PolicyMode};
 use super::ports::{ClusterEvent, EventObject, EventRecord, EventType, NetworkKind};
 use crate::alloc::GuidRange;
-use crate::ib::{Guid, PKey, PartitionSpec};
-use crate::netdef::{GuidVia, IbNetwork, NetdefError, NetworkKey};
+use crate::ib::{Guid, PKey};
+use crate::netdef::{IbNetwork, NetdefError, NetworkKey};
 
 /// Settings the decision logic needs (no I/O, no timing).
 #[derive(Clone, Debug)]
@@ -64,177 +63,55 @@ impl Default for EngineConfig {
     }
 }
 
-/// What membership an assigned GUID should have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Desired {
-    /// Member of this partition, then written `configured`.
-    Member(PartitionSpec),
-    /// The network has no pkey: written `configured` with no fabric change.
-    NoPartition,
-    /// Keep the GUID, hold no membership (network gone or invalid, policy or budget refusal).
-    Nothing,
-    /// Keep the GUID and whatever membership UFM holds for it: adopted at migration on a
-    /// network fabric-sync cannot read, so nothing may be removed on a guess.
-    LeaveAlone,
-}
-
-impl Desired {
-    pub fn pkey(self) -> Option<PKey> {
-        match self {
-            Desired::Member(s) => Some(s.pkey),
-            _ => None,
-        }
-    }
-}
-
-/// One GUID in the ledger.
-#[derive(Clone, Debug)]
-pub struct Assignment {
-    /// The fabric whose UFM holds (or is to hold) it.
-    pub fabric: FabricId,
-    /// `None` once the owner is gone: the GUID is being removed from the fabric.
-    pub owner: Option<AttachmentId>,
-    /// The attachment whose claim (ledger object) records this GUID; kept after the owner is
-    /// gone, until the fabric confirmed the removal.
-    pub claimed: Option<AttachmentId>,
-    pub node: std::sync::Arc<str>,
-    pub desired: Desired,
-    /// The (node, pkey) this assignment counts against the budget.
-    pub budget_pkey: Option<PKey>,
-    pub guid_via: GuidVia,
-    /// What the pod's annotation holds: `Some(pkey)` once written `configured` (pkey may be none).
-    pub written: Option<Option<PKey>>,
-    /// An add was sent or UFM listed it: it must be removed (and confirmed) before reuse.
-    pub ever_in_fabric: bool,
-    /// pkeys a listing confirmed this GUID gone from, after UFM accepted its removal: the claim
-    /// drops them next. (A listing may lag behind an add, so absence alone proves nothing, and
-    /// an accepted removal alone may be overtaken by a delayed add.)
-    pub removed_from: Vec<PKey>,
-    /// Accepted removals waiting for a listing started after them: (pkey, knowledge generation).
-    pub removals: Vec<(PKey, u64)>,
-}
-
-/// A network's definitions: the NAD and/or the SpiderMultusConfig it was rendered from.
-#[derive(Clone, Debug, Default)]
-pub struct NetworkDefs {
-    pub nad: Option<Result<Option<IbNetwork>, NetdefError>>,
-    pub smc: Option<Result<Option<IbNetwork>, NetdefError>>,
-    /// How an automatic network (or a fixed one in the managed range) resolves (partitions.rs).
-    pub auto: Option<AutoResolution>,
-}
-
-/// How the engine sees a network.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Effective<'a> {
-    Missing,
-    NotOurs,
-    Invalid(&'a NetdefError),
-    Ours(&'a IbNetwork),
-    /// An automatic network whose pkey is not ready yet: attachments wait without membership.
-    Waiting(&'a Refusal),
-    /// An automatic network that cannot be served, or a fixed pkey inside the managed range.
-    Refused(&'a Refusal),
-}
-
-impl NetworkDefs {
-    /// The NAD wins when present; the SMC speaks for a network Spiderpool has not rendered yet.
-    pub fn effective(&self) -> Effective<'_> {
-        match (self.raw_ours(), &self.auto) {
-            (Some(_), Some(AutoResolution::Ready(n))) => return Effective::Ours(n),
-            (Some(_), Some(AutoResolution::Waiting(r))) => return Effective::Waiting(r),
-            (Some(_), Some(AutoResolution::Refused(r))) => return Effective::Refused(r),
-            _ => {}
-        }
-        match self.nad.as_ref().or(self.smc.as_ref()) {
-            None => Effective::Missing,
-            Some(Ok(None)) => Effective::NotOurs,
-            Some(Ok(Some(n))) => Effective::Ours(n),
-            Some(Err(e)) => Effective::Invalid(e),
-        }
-    }
-
-    /// The network as its object defines it (before an automatic pkey is resolved).
-    pub(super) fn raw_ours(&self) -> Option<&IbNetwork> {
-        match self.nad.as_ref().or(self.smc.as_ref()) {
-            Some(Ok(Some(n))) => Some(n),
-            _ => None,
-        }
-    }
-
-    pub(super) fn named_pkey(&self) -> Option<PKey> {
-        match self.effective() {
-            Effective::Ours(n) => n.pkey(),
-            _ => None,
-        }
-    }
-}
-
-/// Where an attachment stands, for the status annotation and Events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Standing {
-    /// Not actionable yet (network not found): shown in the status annotation.
-    Waiting(Refusal),
-    /// Passing conditions (not scheduled, UFM retrying): kept for metrics, not written anywhere.
-    Quiet(Refusal),
-    /// Cannot be configured until something changes: status annotation and one Warning Event.
-    Refused(Refusal),
-}
-
-impl Standing {
-    pub fn refusal(&self) -> &Refusal {
-        match self {
-            Standing::Waiting(r) | Standing::Quiet(r) | Standing::Refused(r) => r,
-        }
-    }
-}
+pub use super::records::{Assignment, Desired, Effective, NetworkDefs, Standing};
 
 pub struct State {
-    pub cfg: EngineConfig,
-    pub networks: HashMap<NetworkKey, NetworkDefs>,
+    pub(super) cfg: EngineConfig,
+    pub(super) networks: HashMap<NetworkKey, NetworkDefs>,
     /// Valid networks naming each pkey.
-    pub named_pkeys: HashMap<PKey, u32>,
-    pub pods: HashMap<PodUid, PodView>,
-    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub(super) named_pkeys: HashMap<PKey, u32>,
+    pub(super) pods: HashMap<PodUid, PodView>,
+    pub(super) namespaces: HashMap<String, BTreeMap<String, String>>,
     /// Node labels as last seen (which fabrics reach a node).
-    pub node_labels: HashMap<String, BTreeMap<String, String>>,
+    pub(super) node_labels: HashMap<String, BTreeMap<String, String>>,
     /// The durable ledger as last seen (watched, and updated by our own writes).
-    pub claims: HashMap<PodUid, Claim>,
+    pub(super) claims: HashMap<PodUid, Claim>,
     /// GUIDs each pod's claim records or is to record (in-memory ledger by pod).
-    pub claim_guids: HashMap<PodUid, BTreeSet<Guid>>,
+    pub(super) claim_guids: HashMap<PodUid, BTreeSet<Guid>>,
     /// Pods whose claim may need a write or a release.
-    pub dirty_claims: HashSet<PodUid>,
+    pub(super) dirty_claims: HashSet<PodUid>,
     /// The in-memory ledger was rebuilt from the claims in this leader term.
-    pub ledger_loaded: bool,
+    pub(super) ledger_loaded: bool,
     /// Pods adopted by the migration pass (their claims say `migrated`).
-    pub migrated_pods: HashSet<PodUid>,
+    pub(super) migrated_pods: HashSet<PodUid>,
     /// What the migration pass did, if it ran in this term.
-    pub migration: Option<Migration>,
+    pub(super) migration: Option<Migration>,
     /// Attachments whose element claims a `configured` marker the ledger does not back.
-    pub forged: HashSet<AttachmentId>,
-    pub ledger: HashMap<Guid, Assignment>,
+    pub(super) forged: HashSet<AttachmentId>,
+    pub(super) ledger: HashMap<Guid, Assignment>,
     /// GUIDs with accepted removals a listing has not confirmed yet.
-    pub unconfirmed_removals: HashSet<Guid>,
-    pub by_attachment: HashMap<AttachmentId, Guid>,
-    pub standing: HashMap<AttachmentId, Standing>,
+    pub(super) unconfirmed_removals: HashSet<Guid>,
+    pub(super) by_attachment: HashMap<AttachmentId, Guid>,
+    pub(super) standing: HashMap<AttachmentId, Standing>,
     /// Per fabric: pool, UFM knowledge, pkey budgets (index = `FabricId`).
-    pub fabrics: Vec<FabricState>,
+    pub(super) fabrics: Vec<FabricState>,
     /// The fabrics' routing rules, in the same order.
-    pub routes: Vec<super::fabrics::FabricRoute>,
-    pub dirty_attachments: HashSet<AttachmentId>,
-    pub dirty_guids: HashSet<Guid>,
+    pub(super) routes: Vec<super::fabrics::FabricRoute>,
+    pub(super) dirty_attachments: HashSet<AttachmentId>,
+    pub(super) dirty_guids: HashSet<Guid>,
     /// Pods whose status annotation should be rewritten.
-    pub dirty_status: HashSet<PodUid>,
+    pub(super) dirty_status: HashSet<PodUid>,
     /// Something freed a resource: re-evaluate attachments waiting for one.
-    pub recheck_waiting: bool,
-    pub caches_synced: bool,
+    pub(super) recheck_waiting: bool,
+    pub(super) caches_synced: bool,
     /// Events to emit, de-duplicated by the caller's standing changes.
-    pub events: Vec<EventRecord>,
+    pub(super) events: Vec<EventRecord>,
     /// Last Event reason emitted per network object, so network problems are reported once.
     network_reported: HashMap<(NetworkKey, NetworkKind), String>,
     /// The partition ledger (`PartitionClaim`s) by object name.
-    pub partition_claims: HashMap<String, PartitionClaim>,
+    pub(super) partition_claims: HashMap<String, PartitionClaim>,
     /// Automatic networks the adapter could not give a pkey (range exhausted), with why.
-    pub partition_refusals: HashMap<NetworkKey, String>,
+    pub(super) partition_refusals: HashMap<NetworkKey, String>,
     /// Last automatic-partition refusal reported on each network object (reported once).
     pub(super) auto_reported: HashMap<NetworkKey, String>,
 }
