@@ -225,11 +225,7 @@ async fn with_fabrics_one_ufm_in_outage_does_not_hold_the_others_back() {
     create(&w, &s, 0, s.pods).await;
     // Fabric 0's half is configured while fabric 1's UFM is down.
     let half = s.pods / 2;
-    let deadline = std::time::Instant::now() + WAIT;
-    while guids(&w).len() < half {
-        assert!(std::time::Instant::now() < deadline, "fabric 0's pods configured: {}", guids(&w).len());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    until("fabric 0's pods configured", || guids(&w).len() >= half).await;
     assert_eq!(guids(&w).len(), half, "none of fabric 1's pods is configured while its UFM is down");
     w.fabrics[1].ufm.clear_faults();
     assert!(settle(&w).await, "converged: {:?}", check_invariants(&w));
