@@ -250,7 +250,7 @@ async fn the_agents_pkey_capacity_limits_pkeys_per_node_with_a_pod_event() {
     );
     env.pod("p1", r#"[{"name":"ib-a"}]"#, &[]);
     eventually("p1 configured and n1 at its pkey limit", || {
-        env.configured_element("p1").is_some() && c.stats.gauges().nodes_at_pkey_limit == 1
+        env.configured_element("p1").is_some() && c.stats.gauges().nodes_at_pkey_limit() == 1
     })
     .await;
     let p2 = env.pod("p2", r#"[{"name":"ib-b"}]"#, &[]);
@@ -290,7 +290,7 @@ async fn readiness_follows_the_initial_lists_and_metrics_report_the_work() {
         status == 200
             && sample(&text, "fabric_sync_leader") == Some(1.0)
             && sample(&text, "fabric_sync_caches_synced") == Some(1.0)
-            && sample(&text, "fabric_sync_guid_pool_used") == Some(2.0)
+            && sample(&text, "fabric_sync_guid_pool_used{fabric=\"default\"}") == Some(2.0)
             && sample(&text, r#"fabric_sync_attachments{state="configured"}"#) == Some(2.0)
             && sum_samples(&text, "fabric_sync_ufm_requests_total", &[r#"operation="add_guids""#, r#"code="200""#])
                 > 0.0

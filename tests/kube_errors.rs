@@ -73,7 +73,7 @@ async fn a_wrong_ufm_password_pauses_ufm_traffic_instead_of_storming_the_login()
     })
     .await;
     let (_, metrics) = c.admin_get("/metrics").await;
-    assert_eq!(sample(&metrics, "fabric_sync_ufm_auth_failing"), Some(1.0));
+    assert_eq!(sample(&metrics, "fabric_sync_ufm_auth_failing{fabric=\"default\"}"), Some(1.0));
     // Pauses of 1 s doubling up to the retry cap (2 s in these tests; jitter only lengthens
     // them) between refused logins: each gap is at least 1 s and, once doubled, 2 s (the old loop
     // retried every ~0.2 s, ~43 logins in 10 s).
@@ -108,8 +108,8 @@ async fn a_partition_attribute_ufm_refuses_is_shown_and_not_retried_until_the_na
     let adds = || env.ufm.requests().iter().filter(|r| r.method == "POST" && r.status == Some(400)).count();
     let refused = adds();
     // Resyncs come every second here; none of them retries the refused add.
-    let lists = c.stats.lists.get();
-    eventually("three more listings", || c.stats.lists.get() >= lists + 3).await;
+    let lists = c.stats.fabric_total(|f| &f.lists);
+    eventually("three more listings", || c.stats.fabric_total(|f| &f.lists) >= lists + 3).await;
     assert_eq!(adds(), refused, "a permanent refusal is not retried while the NAD is unchanged");
     // The tenant fixes the NAD: tried again at once, and it works.
     env.api.merge_patch(

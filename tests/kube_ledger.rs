@@ -208,7 +208,7 @@ async fn a_job_deleted_while_the_controller_is_down_is_removed_past_the_mass_rem
     // 40 of 41 members at once is far past the breaker's share, but every one is known ours.
     eventually("only the survivor stays", || env.members(0x10) == vec![ufm_guid(&survivor)]).await;
     eventually("the job's claims are released", || claimed(&env, "t").len() == 1).await;
-    assert_eq!(c2.stats.breaker_trips.get(), 0, "no breaker trip for known deletions");
+    assert_eq!(c2.stats.fabric_total(|f| &f.breaker_trips), 0, "no breaker trip for known deletions");
     c2.stop().await;
 }
 
@@ -334,8 +334,8 @@ async fn migration_leaves_a_bare_pkey_pods_membership_alone_though_a_valid_nad_n
     let c = env.controller("ctrl", UfmAuth::Basic).await;
     eventually("both adopted into the ledger", || claimed(&env, "t").len() == 2).await;
     // Several resyncs (1 s each here) pass: the legacy pod's GUID is never taken for stale.
-    let lists = c.stats.lists.get();
-    eventually("three more listings", || c.stats.lists.get() >= lists + 3).await;
+    let lists = c.stats.fabric_total(|f| &f.lists);
+    eventually("three more listings", || c.stats.fabric_total(|f| &f.lists) >= lists + 3).await;
     let members = env.members(0x1000);
     assert!(members.contains(&ufm_guid(legacy)), "the legacy pod keeps its membership: {members:?}");
     assert!(members.contains(&ufm_guid(current)));

@@ -55,3 +55,34 @@ fn readme_explains_every_reason() {
     let missing: Vec<_> = declared.difference(&documented).collect();
     assert!(missing.is_empty(), "reasons README's Events table does not explain: {missing:?}");
 }
+
+#[test]
+fn readme_names_each_metrics_labels() {
+    let text = readme();
+    let start = text.find("\n## Metrics").expect("README has a Metrics section");
+    let body = &text[start..];
+    let body = &body[..body[1..].find("\n## ").map_or(body.len(), |i| i + 1)];
+    let mut wrong = Vec::new();
+    for (name, _, labels, _) in METRICS {
+        let Some(row) = body.lines().find(|l| l.starts_with(&format!("| `{name}` |"))) else { continue };
+        let cell = row.split('|').nth(3).unwrap_or("").trim();
+        // The README may explain a label's values in parentheses: `operation (add, remove)`.
+        let mut bare = String::new();
+        let mut depth = 0u32;
+        for ch in cell.chars() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ if depth == 0 => bare.push(ch),
+                _ => {}
+            }
+        }
+        let names: Vec<String> =
+            bare.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty() && c != "–").collect();
+        let declared: Vec<String> = labels.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        if names != declared {
+            wrong.push(format!("{name}: README says {cell:?}, the code declares {labels:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "README's label column disagrees with ops::METRICS:\n{}", wrong.join("\n"));
+}

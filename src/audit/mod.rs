@@ -400,9 +400,9 @@ pub fn analyze(
             .map(|f| format!("{}..{}", f.range.start(), f.range.end()))
             .collect::<Vec<_>>()
             .join(", "),
-        capacity: g.pool_capacity,
-        in_use: g.pool_in_use,
-        quarantined: g.pool_quarantined,
+        capacity: g.pool_capacity(),
+        in_use: g.pool_in_use(),
+        quarantined: g.pool_quarantined(),
         in_ufm: in_ufm.values().flatten().collect::<BTreeSet<_>>().len(),
     };
 

@@ -134,6 +134,7 @@ impl State {
             }
             Err(unrouted) => {
                 // Decided again when the pod, the NAD or the node changes (never retried hot).
+                self.report_route(id, &unrouted);
                 let refusal = Refusal::new(unrouted.reason(), unrouted.to_string());
                 self.hold(id, existing, Standing::Refused(refusal), false);
                 return;
@@ -405,6 +406,35 @@ impl State {
             );
             self.events.push(record);
         }
+    }
+
+    /// A routing refusal also goes on the network object (NAD or SpiderMultusConfig) the
+    /// attachment names, where the operator who wrote it looks: once per network and reason until
+    /// the network changes (its pods each get their own Event and status).
+    fn report_route(&mut self, id: &AttachmentId, unrouted: &Unrouted) {
+        let Some(defs) = self.networks.get(&id.network) else { return };
+        let kind = if defs.nad.is_some() {
+            super::ports::NetworkKind::Nad
+        } else {
+            super::ports::NetworkKind::SpiderMultusConfig
+        };
+        if !self.route_reported.insert((id.network.clone(), unrouted.reason())) {
+            return;
+        }
+        let message = match unrouted {
+            Unrouted::Unknown { .. } => unrouted.to_string(),
+            _ => format!("pod {} is refused: {unrouted}", self.pod_name(&id.pod)),
+        };
+        self.events.push(EventRecord {
+            object: EventObject {
+                kind: super::ports::ObjectKind::of_network(kind),
+                key: ObjectKey { namespace: id.network.namespace.to_string(), name: id.network.name.to_string() },
+                uid: None,
+            },
+            event_type: EventType::Warning,
+            reason: unrouted.reason(),
+            message,
+        });
     }
 
     /// One Warning Event on the attachment's pod.

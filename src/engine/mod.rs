@@ -41,7 +41,7 @@ pub use ports::{
 pub use retry::Backoffs;
 pub use run::{Engine, Timing};
 pub use state::{Assignment, Desired, Effective, EngineConfig, NetworkDefs, Standing, State};
-pub use stats::{Counter, EngineStats, Gauges};
+pub use stats::{Counter, EngineStats, FabricGauges, FabricStats, Gauges};
 pub use writeback::{STATUS_ANNOTATION, apply_writes};
 
 #[cfg(test)]

@@ -67,8 +67,8 @@ pub struct Plan {
     /// Dirty GUIDs this plan handles (the rest stay dirty).
     pub done: Vec<Guid>,
     pub breaker: Vec<BreakerTrip>,
-    /// Stale GUIDs (no owner) this plan removes: drift repair.
-    pub stale_removals: usize,
+    /// Stale GUIDs (no owner) this plan removes, per fabric: drift repair.
+    pub stale_removals: BTreeMap<FabricId, usize>,
     /// Claims to create or update (before their GUIDs go anywhere).
     pub write_claims: Vec<Claim>,
     /// Claims whose every GUID left the fabric: deleted and their finalizer dropped.
@@ -246,7 +246,7 @@ pub fn plan(state: &State, candidates: &[Guid], limits: &Limits<'_>) -> Plan {
         if guids.len() > state.cfg.mass_removal_min && share > state.cfg.mass_removal_share {
             out.breaker.push(BreakerTrip { fabric: f, pkey: p, stale: guids.len(), members });
         } else {
-            out.stale_removals += guids.len();
+            *out.stale_removals.entry(f).or_default() += guids.len();
             let job = out.jobs.entry((f, p)).or_default();
             job.why.stale += guids.len();
             job.remove.extend(guids);

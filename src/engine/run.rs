@@ -130,7 +130,12 @@ impl Engine {
     ) -> Engine {
         assert_eq!(fabrics.len(), state.fabrics.len(), "one Fabric port per configured fabric");
         let now = Instant::now();
-        let ports = fabrics.into_iter().map(|f| run_fabric::Port::new(f, timing.max_parallel_pkeys, now)).collect();
+        let fabric_stats = stats.register_fabrics(state.fabrics.iter().map(|f| &*f.name));
+        let ports = fabrics
+            .into_iter()
+            .zip(fabric_stats)
+            .map(|(f, s)| run_fabric::Port::new(f, s, timing.max_parallel_pkeys, now))
+            .collect();
         Engine {
             state,
             ports,
@@ -338,9 +343,11 @@ impl Engine {
 
     fn commit(&mut self, plan: Plan) {
         self.state.commit(&plan);
-        self.stats.drift_repairs.add(plan.stale_removals as u64);
-        self.stats.breaker_trips.add(plan.breaker.len() as u64);
+        for (f, n) in &plan.stale_removals {
+            self.ports[f.index()].stats.drift_repairs.add(*n as u64);
+        }
         for trip in &plan.breaker {
+            self.ports[trip.fabric.index()].stats.breaker_trips.inc();
             tracing::warn!(fabric = %self.state.fabric(trip.fabric).name, pkey = %trip.pkey, stale = trip.stale,
                 members = trip.members, "mass removal refused: stale GUIDs exceed the allowed share of the partition");
         }

@@ -11,12 +11,15 @@ use super::super::fabric::{Fabric, FabricError, FabricListing};
 use super::super::per_fabric::FabricId;
 use super::super::plan::{PkeyJob, RemovalWhy};
 use super::super::retry::Backoffs;
+use super::super::stats::FabricStats;
 use super::{AddDone, CONFIRM_AFTER, Done, Engine, FIRST_AUTH_PAUSE, FIRST_RETRY};
 use crate::ib::{Guid, PKey};
 
 /// One fabric's UFM as the engine task drives it.
 pub(super) struct Port {
     pub(super) fabric: Arc<dyn Fabric>,
+    /// Its counters and flags (`fabric="<name>"` on a scrape).
+    pub(super) stats: Arc<FabricStats>,
     /// `FABRIC_SYNC_MAX_PARALLEL_PKEYS` for this fabric alone.
     pub(super) slots: Arc<Semaphore>,
     pub(super) list_in_flight: bool,
@@ -27,9 +30,10 @@ pub(super) struct Port {
 }
 
 impl Port {
-    pub(super) fn new(fabric: Arc<dyn Fabric>, slots: usize, now: Instant) -> Port {
+    pub(super) fn new(fabric: Arc<dyn Fabric>, stats: Arc<FabricStats>, slots: usize, now: Instant) -> Port {
         Port {
             fabric,
+            stats,
             slots: Arc::new(Semaphore::new(slots)),
             list_in_flight: false,
             next_resync: now,
@@ -64,7 +68,7 @@ impl Engine {
     }
 
     fn start_list(&mut self, f: FabricId) {
-        self.stats.lists.inc();
+        self.ports[f.index()].stats.lists.inc();
         let started = self.state.fabric(f).knowledge.list_started();
         // Quarantined GUIDs are confirmed by a list: come back sooner while any wait.
         let every = if self.state.fabric(f).awaiting_confirmation() > 0 {
@@ -84,7 +88,7 @@ impl Engine {
         let port = &self.ports[f.index()];
         let fabric = port.fabric.clone();
         let slots = port.slots.clone();
-        let stats = self.stats.clone();
+        let stats = port.stats.clone();
         self.tasks.spawn(async move {
             let _permit = slots.acquire_owned().await;
             let removed = if job.remove.is_empty() {
@@ -138,7 +142,7 @@ impl Engine {
                 self.fabric_answered(f);
             }
             Some(e) => {
-                self.stats.fabric_failures.inc();
+                self.port(f).stats.failures.inc();
                 self.fabric_failed(f, &e);
                 let now = Instant::now();
                 let delay = if e.is_permanent() {
@@ -186,15 +190,15 @@ impl Engine {
 
     /// Whether every fabric was listed in this term; with several, which were not.
     pub(super) fn publish_reached(&self) {
-        self.stats.set_fabric_reached(self.state.all_listed());
-        if self.state.fabrics.len() > 1 {
-            let names = self.state.fabrics.iter().filter(|f| !f.listed).map(|f| f.name.to_string()).collect();
-            self.stats.set_fabrics_unreached(names);
+        for (port, f) in self.ports.iter().zip(&self.state.fabrics) {
+            port.stats.set_reached(f.listed);
         }
     }
 
     fn publish_auth(&self) {
-        self.stats.set_fabric_auth_failing(self.ports.iter().any(|p| !p.auth_pause.is_empty()));
+        for port in &self.ports {
+            port.stats.set_auth_failing(!port.auth_pause.is_empty());
+        }
     }
 
     pub(super) fn list_done(&mut self, f: FabricId, started: u64, result: Result<FabricListing, FabricError>) {
@@ -207,7 +211,7 @@ impl Engine {
                 let first = !self.state.fabric(f).listed;
                 let lost = self.state.list_result(f, started, &listing);
                 self.publish_reached();
-                self.stats.drift_repairs.add(lost as u64);
+                self.port(f).stats.drift_repairs.add(lost as u64);
                 let g = self.state.gauges();
                 tracing::info!(
                     fabric = %name,
@@ -225,7 +229,7 @@ impl Engine {
                 self.flush(None);
             }
             Err(e) => {
-                self.stats.fabric_failures.inc();
+                self.port(f).stats.failures.inc();
                 let cap = self.timing.cap(e.is_transient());
                 let port = self.port(f);
                 let delay = port.list_failures.failed((), cap, Instant::now());

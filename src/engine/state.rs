@@ -114,6 +114,9 @@ pub struct State {
     pub(super) partition_refusals: HashMap<NetworkKey, String>,
     /// Last automatic-partition refusal reported on each network object (reported once).
     pub(super) auto_reported: HashMap<NetworkKey, String>,
+    /// Routing refusals (issue 17) reported on a network object: once per network and reason
+    /// until the network changes.
+    pub(super) route_reported: HashSet<(NetworkKey, super::outcome::Reason)>,
 }
 
 impl State {
@@ -151,6 +154,7 @@ impl State {
             partition_claims: HashMap::new(),
             partition_refusals: HashMap::new(),
             auto_reported: HashMap::new(),
+            route_reported: HashSet::new(),
         }
     }
 
@@ -177,6 +181,7 @@ impl State {
         self.events.clear();
         self.network_reported.clear();
         self.auto_reported.clear();
+        self.route_reported.clear();
         self.dirty_all();
     }
 
@@ -192,10 +197,17 @@ impl State {
     /// The levels published as metrics.
     pub fn gauges(&self) -> super::stats::Gauges {
         let mut g = super::stats::Gauges {
-            pool_in_use: self.fabrics.iter().map(|f| f.pool.in_use()).sum(),
-            pool_quarantined: self.fabrics.iter().map(|f| f.pool.quarantined() as u64).sum(),
-            pool_capacity: self.fabrics.iter().map(|f| f.range.size()).sum(),
-            nodes_at_pkey_limit: self.fabrics.iter().map(|f| f.budget.nodes_at_limit() as u64).sum(),
+            fabrics: self
+                .fabrics
+                .iter()
+                .map(|f| super::stats::FabricGauges {
+                    name: f.name.to_string(),
+                    pool_in_use: f.pool.in_use(),
+                    pool_quarantined: f.pool.quarantined() as u64,
+                    pool_capacity: f.range.size(),
+                    nodes_at_pkey_limit: f.budget.nodes_at_limit() as u64,
+                })
+                .collect(),
             claims: self.claims.len() as u64,
             claims_terminating: self.claims.values().filter(|c| c.deleting).count() as u64,
             ..Default::default()
@@ -284,10 +296,12 @@ impl State {
                 }
             }
             ClusterEvent::NetworkApplied { key, kind, network } => {
+                self.route_reported.retain(|(k, _)| *k != key);
                 self.report_network(&key, kind, network.as_ref().err());
                 self.set_network(key, kind, Some(network));
             }
             ClusterEvent::NetworkDeleted { key, kind } => {
+                self.route_reported.retain(|(k, _)| *k != key);
                 self.network_reported.remove(&(key.clone(), kind));
                 self.set_network(key, kind, None);
             }

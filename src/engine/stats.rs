@@ -1,8 +1,8 @@
 //! Counters the engine keeps while it runs; the admin server and the simulator read them.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::outcome::Reason;
 
@@ -23,13 +23,60 @@ impl Counter {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub events_applied: Counter,
+/// One fabric's counters and flags (issue 17): a scrape shows them with `fabric="<name>"`
+/// (`default` without a fabrics file).
+#[derive(Debug)]
+pub struct FabricStats {
+    pub name: String,
     pub add_requests: Counter,
     pub remove_requests: Counter,
     pub lists: Counter,
-    pub fabric_failures: Counter,
+    /// Changes or listings of this fabric that failed.
+    pub failures: Counter,
+    pub breaker_trips: Counter,
+    /// GUIDs drift repair changed: stale ones removed, lost ones re-added.
+    pub drift_repairs: Counter,
+    reached: AtomicBool,
+    auth_failing: AtomicBool,
+}
+
+impl FabricStats {
+    fn new(name: &str) -> FabricStats {
+        FabricStats {
+            name: name.to_string(),
+            add_requests: Counter::default(),
+            remove_requests: Counter::default(),
+            lists: Counter::default(),
+            failures: Counter::default(),
+            breaker_trips: Counter::default(),
+            drift_repairs: Counter::default(),
+            reached: AtomicBool::new(false),
+            auth_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Its UFM answered a listing in this leader term.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reached(&self, v: bool) {
+        self.reached.store(v, Ordering::Relaxed);
+    }
+
+    /// Its UFM refuses the credentials: all traffic to it pauses.
+    pub fn auth_failing(&self) -> bool {
+        self.auth_failing.load(Ordering::Relaxed)
+    }
+
+    pub fn set_auth_failing(&self, v: bool) {
+        self.auth_failing.store(v, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub events_applied: Counter,
     pub patches: Counter,
     pub patch_failures: Counter,
     /// Ledger (claim) writes and releases sent, and those that failed.
@@ -37,16 +84,12 @@ pub struct EngineStats {
     pub claim_failures: Counter,
     pub events_emitted: Counter,
     pub configured: Counter,
-    pub breaker_trips: Counter,
-    /// GUIDs drift repair changed: stale ones removed, lost ones re-added.
-    pub drift_repairs: Counter,
     refusals: [Counter; Reason::ALL.len()],
     leader: AtomicBool,
     caches_synced: AtomicBool,
-    fabric_reached: AtomicBool,
-    fabric_auth_failing: AtomicBool,
-    /// Fabrics (of several) whose UFM has not answered a listing in this leader term.
-    fabrics_unreached: Mutex<Vec<String>>,
+    /// Per fabric, in the fabrics file's order; kept across engines (leader terms) by name so
+    /// that counters only grow.
+    fabrics: Mutex<Vec<Arc<FabricStats>>>,
     gauges: Mutex<Gauges>,
 }
 
@@ -59,14 +102,45 @@ pub struct Gauges {
     pub pending: u64,
     /// Attachments refused or waiting, by reason.
     pub not_configured: BTreeMap<&'static str, u64>,
-    pub pool_in_use: u64,
-    pub pool_quarantined: u64,
-    pub pool_capacity: u64,
-    pub nodes_at_pkey_limit: u64,
+    /// Pool and pkey-table levels per fabric, in the fabrics file's order.
+    pub fabrics: Vec<FabricGauges>,
     /// Ledger objects, and those Kubernetes is deleting (held by their finalizer until UFM
     /// confirms the removal: a namespace being deleted waits for them).
     pub claims: u64,
     pub claims_terminating: u64,
+}
+
+/// One fabric's GUID pool and pkey-table levels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FabricGauges {
+    pub name: String,
+    pub pool_in_use: u64,
+    pub pool_quarantined: u64,
+    pub pool_capacity: u64,
+    /// Nodes whose pkey table on this fabric is full.
+    pub nodes_at_pkey_limit: u64,
+}
+
+impl Gauges {
+    fn total(&self, pick: fn(&FabricGauges) -> u64) -> u64 {
+        self.fabrics.iter().map(pick).sum()
+    }
+
+    pub fn pool_in_use(&self) -> u64 {
+        self.total(|f| f.pool_in_use)
+    }
+
+    pub fn pool_quarantined(&self) -> u64 {
+        self.total(|f| f.pool_quarantined)
+    }
+
+    pub fn pool_capacity(&self) -> u64 {
+        self.total(|f| f.pool_capacity)
+    }
+
+    pub fn nodes_at_pkey_limit(&self) -> u64 {
+        self.total(|f| f.nodes_at_pkey_limit)
+    }
 }
 
 impl EngineStats {
@@ -97,31 +171,47 @@ impl EngineStats {
         self.caches_synced.load(Ordering::Relaxed)
     }
 
-    pub fn set_fabric_reached(&self, v: bool) {
-        self.fabric_reached.store(v, Ordering::Relaxed);
+    /// The stats of these fabrics, in this order: an existing fabric's are kept (its counters go
+    /// on growing across leader terms), a new name starts at zero, a name no longer given is
+    /// dropped.
+    pub fn register_fabrics<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<Arc<FabricStats>> {
+        let mut held = self.fabrics.lock().unwrap_or_else(|p| p.into_inner());
+        let next: Vec<Arc<FabricStats>> = names
+            .into_iter()
+            .map(|n| held.iter().find(|f| f.name == n).cloned().unwrap_or_else(|| Arc::new(FabricStats::new(n))))
+            .collect();
+        *held = next.clone();
+        next
     }
 
-    /// The fabric answered a listing in this leader term.
-    pub fn set_fabric_auth_failing(&self, v: bool) {
-        self.fabric_auth_failing.store(v, Ordering::Relaxed);
+    /// Every fabric's stats, in the fabrics file's order.
+    pub fn fabrics(&self) -> Vec<Arc<FabricStats>> {
+        self.fabrics.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// UFM refuses the credentials: all UFM traffic pauses.
-    pub fn fabric_auth_failing(&self) -> bool {
-        self.fabric_auth_failing.load(Ordering::Relaxed)
+    /// A fabric counter summed over the fabrics.
+    pub fn fabric_total(&self, pick: fn(&FabricStats) -> &Counter) -> u64 {
+        self.fabrics().iter().map(|f| pick(f).get()).sum()
     }
 
+    /// Every fabric answered a listing in this leader term.
     pub fn fabric_reached(&self) -> bool {
-        self.fabric_reached.load(Ordering::Relaxed)
+        let fabrics = self.fabrics();
+        !fabrics.is_empty() && fabrics.iter().all(|f| f.reached())
     }
 
-    /// The fabrics not listed yet in this term (only when there are several: `/readyz` names them).
-    pub fn set_fabrics_unreached(&self, names: Vec<String>) {
-        *self.fabrics_unreached.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    /// Some UFM refuses the credentials.
+    pub fn fabric_auth_failing(&self) -> bool {
+        self.fabrics().iter().any(|f| f.auth_failing())
     }
 
+    /// The fabrics not listed yet in this term (`/readyz` names them when there are several).
     pub fn fabrics_unreached(&self) -> Vec<String> {
-        self.fabrics_unreached.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let fabrics = self.fabrics();
+        if fabrics.len() < 2 {
+            return Vec::new();
+        }
+        fabrics.iter().filter(|f| !f.reached()).map(|f| f.name.clone()).collect()
     }
 
     pub fn set_gauges(&self, g: Gauges) {

@@ -83,7 +83,12 @@ mod tests {
         assert_eq!(readiness(&s), Ok(()));
         s.set_leader(true);
         assert!(readiness(&s).unwrap_err().contains("UFM"));
-        s.set_fabric_reached(true);
+        let fabrics = s.register_fabrics(["compute", "storage"]);
+        fabrics[0].set_reached(true);
+        assert!(readiness(&s).unwrap_err().contains("fabric storage"), "the unreached fabric is named");
+        fabrics[1].set_reached(true);
         assert_eq!(readiness(&s), Ok(()));
+        fabrics[1].set_auth_failing(true);
+        assert!(readiness(&s).unwrap_err().contains("credentials"));
     }
 }

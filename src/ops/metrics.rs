@@ -14,7 +14,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::engine::{EngineStats, Reason};
+use crate::engine::{EngineStats, FabricGauges, FabricStats, Gauges, Reason};
 use crate::ufm::UfmObserver;
 
 /// The (operation, result) series of `fabric_sync_partition_operations_total`, shown from the start.
@@ -56,10 +56,15 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ),
     ("fabric_sync_attachments_not_configured", "gauge", "reason", "Attachments refused or waiting, by reason"),
     ("fabric_sync_refusals_total", "counter", "reason", "Refusals reported (as Events) by reason"),
-    ("fabric_sync_guid_pool_used", "gauge", "", "GUIDs of the managed pool in use"),
-    ("fabric_sync_guid_pool_quarantined", "gauge", "", "GUIDs waiting for UFM to confirm their removal before reuse"),
-    ("fabric_sync_guid_pool_capacity", "gauge", "", "GUIDs in the managed pool range"),
-    ("fabric_sync_nodes_at_pkey_limit", "gauge", "", "Nodes whose pkey table is full"),
+    ("fabric_sync_guid_pool_used", "gauge", "fabric", "GUIDs of the managed pool in use"),
+    (
+        "fabric_sync_guid_pool_quarantined",
+        "gauge",
+        "fabric",
+        "GUIDs waiting for UFM to confirm their removal before reuse",
+    ),
+    ("fabric_sync_guid_pool_capacity", "gauge", "fabric", "GUIDs in the managed pool range"),
+    ("fabric_sync_nodes_at_pkey_limit", "gauge", "fabric", "Nodes whose pkey table on the fabric is full"),
     ("fabric_sync_ledger_claims", "gauge", "", "Ledger objects (GuidClaims), one per pod holding GUIDs"),
     (
         "fabric_sync_ledger_claims_terminating",
@@ -72,24 +77,24 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     (
         "fabric_sync_ufm_auth_failing",
         "gauge",
-        "",
-        "1 while UFM refuses the credentials (401/403): all UFM traffic pauses, growing",
+        "fabric",
+        "1 while the fabric's UFM refuses the credentials (401/403): all UFM traffic pauses, growing",
     ),
     (
         "fabric_sync_drift_repairs_total",
         "counter",
-        "",
+        "fabric",
         "GUIDs drift repair changed in UFM (stale removed, lost re-added)",
     ),
-    ("fabric_sync_mass_removals_refused_total", "counter", "", "Mass removals the breaker refused"),
+    ("fabric_sync_mass_removals_refused_total", "counter", "fabric", "Mass removals the breaker refused"),
     (
         "fabric_sync_fabric_changes_total",
         "counter",
-        "operation",
+        "fabric, operation",
         "Partition changes the engine sent to the fabric (add, remove)",
     ),
-    ("fabric_sync_fabric_lists_total", "counter", "", "Fabric listings started (drift repair)"),
-    ("fabric_sync_fabric_failures_total", "counter", "", "Fabric changes or listings that failed (retried)"),
+    ("fabric_sync_fabric_lists_total", "counter", "fabric", "Fabric listings started (drift repair)"),
+    ("fabric_sync_fabric_failures_total", "counter", "fabric", "Fabric changes or listings that failed (retried)"),
     ("fabric_sync_pod_patches_total", "counter", "", "Pod annotation patches the engine started"),
     ("fabric_sync_pod_patch_failures_total", "counter", "", "Pod annotation patches that failed (retried)"),
     ("fabric_sync_pod_patch_conflicts_total", "counter", "", "Pod patches answered 409 Conflict and recomputed"),
@@ -97,7 +102,7 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
     ("fabric_sync_events_total", "counter", "", "Kubernetes Events the engine emitted"),
     ("fabric_sync_leader", "gauge", "", "1 while this replica holds the leader Lease"),
     ("fabric_sync_caches_synced", "gauge", "", "1 once every initial list has been delivered"),
-    ("fabric_sync_fabric_reached", "gauge", "", "1 once UFM answered a listing in this leader term"),
+    ("fabric_sync_fabric_reached", "gauge", "fabric", "1 once the fabric's UFM answered a listing in this leader term"),
     (
         "fabric_sync_watch_errors_total",
         "counter",
@@ -318,12 +323,9 @@ impl Metrics {
 
     /// Names of the metric families a scrape shows.
     pub fn registered_names(&self) -> Vec<String> {
-        self.registry
-            .gather()
-            .iter()
-            .chain(&engine_families(&EngineStats::default()))
-            .map(|f| f.name().to_string())
-            .collect()
+        let stats = EngineStats::default();
+        stats.register_fabrics([crate::engine::DEFAULT_FABRIC]);
+        self.registry.gather().iter().chain(&engine_families(&stats)).map(|f| f.name().to_string()).collect()
     }
 }
 
@@ -338,10 +340,6 @@ fn engine_families(s: &EngineStats) -> Vec<MetricFamily> {
             out.extend(c.collect());
         }
     };
-    counter("fabric_sync_drift_repairs_total", s.drift_repairs.get());
-    counter("fabric_sync_mass_removals_refused_total", s.breaker_trips.get());
-    counter("fabric_sync_fabric_lists_total", s.lists.get());
-    counter("fabric_sync_fabric_failures_total", s.fabric_failures.get());
     counter("fabric_sync_pod_patches_total", s.patches.get());
     counter("fabric_sync_pod_patch_failures_total", s.patch_failures.get());
     counter("fabric_sync_attachments_configured_total", s.configured.get());
@@ -356,21 +354,11 @@ fn engine_families(s: &EngineStats) -> Vec<MetricFamily> {
             out.extend(c.collect());
         }
     };
-    gauge("fabric_sync_guid_pool_used", g.pool_in_use);
-    gauge("fabric_sync_guid_pool_quarantined", g.pool_quarantined);
-    gauge("fabric_sync_guid_pool_capacity", g.pool_capacity);
-    gauge("fabric_sync_nodes_at_pkey_limit", g.nodes_at_pkey_limit);
     gauge("fabric_sync_ledger_claims", g.claims);
     gauge("fabric_sync_ledger_claims_terminating", g.claims_terminating);
-    gauge("fabric_sync_ufm_auth_failing", flag(s.fabric_auth_failing()));
     gauge("fabric_sync_leader", flag(s.is_leader()));
     gauge("fabric_sync_caches_synced", flag(s.caches_synced()));
-    gauge("fabric_sync_fabric_reached", flag(s.fabric_reached()));
-    if let Ok(v) = IntCounterVec::new(opts("fabric_sync_fabric_changes_total"), &["operation"]) {
-        v.with_label_values(&["add"]).inc_by(s.add_requests.get());
-        v.with_label_values(&["remove"]).inc_by(s.remove_requests.get());
-        out.extend(v.collect());
-    }
+    out.extend(fabric_families(s, &g));
     if let Ok(v) = IntCounterVec::new(opts("fabric_sync_refusals_total"), &["reason"]) {
         for r in Reason::ALL {
             v.with_label_values(&[r.as_str()]).inc_by(s.refusals(r));
@@ -392,6 +380,54 @@ fn engine_families(s: &EngineStats) -> Vec<MetricFamily> {
             v.with_label_values(&[reason]).set(level(*n));
         }
         out.extend(v.collect());
+    }
+    out
+}
+
+/// The engine's per-fabric metrics, one series per fabric (`fabric="default"` without a fabrics
+/// file). Before the engine registered its fabrics there is no series: the family is left out
+/// (the text format has no empty family).
+fn fabric_families(s: &EngineStats, g: &Gauges) -> Vec<MetricFamily> {
+    let fabrics = s.fabrics();
+    let mut out = Vec::new();
+    let mut per_fabric = |name: &str, gauge: bool, value: &dyn Fn(&FabricStats) -> u64| {
+        if fabrics.is_empty() {
+            return;
+        }
+        if gauge {
+            if let Ok(v) = IntGaugeVec::new(opts(name), &["fabric"]) {
+                for f in &fabrics {
+                    v.with_label_values(&[&f.name]).set(level(value(f)));
+                }
+                out.extend(v.collect());
+            }
+        } else if let Ok(v) = IntCounterVec::new(opts(name), &["fabric"]) {
+            for f in &fabrics {
+                v.with_label_values(&[&f.name]).inc_by(value(f));
+            }
+            out.extend(v.collect());
+        }
+    };
+    let level_of =
+        |f: &FabricStats, pick: fn(&FabricGauges) -> u64| g.fabrics.iter().find(|l| l.name == f.name).map_or(0, pick);
+    per_fabric("fabric_sync_drift_repairs_total", false, &|f| f.drift_repairs.get());
+    per_fabric("fabric_sync_mass_removals_refused_total", false, &|f| f.breaker_trips.get());
+    per_fabric("fabric_sync_fabric_lists_total", false, &|f| f.lists.get());
+    per_fabric("fabric_sync_fabric_failures_total", false, &|f| f.failures.get());
+    per_fabric("fabric_sync_ufm_auth_failing", true, &|f| u64::from(f.auth_failing()));
+    per_fabric("fabric_sync_fabric_reached", true, &|f| u64::from(f.reached()));
+    per_fabric("fabric_sync_guid_pool_used", true, &|f| level_of(f, |l| l.pool_in_use));
+    per_fabric("fabric_sync_guid_pool_quarantined", true, &|f| level_of(f, |l| l.pool_quarantined));
+    per_fabric("fabric_sync_guid_pool_capacity", true, &|f| level_of(f, |l| l.pool_capacity));
+    per_fabric("fabric_sync_nodes_at_pkey_limit", true, &|f| level_of(f, |l| l.nodes_at_pkey_limit));
+    if !fabrics.is_empty() {
+        if let Ok(v) = IntCounterVec::new(opts("fabric_sync_fabric_changes_total"), &["fabric", "operation"]) {
+            for f in &fabrics {
+                v.with_label_values(&[&f.name, "add"]).inc_by(f.add_requests.get());
+                v.with_label_values(&[&f.name, "remove"]).inc_by(f.remove_requests.get());
+            }
+            out.extend(v.collect());
+        }
     }
     out
 }
@@ -457,22 +493,23 @@ mod tests {
     fn a_scrape_shows_the_engines_counters_as_they_are_now() {
         let m = Metrics::new();
         let stats = EngineStats::default();
-        stats.drift_repairs.inc();
-        stats.drift_repairs.inc();
+        let fabric = stats.register_fabrics(["default"]).remove(0);
+        fabric.drift_repairs.inc();
+        fabric.drift_repairs.inc();
         stats.refusal(Reason::PKeyLimitExceeded);
         stats.set_leader(true);
         let text = m.render(&stats);
-        assert!(text.contains("fabric_sync_drift_repairs_total 2"), "{text}");
+        assert!(text.contains("fabric_sync_drift_repairs_total{fabric=\"default\"} 2"), "{text}");
         assert!(text.contains("fabric_sync_refusals_total{reason=\"PKeyLimitExceeded\"} 1"), "{text}");
         assert!(text.contains("fabric_sync_refusals_total{reason=\"PoolExhausted\"} 0"), "every reason from 0");
         assert!(text.contains("fabric_sync_leader 1"), "{text}");
         // A second scrape counts nothing twice; what happens between scrapes shows at the next.
         let text = m.render(&stats);
-        assert!(text.contains("fabric_sync_drift_repairs_total 2"), "{text}");
-        stats.drift_repairs.inc();
+        assert!(text.contains("fabric_sync_drift_repairs_total{fabric=\"default\"} 2"), "{text}");
+        fabric.drift_repairs.inc();
         stats.set_leader(false);
         let text = m.render(&stats);
-        assert!(text.contains("fabric_sync_drift_repairs_total 3"), "{text}");
+        assert!(text.contains("fabric_sync_drift_repairs_total{fabric=\"default\"} 3"), "{text}");
         assert!(text.contains("fabric_sync_leader 0"), "{text}");
         // Families come out sorted by name, each once, ours and the engine's together.
         let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();

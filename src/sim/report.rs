@@ -187,7 +187,7 @@ impl Report {
             converged,
             restarts,
             leader_changes,
-            breaker_trips: stats.breaker_trips.get(),
+            breaker_trips: stats.fabric_total(|f| &f.breaker_trips),
             peak_rss_mb: peak_rss_mb(),
             fabrics: std::mem::take(&mut figures),
         }

@@ -91,6 +91,22 @@ fn a_nad_naming_a_fabric_the_node_is_not_on_is_refused_and_decided_again_when_th
     assert_eq!(w.standing("a", "ib"), Some(Reason::FabricNotOnNode));
     assert!(w.ufm_members(COMPUTE, "0x10").is_empty() && w.ufm_members(STORAGE, "0x10").is_empty());
     assert!(w.events.iter().any(|e| e.reason == Reason::FabricNotOnNode && e.object.key.name == "pod-a"));
+    // The NAD's author sees it too: one Event on the NAD, naming the pod, not one per decision.
+    let on_nad = |w: &World| {
+        w.events
+            .iter()
+            .filter(|e| e.reason == Reason::FabricNotOnNode && e.object.kind == ObjectKind::NetworkAttachmentDefinition)
+            .count()
+    };
+    assert_eq!(on_nad(&w), 1);
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.object.kind == ObjectKind::NetworkAttachmentDefinition && e.message.contains("pod-a"))
+    );
+    w.pod("b", "c1", "ib");
+    w.converge();
+    assert_eq!(on_nad(&w), 1, "a second pod of the same NAD and reason: on its own pod only");
     let status = build_patch(&w.state, &PodUid::new("a")).unwrap().status;
     assert!(status.values().any(|v| v.starts_with("refused: FabricNotOnNode")), "{status:?}");
     // Not retried hot: another round plans nothing for it.
@@ -100,7 +116,11 @@ fn a_nad_naming_a_fabric_the_node_is_not_on_is_refused_and_decided_again_when_th
     w.node("c1", &[("ib.storage", "true")]);
     w.converge();
     assert_eq!(w.standing("a", "ib"), None);
-    assert_eq!(w.ufm_members(STORAGE, "0x10"), vec![w.guid_of("a", 0)]);
+    assert_eq!(w.standing("b", "ib"), None);
+    let mut both = vec![w.guid_of("a", 0), w.guid_of("b", 0)];
+    both.sort();
+    assert_eq!(w.ufm_members(STORAGE, "0x10"), both);
+    assert!(w.ufm_members(COMPUTE, "0x10").is_empty());
 }
 
 #[test]
@@ -116,6 +136,13 @@ fn unknown_none_and_ambiguous_fabrics_are_refused_with_their_reasons() {
     assert_eq!(w.standing("u", "named"), Some(Reason::FabricUnknown));
     assert_eq!(w.standing("n", "plain"), Some(Reason::FabricNone));
     assert_eq!(w.standing("m", "plain"), Some(Reason::FabricAmbiguous));
+    let nad_event = |name: &str, reason: Reason| {
+        w.events.iter().any(|e| {
+            e.object.kind == ObjectKind::NetworkAttachmentDefinition && e.object.key.name == name && e.reason == reason
+        })
+    };
+    assert!(nad_event("named", Reason::FabricUnknown) && nad_event("plain", Reason::FabricNone));
+    assert!(nad_event("plain", Reason::FabricAmbiguous));
     assert_eq!(w.state.fabrics.iter().map(|f| f.pool.in_use()).sum::<u64>(), 0, "no GUID taken");
     // A pod on a node not seen yet waits (not a refusal, nothing written).
     w.pod("x", "unseen", "plain");
