@@ -25,8 +25,8 @@ enum Command {
     Controller(Box<fabric_sync::controller::ControllerCmd>),
     /// Node agent: inventory, VF GUID verification and programming.
     Agent(Box<fabric_sync::agent::cli::AgentCmd>),
-    /// A friendly fixed scenario on the embedded mock UFM.
-    Demo,
+    /// A friendly fixed scenario on the embedded mock UFM (`--fabrics N`: N fabrics, N mock UFMs).
+    Demo(fabric_sync::sim::demo::DemoCmd),
     /// Drive the engine against an in-memory cluster and mock UFM, and check every invariant.
     Simulate(Box<fabric_sync::sim::cli::SimulateCmd>),
     /// Check and inspect a UFM with the controller's settings.
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         }
         Command::Controller(cmd) => fabric_sync::controller::main(*cmd),
         Command::Agent(cmd) => fabric_sync::agent::cli::main(*cmd),
-        Command::Demo => fabric_sync::sim::demo::main(),
+        Command::Demo(cmd) => fabric_sync::sim::demo::main(cmd),
         Command::Simulate(cmd) => fabric_sync::sim::cli::main(*cmd),
         Command::Ufm(cmd) => fabric_sync::ufm::cli::main(*cmd),
         Command::Ledger(cmd) => fabric_sync::kube::release::main(*cmd),

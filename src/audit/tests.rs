@@ -43,7 +43,12 @@ fn cluster(configured: bool, claimed: bool) -> Vec<ClusterEvent> {
             kind: crate::engine::NetworkKind::Nad,
             network: nad,
         },
-        ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: None },
+        ClusterEvent::NodeApplied {
+            name: "n1".into(),
+            labels: Default::default(),
+            pkey_capacity: None,
+            hca_capacities: Default::default(),
+        },
         ClusterEvent::PodApplied(PodView::new(meta, Some(&annotation))),
     ];
     if claimed {
@@ -123,8 +128,16 @@ fn with_two_fabrics_rows_are_per_fabric_and_a_guid_both_ufms_list_is_reported() 
     };
     let cfg = EngineConfig {
         fabrics: vec![
-            FabricSpec { route: route("compute", &[]), guid_range: GuidRange::new(g(0), g(99)).unwrap() },
-            FabricSpec { route: route("storage", &[("x", "y")]), guid_range: GuidRange::new(g(100), g(199)).unwrap() },
+            FabricSpec {
+                route: route("compute", &[]),
+                guid_range: GuidRange::new(g(0), g(99)).unwrap(),
+                hcas: Vec::new(),
+            },
+            FabricSpec {
+                route: route("storage", &[("x", "y")]),
+                guid_range: GuidRange::new(g(100), g(199)).unwrap(),
+                hcas: Vec::new(),
+            },
         ],
         ..EngineConfig::default()
     };

@@ -35,6 +35,8 @@ struct RawFabric {
     guid_pool: RawPool,
     #[serde(default)]
     resource_names: Vec<String>,
+    #[serde(default)]
+    hcas: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +73,10 @@ pub struct FabricSettings {
     pub guid_range: GuidRange,
     /// Device-plugin resource names (`k8s.v1.cni.cncf.io/resourceName` of a NAD) of this fabric.
     pub resource_names: Vec<String>,
+    /// The node HCAs (RDMA device names, e.g. `mlx5_0`) cabled to this fabric: its pkey budget
+    /// on a node is the smallest of their tables in the agent's inventory; empty = the node's
+    /// smallest table.
+    pub hcas: Vec<String>,
 }
 
 /// All fabrics the controller drives, in file order.
@@ -91,6 +97,7 @@ impl FabricsSettings {
             node_selector: BTreeMap::new(),
             guid_range,
             resource_names: Vec::new(),
+            hcas: Vec::new(),
         };
         FabricsSettings { fabrics: vec![fabric], file: None }
     }
@@ -106,6 +113,7 @@ impl FabricsSettings {
                     resource_names: f.resource_names.clone(),
                 },
                 guid_range: f.guid_range,
+                hcas: f.hcas.clone(),
             })
             .collect()
     }
@@ -187,6 +195,7 @@ fn parse(text: &str, base: &UfmArgs) -> Result<FabricsSettings, ConfigError> {
     }
     let mut names = BTreeSet::new();
     let mut resources: BTreeMap<String, usize> = BTreeMap::new();
+    let mut hcas: BTreeMap<String, usize> = BTreeMap::new();
     let mut fabrics = Vec::with_capacity(raw.fabrics.len());
     for (i, f) in raw.fabrics.into_iter().enumerate() {
         let at = |field: &str| format!("fabrics[{i}].{field}");
@@ -220,6 +229,19 @@ fn parse(text: &str, base: &UfmArgs) -> Result<FabricsSettings, ConfigError> {
                 )));
             }
         }
+        for (j, h) in f.hcas.iter().enumerate() {
+            let field = at(&format!("hcas[{j}]"));
+            if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(err(format!(
+                    "{field}: {h:?} is not an RDMA device name; write the name under /sys/class/infiniband, e.g. \"mlx5_0\""
+                )));
+            }
+            if let Some(other) = hcas.insert(h.clone(), i) {
+                return Err(err(format!(
+                    "{field}: {h:?} is also an HCA of fabrics[{other}]; an HCA is cabled to one fabric"
+                )));
+            }
+        }
         let args = UfmArgs {
             address: Some(f.ufm.address.clone()),
             port: f.ufm.port.map(|p| p.to_string()),
@@ -227,7 +249,14 @@ fn parse(text: &str, base: &UfmArgs) -> Result<FabricsSettings, ConfigError> {
             ..base.clone()
         };
         let ufm = UfmSettings::from_args(&args).map_err(|e| err(format!("{}: {}", ufm_field(i, &e), e.detail)))?;
-        fabrics.push(FabricSettings { name: f.name, ufm, node_selector, guid_range, resource_names: f.resource_names });
+        fabrics.push(FabricSettings {
+            name: f.name,
+            ufm,
+            node_selector,
+            guid_range,
+            resource_names: f.resource_names,
+            hcas: f.hcas,
+        });
     }
     check_pools_apart(&fabrics)?;
     Ok(FabricsSettings { fabrics, file: None })

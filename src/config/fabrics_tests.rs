@@ -133,6 +133,31 @@ fn unknown_fields_empty_lists_and_shared_resource_names_are_refused() {
 }
 
 #[test]
+fn hcas_name_each_fabrics_devices_once() {
+    let (a, b) = (secret_dir("a"), secret_dir("b"));
+    let text = two_fabrics(a.path(), b.path(), STORAGE);
+    let with = |compute: &str, storage: &str| {
+        text.replace(
+            "    resourceNames: [nvidia.com/ib_compute]\n",
+            &format!("    resourceNames: [nvidia.com/ib_compute]\n    hcas: {compute}\n"),
+        )
+        .replace(
+            "    guidPool: {start: \"02:00:00:00:80",
+            &format!("    hcas: {storage}\n    guidPool: {{start: \"02:00:00:00:80"),
+        )
+    };
+    let s = parse(&with("[mlx5_0, mlx5_1]", "[mlx5_4]"), &UfmArgs::default()).expect("valid");
+    assert_eq!(s.get("compute").map(|f| f.hcas.clone()), Some(vec!["mlx5_0".to_string(), "mlx5_1".to_string()]));
+    let specs = s.engine_specs();
+    assert_eq!(specs[1].hcas, vec!["mlx5_4".to_string()], "the engine gets them");
+    let e = parse_err(&with("[mlx5_0]", "[mlx5_0]"));
+    assert!(e.contains("fabrics[1].hcas[0]") && e.contains("fabrics[0]"), "{e}");
+    let e = parse_err(&with("[\"mlx5 0\"]", "[]"));
+    assert!(e.contains("fabrics[0].hcas[0]") && e.contains("/sys/class/infiniband"), "{e}");
+    assert!(parse(&text, &UfmArgs::default()).expect("valid").fabrics.iter().all(|f| f.hcas.is_empty()));
+}
+
+#[test]
 fn single_ufm_settings_conflict_with_a_fabrics_file() {
     let base = UfmArgs { address: Some("ufm.example.com".into()), ..UfmArgs::default() };
     let e = FabricsSettings::from_file(Path::new("/nonexistent"), &base).unwrap_err().to_string();

@@ -29,6 +29,9 @@ impl FabricId {
 pub struct FabricSpec {
     pub route: FabricRoute,
     pub guid_range: GuidRange,
+    /// The node HCAs cabled to this fabric (`hcas` in the fabrics file); empty = not said, and
+    /// the node's smallest pkey table is this fabric's budget.
+    pub hcas: Vec<String>,
 }
 
 impl FabricSpec {
@@ -41,6 +44,7 @@ impl FabricSpec {
                 resource_names: Vec::new(),
             },
             guid_range,
+            hcas: Vec::new(),
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct FabricState {
     /// Distinct pkeys per node in this fabric: a node's HCAs on different fabrics have
     /// separate pkey tables.
     pub budget: PkeyBudget,
+    /// The HCAs the fabrics file says are on this fabric (see [`FabricSpec::hcas`]).
+    pub hcas: Vec<String>,
     /// Its UFM has been listed at least once since this state was built: only then are its
     /// GUIDs handed out or its partitions changed.
     pub listed: bool,
@@ -69,8 +75,16 @@ impl FabricState {
             pool: GuidPool::new(spec.guid_range),
             knowledge: Knowledge::default(),
             budget: PkeyBudget::new(pkey_capacity, reserved),
+            hcas: spec.hcas.clone(),
             listed: false,
         }
+    }
+
+    /// This fabric's pkey-table capacity on a node: the smallest table of its named HCAs the
+    /// node's agent reported; the node's smallest port when the fabric names none or the agent
+    /// reported none of them (an older agent, or the node has other device names).
+    pub fn capacity_on(&self, node_smallest: Option<u16>, per_hca: &BTreeMap<String, u16>) -> Option<u16> {
+        self.hcas.iter().filter_map(|h| per_hca.get(h).copied()).min().or(node_smallest)
     }
 
     /// Drops what only a leader holds; node capacities came from watched annotations and stay.

@@ -37,12 +37,13 @@ pub enum ClusterEvent {
         key: NetworkKey,
         kind: NetworkKind,
     },
-    /// A node, its labels (they decide which fabrics reach it) and the pkey-table capacity its
-    /// agent reported (smallest of its IB ports).
+    /// A node, its labels (they decide which fabrics reach it) and the pkey-table capacities its
+    /// agent reported: the smallest of its IB ports, and per HCA (for fabrics that name theirs).
     NodeApplied {
         name: String,
         labels: BTreeMap<String, String>,
         pkey_capacity: Option<u16>,
+        hca_capacities: BTreeMap<String, u16>,
     },
     NodeDeleted {
         name: String,

@@ -305,11 +305,11 @@ impl State {
                 self.network_reported.remove(&(key.clone(), kind));
                 self.set_network(key, kind, None);
             }
-            ClusterEvent::NodeApplied { name, labels, pkey_capacity } => {
-                // The agent reports one capacity per node (its smallest port): each fabric's
-                // table on the node gets it.
+            ClusterEvent::NodeApplied { name, labels, pkey_capacity, hca_capacities } => {
+                // A fabric that names its HCAs gets the smallest table among those the agent
+                // reported on this node; any other fabric the node's smallest port.
                 for f in &mut self.fabrics {
-                    f.budget.set_capacity(&name, pkey_capacity);
+                    f.budget.set_capacity(&name, f.capacity_on(pkey_capacity, &hca_capacities));
                 }
                 self.recheck_waiting = true;
                 self.set_node_labels(&name, Some(labels));

@@ -143,8 +143,12 @@ pub fn node_event<K>(node: &PartialObjectMeta<K>) -> Option<ClusterEvent> {
         }
         cap
     });
+    let hca_capacities = annotations(&node.metadata)
+        .get(INVENTORY_ANNOTATION)
+        .map(|a| crate::wire::inventory::hca_capacities(a))
+        .unwrap_or_default();
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    Some(ClusterEvent::NodeApplied { name, labels, pkey_capacity })
+    Some(ClusterEvent::NodeApplied { name, labels, pkey_capacity, hca_capacities })
 }
 
 /// `NamespaceApplied` with the namespace's labels (the tenant policy reads them).

@@ -184,7 +184,12 @@ impl SimCluster {
         }
         for (name, cap) in &inner.nodes {
             let labels = inner.node_labels.get(name).cloned().unwrap_or_default();
-            out.push(ClusterEvent::NodeApplied { name: name.clone(), labels, pkey_capacity: *cap });
+            out.push(ClusterEvent::NodeApplied {
+                name: name.clone(),
+                labels,
+                pkey_capacity: *cap,
+                hca_capacities: BTreeMap::new(),
+            });
         }
         for (key, nad) in &inner.nads {
             out.push(nad_event(key, nad));
@@ -218,7 +223,13 @@ impl SimCluster {
             inner.nodes.insert(name.to_string(), pkey_capacity);
             inner.node_labels.insert(name.to_string(), labels.clone());
         }
-        self.send(ClusterEvent::NodeApplied { name: name.to_string(), labels, pkey_capacity }).await;
+        self.send(ClusterEvent::NodeApplied {
+            name: name.to_string(),
+            labels,
+            pkey_capacity,
+            hca_capacities: BTreeMap::new(),
+        })
+        .await;
     }
 
     pub async fn apply_nad(&self, namespace: &str, name: &str, annotations: BTreeMap<String, String>, config: &str) {

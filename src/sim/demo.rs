@@ -1,17 +1,19 @@
 //! `fabric-sync demo`: a fixed, friendly scenario on the embedded mock UFM over TLS — three
 //! tenants, a burst, one invalid network, one node at its pkey limit, one policy violation,
 //! deletions — with a progress bar and a summary a person can read. Exit 0 when everything
-//! happened as it should.
+//! happened as it should. With `--fabrics N` the nodes are split over N fabrics, each with its
+//! own mock UFM, and a tenant naming a fabric its node is not cabled to is refused too.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use super::fabrics::node_labels;
 use super::report::check_invariants;
 use super::scenario::{Scenario, World};
 use crate::config::PolicyMode;
-use crate::engine::{EngineConfig, Policy};
+use crate::engine::{EngineConfig, FABRIC_ANNOTATION, Policy};
 use crate::ib::PKey;
 use crate::netdef::{ANNOTATION_MEMBERSHIP, parse_networks};
 
@@ -65,7 +67,15 @@ fn networks() -> Vec<DemoNet> {
     ]
 }
 
-pub fn main() -> ExitCode {
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoCmd {
+    /// InfiniBand fabrics, each with its own in-process mock UFM over TLS (1..=8); nodes are
+    /// split among them by the `fabric-sync.io/fabric` label.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub fabrics: u16,
+}
+
+pub fn main(cmd: DemoCmd) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,7 +83,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run()) {
+    match rt.block_on(run(cmd.fabrics)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -118,17 +128,26 @@ async fn wait_for(world: &World, label: &str, want: usize, timeout: Duration) ->
     }
 }
 
-async fn run() -> Result<bool, String> {
+async fn run(fabrics: u16) -> Result<bool, String> {
     let policy = Policy::parse("demo policy", POLICY).map_err(|e| e.to_string())?;
     let cfg = EngineConfig { policy: Some(policy), policy_mode: PolicyMode::Enforce, ..EngineConfig::default() };
-    let scenario = Scenario { ufm_latency_ms: 2, api_latency_ms: 1, ..Scenario::default() };
+    let scenario = Scenario { ufm_latency_ms: 2, api_latency_ms: 1, fabrics, ..Scenario::default() };
     let mut world = World::new(&scenario, cfg, 0.0).await.map_err(|e| e.to_string())?;
+    let several = world.fabrics.len() > 1;
     let a = PKey::new(0x1000).ok_or("bad pkey")?;
     world.seed_foreign(a).map_err(|e| e.to_string())?;
-    println!(
-        "fabric-sync demo: the real engine and UFM client against an embedded mock UFM at {} (TLS)\n",
-        world.ufm().url()
-    );
+    if several {
+        println!("fabric-sync demo: the real engine and UFM clients against {} embedded mock UFMs (TLS)", fabrics);
+        for f in &world.fabrics {
+            println!("  fabric {:<9} UFM {}  GUIDs {}", f.name, f.ufm.url(), f.range);
+        }
+        println!();
+    } else {
+        println!(
+            "fabric-sync demo: the real engine and UFM client against an embedded mock UFM at {} (TLS)\n",
+            world.ufm().url()
+        );
+    }
     println!("Tenants (policy: enforce, each tenant may use only its own pkey)");
     for n in networks() {
         world.cluster.set_namespace(n.namespace, BTreeMap::new()).await;
@@ -138,11 +157,20 @@ async fn run() -> Result<bool, String> {
     // A network written the way Spiderpool's docs show it: a bare number.
     world.cluster.apply_nad("tenant-c", "ib-bad", BTreeMap::new(), r#"{"type":"ib-sriov","pkey":"1000"}"#).await;
     println!("  tenant-c  NAD ib-bad pkey \"1000\" (no 0x: ambiguous, refused)\n");
+    // With several fabrics, a tenant writes a NAD naming a fabric (the annotation is theirs to
+    // write) that the nodes its pods run on are not cabled to.
+    let elsewhere = world.fabrics.last().map(|f| f.name.clone()).unwrap_or_default();
+    if several {
+        let ann = [(FABRIC_ANNOTATION.to_string(), elsewhere.clone())].into();
+        world.cluster.apply_nad("tenant-a", "ib-other", ann, r#"{"type":"ib-sriov","pkey":"0x1000"}"#).await;
+        println!("  tenant-a  NAD ib-other pkey 0x1000 annotated {FABRIC_ANNOTATION}: {elsewhere}\n");
+    }
     for n in 0..NODES {
-        world.cluster.set_node(&format!("gpu-node-{n:02}"), None).await;
+        let labels = node_labels(n, world.fabrics.len());
+        world.cluster.set_node_labeled(&format!("gpu-node-{n:02}"), labels, None).await;
     }
     // The node agent reported a small pkey table here: 3 entries, 1 kept for the default partition.
-    world.cluster.set_node("gpu-node-small", Some(3)).await;
+    world.cluster.set_node_labeled("gpu-node-small", node_labels(0, world.fabrics.len()), Some(3)).await;
     let controller = world.controller().await;
     let started = Instant::now();
 
@@ -160,31 +188,40 @@ async fn run() -> Result<bool, String> {
     let mut lat = super::cluster::latencies_ms(&pods);
     lat.sort_by(f64::total_cmp);
     let p99 = lat.get(((lat.len() as f64 - 1.0) * 0.99) as usize).copied().unwrap_or(0.0);
-    let adds = world.fabrics[0].counters.snapshot().add;
+    let adds: u64 = world.fabrics.iter().map(|f| f.counters.snapshot().add).sum();
     println!(
-        "   all {BURST} configured in {:.0} ms (p99 {:.0} ms per pod) with {adds} UFM add requests (one per pkey)\n",
+        "   all {BURST} configured in {:.0} ms (p99 {:.0} ms per pod) with {adds} UFM add requests (one per pkey{})\n",
         burst_time.as_secs_f64() * 1000.0,
-        p99
+        p99,
+        if several { " and fabric" } else { "" }
     );
 
-    println!("2. Three pods that must be refused, each with its reason");
+    let refusing = if several { 4 } else { 3 };
+    println!("2. {} pods that must be refused, each with its reason", ["", "", "", "Three", "Four"][refusing]);
     world.cluster.create_pod("uid-x1", "tenant-c", "intruder", "gpu-node-03", "tenant-a/ib-a").await;
     world.cluster.create_pod("uid-x2", "tenant-c", "bad-net", "gpu-node-04", "ib-bad").await;
     for (i, (ns, nad)) in [("tenant-a", "ib-a"), ("tenant-b", "ib-b"), ("tenant-c", "ib-c")].iter().enumerate() {
         world.cluster.create_pod(&format!("uid-y{i}"), ns, &format!("crowded-{i}"), "gpu-node-small", nad).await;
     }
-    let refusals_ok = wait_for(&world, "settled   ", BURST + 5, Duration::from_secs(20)).await;
+    if several {
+        // gpu-node-00 is on the first fabric, the NAD names the last.
+        world.cluster.create_pod("uid-x3", "tenant-a", "wrong-fabric", "gpu-node-00", "ib-other").await;
+    }
+    let refusals_ok = wait_for(&world, "settled   ", BURST + 2 + refusing, Duration::from_secs(20)).await;
     let mut refused = Vec::new();
     for p in world.cluster.pods().iter().filter(|p| p.refused) {
         let status: BTreeMap<String, String> =
             p.status.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
         for v in status.values().filter(|v| v.starts_with("refused:")) {
-            println!("   {}/{:<9} {}", p.namespace, p.name, v.trim_start_matches("refused: "));
+            println!("   {}/{:<12} {}", p.namespace, p.name, v.trim_start_matches("refused: "));
             refused.push(v.clone());
         }
     }
-    let expected = ["PKeyNotAllowed", "InvalidNetwork", "PKeyLimitExceeded"];
-    let all_refused = expected.iter().all(|r| refused.iter().any(|v| v.contains(r))) && refused.len() == 3;
+    let mut expected = vec!["PKeyNotAllowed", "InvalidNetwork", "PKeyLimitExceeded"];
+    if several {
+        expected.push("FabricNotOnNode");
+    }
+    let all_refused = expected.iter().all(|r| refused.iter().any(|v| v.contains(r))) && refused.len() == expected.len();
     println!();
 
     println!("3. Churn: 60 pods deleted, 20 finished");
@@ -196,7 +233,7 @@ async fn run() -> Result<bool, String> {
     for uid in live.iter().skip(60).take(20) {
         world.cluster.finish_pod(uid).await;
     }
-    let churn_ok = wait_for(&world, "settled   ", BURST + 5 - 80, Duration::from_secs(20)).await;
+    let churn_ok = wait_for(&world, "settled   ", BURST + 2 + refusing - 80, Duration::from_secs(20)).await;
     println!("   their GUIDs left UFM; they stay quarantined until a UFM listing confirms it\n");
 
     let inv = check_invariants(&world);
@@ -208,24 +245,37 @@ async fn run() -> Result<bool, String> {
             p.namespace, p.name
         );
     }
-    println!("UFM now:");
-    for (pkey, part) in world.ufm().snapshot() {
-        println!("   pkey 0x{pkey:x} {:<14} {} members", part.name, part.members.len());
+    for f in &world.fabrics {
+        if several {
+            println!("UFM of fabric {} now:", f.name);
+        } else {
+            println!("UFM now:");
+        }
+        for (pkey, part) in f.ufm.snapshot() {
+            println!("   pkey 0x{pkey:x} {:<14} {} members", part.name, part.members.len());
+        }
     }
-    let c = world.fabrics[0].counters.snapshot();
     let api = world.cluster.counts();
+    println!();
+    for f in &world.fabrics {
+        let c = f.counters.snapshot();
+        let whose = if several { format!(" (fabric {})", f.name) } else { String::new() };
+        println!("Traffic{whose}: UFM add {} remove {} list {} (failed {})", c.add, c.remove, c.list, c.failed);
+    }
+    println!("Traffic: Kubernetes patches {} events {}", api.patch, api.event);
     println!(
-        "\nTraffic: UFM add {} remove {} list {} (failed {}); Kubernetes patches {} events {}",
-        c.add, c.remove, c.list, c.failed, api.patch, api.event
-    );
-    println!(
-        "Invariants: duplicate GUIDs {}, stale in UFM {}, missing in UFM {}, configured before UFM accepted {}, nodes over pkey limit {}, foreign GUIDs touched {}",
+        "Invariants: duplicate GUIDs {}, stale in UFM {}, missing in UFM {}, configured before UFM accepted {}, nodes over pkey limit {}, foreign GUIDs touched {}{}",
         inv.duplicate_guids,
         inv.stale_in_fabric,
         inv.missing_in_fabric,
         inv.configured_before_fabric,
         inv.nodes_over_pkey_limit,
-        inv.foreign_guids_touched
+        inv.foreign_guids_touched,
+        if several {
+            format!(", GUIDs in the wrong fabric's UFM {}", inv.guids_in_wrong_fabric)
+        } else {
+            String::new()
+        }
     );
     let ok = burst_ok && refusals_ok && churn_ok && all_refused && inv.all_zero();
     println!(

@@ -48,7 +48,11 @@ pub(super) fn fabric_specs(n: usize, range: GuidRange) -> Vec<FabricSpec> {
             let guid_range = GuidRange::new(Guid::new(from)?, Guid::new(to)?).ok()?;
             let name = fabric_name(i, n);
             let node_selector = [(SIM_FABRIC_LABEL.to_string(), name.clone())].into_iter().collect();
-            Some(FabricSpec { route: FabricRoute { name, node_selector, resource_names: Vec::new() }, guid_range })
+            Some(FabricSpec {
+                route: FabricRoute { name, node_selector, resource_names: Vec::new() },
+                guid_range,
+                hcas: Vec::new(),
+            })
         })
         .collect()
 }

@@ -68,6 +68,25 @@ pub fn pkey_capacity(annotation: &str) -> Option<u16> {
     }
 }
 
+/// The pkey-table capacity of each physical HCA named in the document's `ports` (the smallest
+/// of its InfiniBand ports), for fabrics that name their HCAs (`hcas` in the fabrics file).
+/// Entries without a name or with a capacity of 0 or more than 65535 are left out.
+pub fn hca_capacities(annotation: &str) -> std::collections::BTreeMap<String, u16> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(v) = serde_json::from_str::<Value>(annotation) else { return out };
+    for p in v.get("ports").and_then(Value::as_array).into_iter().flatten() {
+        let Some(hca) = p.get("hca").and_then(Value::as_str).filter(|h| !h.trim().is_empty()) else { continue };
+        let Some(cap) = p.get("pkeys_capacity").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()) else {
+            continue;
+        };
+        if cap > 0 {
+            let held = out.entry(hca.to_string()).or_insert(cap);
+            *held = (*held).min(cap);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +142,24 @@ mod tests {
         assert_eq!(pkey_capacity(r#"{"pkey_capacity": " 64 "}"#), Some(64));
         assert_eq!(pkey_capacity(r#"{"min_pkey_capacity": 32}"#), Some(32));
         assert_eq!(pkey_capacity(r#"{"pkey_capacity": 128, "min_pkey_capacity": 32}"#), Some(32));
+    }
+
+    #[test]
+    fn per_hca_capacities_take_each_hcas_smallest_port_and_skip_what_is_unusable() {
+        let doc = r#"{"version":1,"ports":[
+            {"hca":"mlx5_0","port":1,"pkeys_capacity":128},
+            {"hca":"mlx5_0","port":2,"pkeys_capacity":64},
+            {"hca":"mlx5_4","port":1,"pkeys_capacity":"16"},
+            {"hca":"","port":1,"pkeys_capacity":8},
+            {"hca":"mlx5_5","port":1,"pkeys_capacity":0},
+            {"hca":"mlx5_6","port":1,"pkeys_capacity":70000}]}"#;
+        let caps = hca_capacities(doc);
+        assert_eq!(caps.get("mlx5_0"), Some(&64));
+        assert_eq!(caps.len(), 1, "a string, an empty name, 0 and >65535 are not capacities: {caps:?}");
+        assert!(hca_capacities("not json").is_empty());
+        // What the agent writes reads back.
+        let mut s = summary(Some(32));
+        s.ports = vec![PortSummary { hca: "mlx5_2".into(), port: 1, pkeys_capacity: 32, ..PortSummary::default() }];
+        assert_eq!(hca_capacities(&s.to_annotation()).get("mlx5_2"), Some(&32));
     }
 }

@@ -18,7 +18,11 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn spec(name: &str, label: &str, from: u64, to: u64) -> FabricSpec {
-    FabricSpec { route: resolve_route(name, label), guid_range: GuidRange::new(g(from), g(to)).unwrap() }
+    FabricSpec {
+        route: resolve_route(name, label),
+        guid_range: GuidRange::new(g(from), g(to)).unwrap(),
+        hcas: Vec::new(),
+    }
 }
 
 fn resolve_route(name: &str, label: &str) -> FabricRoute {
@@ -41,7 +45,12 @@ fn two_fabrics() -> World {
 
 impl World {
     fn node(&mut self, name: &str, l: &[(&str, &str)]) {
-        self.state.apply(ClusterEvent::NodeApplied { name: name.into(), labels: labels(l), pkey_capacity: None });
+        self.state.apply(ClusterEvent::NodeApplied {
+            name: name.into(),
+            labels: labels(l),
+            pkey_capacity: None,
+            hca_capacities: Default::default(),
+        });
     }
 
     fn nad_on(&mut self, name: &str, pkey: &str, fabric: Option<&str>) {
@@ -224,6 +233,7 @@ fn a_nodes_pkey_budget_is_per_fabric() {
         name: "both".into(),
         labels: labels(&[("ib.compute", "true"), ("ib.storage", "true")]),
         pkey_capacity: Some(2),
+        hca_capacities: Default::default(),
     });
     w.nad_on("c-a", "0x10", Some("compute"));
     w.nad_on("c-b", "0x11", Some("compute"));
@@ -238,6 +248,42 @@ fn a_nodes_pkey_budget_is_per_fabric() {
     assert_eq!(w.ufm_members(COMPUTE, "0x10").len(), 1);
     assert_eq!(w.ufm_members(STORAGE, "0x20").len(), 1);
     assert!(w.ufm_members(COMPUTE, "0x11").is_empty());
+}
+
+#[test]
+fn a_fabric_naming_its_hcas_gets_their_pkey_table_not_the_nodes_smallest() {
+    let mut cfg = EngineConfig {
+        fabrics: vec![spec("compute", "ib.compute", 1, 999), spec("storage", "ib.storage", 1000, 1999)],
+        ..EngineConfig::default()
+    };
+    cfg.fabrics[0].hcas = vec!["mlx5_0".into(), "mlx5_1".into()];
+    cfg.fabrics[1].hcas = vec!["mlx5_4".into()];
+    let mut w = World::new(cfg);
+    // The agent reports the storage HCA with a small table (2 entries: one pkey after the
+    // reserved slot), the compute HCAs with 128; the node's smallest port is 2.
+    let per_hca: BTreeMap<String, u16> =
+        [("mlx5_0", 128), ("mlx5_1", 128), ("mlx5_4", 2)].into_iter().map(|(h, c)| (h.to_string(), c)).collect();
+    w.state.apply(ClusterEvent::NodeApplied {
+        name: "both".into(),
+        labels: labels(&[("ib.compute", "true"), ("ib.storage", "true")]),
+        pkey_capacity: Some(2),
+        hca_capacities: per_hca,
+    });
+    for (nad, pkey, fabric) in
+        [("c-a", "0x10", "compute"), ("c-b", "0x11", "compute"), ("s-a", "0x20", "storage"), ("s-b", "0x21", "storage")]
+    {
+        w.nad_on(nad, pkey, Some(fabric));
+    }
+    for (pod, nad) in [("p1", "c-a"), ("p2", "c-b"), ("p3", "s-a"), ("p4", "s-b")] {
+        w.pod(pod, "both", nad);
+    }
+    w.converge();
+    assert_eq!(w.standing("p1", "c-a"), None);
+    assert_eq!(w.standing("p2", "c-b"), None, "compute's HCAs have 128 entries, not the node's smallest 2");
+    assert_eq!(w.standing("p3", "s-a"), None);
+    assert_eq!(w.standing("p4", "s-b"), Some(Reason::PKeyLimitExceeded), "storage's HCA holds one pkey");
+    assert_eq!(w.ufm_members(COMPUTE, "0x11").len(), 1);
+    assert!(w.ufm_members(STORAGE, "0x21").is_empty());
 }
 
 #[test]

@@ -210,7 +210,12 @@ fn pool_exhaustion_refuses_without_guid_zero_then_recovers() {
 #[test]
 fn node_pkey_budget_is_enforced_with_the_numbers() {
     let mut w = World::default();
-    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: Some(3) });
+    w.state.apply(ClusterEvent::NodeApplied {
+        name: "n1".into(),
+        labels: Default::default(),
+        pkey_capacity: Some(3),
+        hca_capacities: Default::default(),
+    });
     for (i, p) in ["0x1", "0x2", "0x3"].iter().enumerate() {
         w.ib_nad(&format!("n{i}"), p);
         w.pod(&format!("u{i}"), "n1", &format!("n{i}"));

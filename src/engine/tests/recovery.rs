@@ -215,7 +215,12 @@ fn security_policy_warn_mode_configures_but_reports() {
 #[test]
 fn node_capacity_learned_as_a_follower_survives_becoming_leader() {
     let mut w = World::default();
-    w.state.apply(ClusterEvent::NodeApplied { name: "n1".into(), labels: Default::default(), pkey_capacity: Some(2) });
+    w.state.apply(ClusterEvent::NodeApplied {
+        name: "n1".into(),
+        labels: Default::default(),
+        pkey_capacity: Some(2),
+        hca_capacities: Default::default(),
+    });
     w.state.reset_leader_state(); // a new leader term
     w.ib_nad("a", "0x1");
     w.ib_nad("b", "0x2");
