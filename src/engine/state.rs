@@ -296,7 +296,14 @@ impl State {
                 }
             }
             ClusterEvent::NetworkApplied { key, kind, network } => {
-                self.route_reported.retain(|(k, _)| *k != key);
+                // A relist re-delivers every network unchanged: report again only on a change.
+                let held = self.networks.get(&key).and_then(|d| match kind {
+                    NetworkKind::Nad => d.nad.as_ref(),
+                    NetworkKind::SpiderMultusConfig => d.smc.as_ref(),
+                });
+                if held != Some(&network) {
+                    self.route_reported.retain(|(k, _)| *k != key);
+                }
                 self.report_network(&key, kind, network.as_ref().err());
                 self.set_network(key, kind, Some(network));
             }

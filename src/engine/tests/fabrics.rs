@@ -116,6 +116,10 @@ fn a_nad_naming_a_fabric_the_node_is_not_on_is_refused_and_decided_again_when_th
     w.pod("b", "c1", "ib");
     w.converge();
     assert_eq!(on_nad(&w), 1, "a second pod of the same NAD and reason: on its own pod only");
+    // A relist delivers the NAD again unchanged: no second Event on it.
+    w.nad_on("ib", "0x10", Some("storage"));
+    w.converge();
+    assert_eq!(on_nad(&w), 1, "an unchanged NAD is not reported again");
     let status = build_patch(&w.state, &PodUid::new("a")).unwrap().status;
     assert!(status.values().any(|v| v.starts_with("refused: FabricNotOnNode")), "{status:?}");
     // Not retried hot: another round plans nothing for it.
