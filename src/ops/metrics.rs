@@ -518,4 +518,32 @@ mod tests {
         sorted.dedup();
         assert_eq!(names, sorted);
     }
+
+    #[test]
+    fn each_fabric_is_its_own_series() {
+        let m = Metrics::new();
+        let stats = EngineStats::default();
+        assert!(!m.render(&stats).contains("fabric_sync_fabric_reached"), "no series before the engine registers");
+        let fabrics = stats.register_fabrics(["compute", "storage"]);
+        fabrics[1].set_reached(true);
+        fabrics[0].lists.inc();
+        stats.set_gauges(Gauges {
+            fabrics: vec![
+                FabricGauges { name: "compute".into(), pool_in_use: 3, ..FabricGauges::default() },
+                FabricGauges { name: "storage".into(), pool_in_use: 5, ..FabricGauges::default() },
+            ],
+            ..Gauges::default()
+        });
+        let text = m.render(&stats);
+        for line in [
+            "fabric_sync_fabric_reached{fabric=\"compute\"} 0",
+            "fabric_sync_fabric_reached{fabric=\"storage\"} 1",
+            "fabric_sync_fabric_lists_total{fabric=\"compute\"} 1",
+            "fabric_sync_fabric_lists_total{fabric=\"storage\"} 0",
+            "fabric_sync_guid_pool_used{fabric=\"compute\"} 3",
+            "fabric_sync_guid_pool_used{fabric=\"storage\"} 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
+    }
 }
