@@ -347,6 +347,13 @@ async fn a_nad_moved_to_another_fabric_moves_its_members_and_a_node_off_the_fabr
         compute.annotation("px", "fabric-sync.io/status").is_some_and(|s| s.contains("FabricNotOnNode"))
     })
     .await;
+    // The NAD's author sees it where they look: a Warning Event on the NAD naming the pod.
+    eventually("a FabricNotOnNode Event on the NAD", || {
+        events_about(&compute.api, "NetworkAttachmentDefinition", "ib-m")
+            .iter()
+            .any(|e| e["reason"] == "FabricNotOnNode" && e["note"].as_str().is_some_and(|n| n.contains("px")))
+    })
+    .await;
     compute.api.merge_patch(
         Res::Nads,
         "t",
