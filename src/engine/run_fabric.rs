@@ -191,13 +191,13 @@ impl Engine {
     /// Whether every fabric was listed in this term; with several, which were not.
     pub(super) fn publish_reached(&self) {
         for (port, f) in self.ports.iter().zip(&self.state.fabrics) {
-            port.stats.set_reached(f.listed);
+            port.stats.reached.set(f.listed);
         }
     }
 
     fn publish_auth(&self) {
         for port in &self.ports {
-            port.stats.set_auth_failing(!port.auth_pause.is_empty());
+            port.stats.auth_failing.set(!port.auth_pause.is_empty());
         }
     }
 

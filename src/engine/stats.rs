@@ -23,9 +23,23 @@ impl Counter {
     }
 }
 
+/// A yes/no level a scrape shows as 0 or 1.
+#[derive(Debug, Default)]
+pub struct Flag(AtomicBool);
+
+impl Flag {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, v: bool) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
 /// One fabric's counters and flags (issue 17): a scrape shows them with `fabric="<name>"`
 /// (`default` without a fabrics file).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct FabricStats {
     pub name: String,
     pub add_requests: Counter,
@@ -36,42 +50,10 @@ pub struct FabricStats {
     pub breaker_trips: Counter,
     /// GUIDs drift repair changed: stale ones removed, lost ones re-added.
     pub drift_repairs: Counter,
-    reached: AtomicBool,
-    auth_failing: AtomicBool,
-}
-
-impl FabricStats {
-    fn new(name: &str) -> FabricStats {
-        FabricStats {
-            name: name.to_string(),
-            add_requests: Counter::default(),
-            remove_requests: Counter::default(),
-            lists: Counter::default(),
-            failures: Counter::default(),
-            breaker_trips: Counter::default(),
-            drift_repairs: Counter::default(),
-            reached: AtomicBool::new(false),
-            auth_failing: AtomicBool::new(false),
-        }
-    }
-
     /// Its UFM answered a listing in this leader term.
-    pub fn reached(&self) -> bool {
-        self.reached.load(Ordering::Relaxed)
-    }
-
-    pub fn set_reached(&self, v: bool) {
-        self.reached.store(v, Ordering::Relaxed);
-    }
-
+    pub reached: Flag,
     /// Its UFM refuses the credentials: all traffic to it pauses.
-    pub fn auth_failing(&self) -> bool {
-        self.auth_failing.load(Ordering::Relaxed)
-    }
-
-    pub fn set_auth_failing(&self, v: bool) {
-        self.auth_failing.store(v, Ordering::Relaxed);
-    }
+    pub auth_failing: Flag,
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +67,8 @@ pub struct EngineStats {
     pub events_emitted: Counter,
     pub configured: Counter,
     refusals: [Counter; Reason::ALL.len()],
-    leader: AtomicBool,
-    caches_synced: AtomicBool,
+    leader: Flag,
+    caches_synced: Flag,
     /// Per fabric, in the fabrics file's order; kept across engines (leader terms) by name so
     /// that counters only grow.
     fabrics: Mutex<Vec<Arc<FabricStats>>>,
@@ -155,20 +137,20 @@ impl EngineStats {
     }
 
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
+        self.leader.set(leader);
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
+        self.leader.get()
     }
 
     pub fn set_caches_synced(&self, v: bool) {
-        self.caches_synced.store(v, Ordering::Relaxed);
+        self.caches_synced.set(v);
     }
 
     /// Every initial list has been delivered to the engine.
     pub fn caches_synced(&self) -> bool {
-        self.caches_synced.load(Ordering::Relaxed)
+        self.caches_synced.get()
     }
 
     /// The stats of these fabrics, in this order: an existing fabric's are kept (its counters go
@@ -178,7 +160,12 @@ impl EngineStats {
         let mut held = self.fabrics.lock().unwrap_or_else(|p| p.into_inner());
         let next: Vec<Arc<FabricStats>> = names
             .into_iter()
-            .map(|n| held.iter().find(|f| f.name == n).cloned().unwrap_or_else(|| Arc::new(FabricStats::new(n))))
+            .map(|n| {
+                held.iter()
+                    .find(|f| f.name == n)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(FabricStats { name: n.to_string(), ..FabricStats::default() }))
+            })
             .collect();
         *held = next.clone();
         next
@@ -197,12 +184,12 @@ impl EngineStats {
     /// Every fabric answered a listing in this leader term.
     pub fn fabric_reached(&self) -> bool {
         let fabrics = self.fabrics();
-        !fabrics.is_empty() && fabrics.iter().all(|f| f.reached())
+        !fabrics.is_empty() && fabrics.iter().all(|f| f.reached.get())
     }
 
     /// Some UFM refuses the credentials.
     pub fn fabric_auth_failing(&self) -> bool {
-        self.fabrics().iter().any(|f| f.auth_failing())
+        self.fabrics().iter().any(|f| f.auth_failing.get())
     }
 
     /// The fabrics not listed yet in this term (`/readyz` names them when there are several).
@@ -211,7 +198,7 @@ impl EngineStats {
         if fabrics.len() < 2 {
             return Vec::new();
         }
-        fabrics.iter().filter(|f| !f.reached()).map(|f| f.name.clone()).collect()
+        fabrics.iter().filter(|f| !f.reached.get()).map(|f| f.name.clone()).collect()
     }
 
     pub fn set_gauges(&self, g: Gauges) {

@@ -84,11 +84,11 @@ mod tests {
         s.set_leader(true);
         assert!(readiness(&s).unwrap_err().contains("UFM"));
         let fabrics = s.register_fabrics(["compute", "storage"]);
-        fabrics[0].set_reached(true);
+        fabrics[0].reached.set(true);
         assert!(readiness(&s).unwrap_err().contains("fabric storage"), "the unreached fabric is named");
-        fabrics[1].set_reached(true);
+        fabrics[1].reached.set(true);
         assert_eq!(readiness(&s), Ok(()));
-        fabrics[1].set_auth_failing(true);
+        fabrics[1].auth_failing.set(true);
         assert!(readiness(&s).unwrap_err().contains("credentials"));
     }
 }

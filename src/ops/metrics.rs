@@ -414,8 +414,8 @@ fn fabric_families(s: &EngineStats, g: &Gauges) -> Vec<MetricFamily> {
     per_fabric("fabric_sync_mass_removals_refused_total", false, &|f| f.breaker_trips.get());
     per_fabric("fabric_sync_fabric_lists_total", false, &|f| f.lists.get());
     per_fabric("fabric_sync_fabric_failures_total", false, &|f| f.failures.get());
-    per_fabric("fabric_sync_ufm_auth_failing", true, &|f| u64::from(f.auth_failing()));
-    per_fabric("fabric_sync_fabric_reached", true, &|f| u64::from(f.reached()));
+    per_fabric("fabric_sync_ufm_auth_failing", true, &|f| u64::from(f.auth_failing.get()));
+    per_fabric("fabric_sync_fabric_reached", true, &|f| u64::from(f.reached.get()));
     per_fabric("fabric_sync_guid_pool_used", true, &|f| level_of(f, |l| l.pool_in_use));
     per_fabric("fabric_sync_guid_pool_quarantined", true, &|f| level_of(f, |l| l.pool_quarantined));
     per_fabric("fabric_sync_guid_pool_capacity", true, &|f| level_of(f, |l| l.pool_capacity));
@@ -525,7 +525,7 @@ mod tests {
         let stats = EngineStats::default();
         assert!(!m.render(&stats).contains("fabric_sync_fabric_reached"), "no series before the engine registers");
         let fabrics = stats.register_fabrics(["compute", "storage"]);
-        fabrics[1].set_reached(true);
+        fabrics[1].reached.set(true);
         fabrics[0].lists.inc();
         stats.set_gauges(Gauges {
             fabrics: vec![
